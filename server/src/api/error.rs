@@ -1,0 +1,72 @@
+//! The one error type every handler returns, and its mapping to HTTP.
+//!
+//! Every error answers `{"error": "..."}`. Client mistakes get a 4xx with a
+//! message that says what to fix; storage and I/O faults get a 5xx whose
+//! message names the fault without leaking paths, while the full error
+//! (with its source chain) goes to the log. Unknown means 500, never 400.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::broker::BrokerError;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl ApiError {
+    fn status_and_message(&self) -> (StatusCode, String) {
+        match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
+            ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m.clone()),
+            ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m.clone()),
+            ApiError::Broker(e) => match e {
+                BrokerError::Topic(_) | BrokerError::BadId(_) | BrokerError::KeyTooLong { .. } => {
+                    (StatusCode::BAD_REQUEST, e.to_string())
+                }
+                BrokerError::Storage(s) => match s {
+                    StorageError::Encode(_) => (StatusCode::BAD_REQUEST, s.to_string()),
+                    StorageError::Corrupt { pos, .. } => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!(
+                            "the stored record at log position {pos} is corrupt; it is not served"
+                        ),
+                    ),
+                    StorageError::Failed(_) | StorageError::Closed => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "storage is not accepting writes".into(),
+                    ),
+                    StorageError::NoRecord { .. } => (StatusCode::NOT_FOUND, s.to_string()),
+                    StorageError::Io { .. } => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "storage I/O error".into(),
+                    ),
+                },
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = self.status_and_message();
+        if status.is_server_error() {
+            tracing::error!(error = %self, source = ?std::error::Error::source(&self), "request failed");
+        }
+        (status, Json(json!({ "error": message }))).into_response()
+    }
+}

@@ -1,0 +1,133 @@
+//! Liveness and numbers: `GET /healthz` and `GET /metrics`.
+//!
+//! `/healthz` is 200 while the node serves: `"ok"`, or `"degraded"` with
+//! the damage recovery found (corrupt regions are listed, never served);
+//! 503 once an fsync failed and the store refuses writes.
+//! `/metrics` is Prometheus text exposition.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+use super::AppState;
+use crate::storage::store::FSYNC_BUCKETS_US;
+use crate::storage::DamageKind;
+
+pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let store = state.broker.store();
+    let stats = store.stats();
+    let damage = store.damage();
+    let corrupt = damage
+        .iter()
+        .filter(|d| d.kind != DamageKind::TornTail)
+        .count();
+    let (code, status) = match (store.failure(), corrupt) {
+        (Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "failed"),
+        (None, 0) => (StatusCode::OK, "ok"),
+        (None, _) => (StatusCode::OK, "degraded"),
+    };
+    (
+        code,
+        Json(json!({
+            "status": status,
+            "error": store.failure(),
+            "node_id": store.node_id(),
+            "epoch": stats.epoch,
+            "log_end": stats.log_end,
+            "flushed": stats.flushed,
+            "damage": damage,
+        })),
+    )
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let store = state.broker.store();
+    let s = store.stats();
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, kind: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    };
+    counter(
+        "waybill_messages_stored_total",
+        "Messages appended to the commit log.",
+        "counter",
+        s.appended_msgs,
+    );
+    counter(
+        "waybill_bytes_stored_total",
+        "Bytes appended to the commit log.",
+        "counter",
+        s.appended_bytes,
+    );
+    counter(
+        "waybill_messages_flushed_total",
+        "Messages covered by a completed fsync.",
+        "counter",
+        s.synced_msgs,
+    );
+    counter(
+        "waybill_log_end_bytes",
+        "Commit log end position.",
+        "gauge",
+        s.log_end,
+    );
+    counter(
+        "waybill_log_flushed_bytes",
+        "Commit log position covered by fsync.",
+        "gauge",
+        s.flushed,
+    );
+    counter(
+        "waybill_log_segments",
+        "Commit log segment files.",
+        "gauge",
+        s.segments as u64,
+    );
+    counter(
+        "waybill_storage_failed",
+        "1 after an fsync error: the store refuses writes.",
+        "gauge",
+        u64::from(store.failure().is_some()),
+    );
+    let _ = writeln!(out, "# HELP waybill_storage_damaged_regions Log regions recovery could not read, by kind.\n# TYPE waybill_storage_damaged_regions gauge");
+    for (kind, label) in [
+        (DamageKind::Corrupt, "corrupt"),
+        (DamageKind::TornTail, "torn_tail"),
+        (DamageKind::MissingFlushed, "missing_flushed"),
+    ] {
+        let n = store.damage().iter().filter(|d| d.kind == kind).count();
+        let _ = writeln!(
+            out,
+            "waybill_storage_damaged_regions{{kind=\"{label}\"}} {n}"
+        );
+    }
+    let _ = writeln!(out, "# HELP waybill_fsync_seconds Commit log fsync latency (one per group commit).\n# TYPE waybill_fsync_seconds histogram");
+    let mut cumulative = 0;
+    for (i, le) in FSYNC_BUCKETS_US.iter().enumerate() {
+        cumulative += s.fsync_hist[i];
+        let _ = writeln!(
+            out,
+            "waybill_fsync_seconds_bucket{{le=\"{}\"}} {cumulative}",
+            *le as f64 / 1e6
+        );
+    }
+    cumulative += s.fsync_hist[FSYNC_BUCKETS_US.len()];
+    let _ = writeln!(
+        out,
+        "waybill_fsync_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        out,
+        "waybill_fsync_seconds_sum {}",
+        s.fsync_nanos as f64 / 1e9
+    );
+    let _ = writeln!(out, "waybill_fsync_seconds_count {}", s.fsyncs);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

@@ -1,0 +1,52 @@
+//! HTTP API: JSON over axum, built by [`app`] so tests can drive it with
+//! `oneshot` and no socket.
+//!
+//! # Layout
+//! - [`error`]: `ApiError`, the single error → status mapping.
+//! - [`json`]: the JSON body extractor with JSON errors.
+//! - [`messages`]: send, read by id, search by key.
+//! - [`health`]: `/healthz` and `/metrics`.
+
+pub mod error;
+pub mod health;
+pub mod json;
+pub mod messages;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::trace::TraceLayer;
+
+use crate::broker::Broker;
+use error::ApiError;
+
+/// Default request body limit (SPEC: 4 MiB).
+pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub broker: Arc<Broker>,
+}
+
+/// The whole HTTP surface.
+pub fn app(state: AppState, body_limit: usize) -> Router {
+    let api = Router::new()
+        .route("/topics/{topic}/messages", post(messages::send))
+        .route("/messages/{id}", get(messages::get))
+        .route("/messages", get(messages::search));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}

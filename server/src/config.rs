@@ -1,0 +1,131 @@
+//! Server configuration: defaults, then `--config FILE` (TOML), then flags.
+//!
+//! Every `waybill serve` flag has a TOML key of the same name with `_`
+//! instead of `-` (`--flush-interval-ms` ↔ `flush_interval_ms`). Durability
+//! is one enum ([`crate::storage::Flush`]), not a set of booleans.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::storage::Flush;
+
+/// `--flush` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushMode {
+    Sync,
+    Async,
+}
+
+/// Effective configuration of one node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub broker_addr: SocketAddr,
+    pub flush: FlushMode,
+    /// Async flush: fsync period (RocketMQ's flushIntervalCommitLog, 500 ms).
+    pub flush_interval_ms: u64,
+    /// Sync flush: how long a send waits for its fsync (RocketMQ's
+    /// syncFlushTimeout, 5 s) before `FLUSH_DISK_TIMEOUT`.
+    pub sync_flush_timeout_ms: u64,
+    pub node_id: u16,
+    /// Commit log segment size (RocketMQ's mappedFileSizeCommitLog, 1 GiB).
+    pub segment_bytes: u64,
+    pub queues_per_topic: u32,
+    /// Largest accepted HTTP request body.
+    pub max_body_bytes: usize,
+    /// How often index files are synced and checkpointed.
+    pub index_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            broker_addr: SocketAddr::from(([127, 0, 0, 1], 9876)),
+            flush: FlushMode::Sync,
+            flush_interval_ms: 500,
+            sync_flush_timeout_ms: 5000,
+            node_id: 1,
+            segment_bytes: 1 << 30,
+            queues_per_topic: 4,
+            max_body_bytes: crate::api::DEFAULT_BODY_LIMIT,
+            index_interval_ms: 1000,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("invalid setting {name}: {why}")]
+    Invalid { name: &'static str, why: String },
+}
+
+impl Config {
+    /// Parses a TOML config file over the defaults.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Checks ranges that the types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, why: &str| {
+            Err(ConfigError::Invalid {
+                name,
+                why: why.into(),
+            })
+        };
+        if self.flush_interval_ms == 0 {
+            return invalid("flush_interval_ms", "must be at least 1");
+        }
+        if self.sync_flush_timeout_ms == 0 {
+            return invalid("sync_flush_timeout_ms", "must be at least 1");
+        }
+        if self.segment_bytes < 4096 {
+            return invalid("segment_bytes", "must be at least 4096");
+        }
+        if self.queues_per_topic == 0 || self.queues_per_topic > 1024 {
+            return invalid("queues_per_topic", "must be between 1 and 1024");
+        }
+        if self.max_body_bytes == 0 {
+            return invalid("max_body_bytes", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The storage flush policy these settings describe.
+    pub fn flush_policy(&self) -> Flush {
+        match self.flush {
+            FlushMode::Sync => Flush::Sync,
+            FlushMode::Async => Flush::Async {
+                interval: Duration::from_millis(self.flush_interval_ms),
+            },
+        }
+    }
+}

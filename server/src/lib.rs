@@ -1,0 +1,15 @@
+//! Waybill: a durable message broker that traces every message.
+//!
+//! # Layout (follows the data path)
+//! - [`storage`]: commit log segments, CRC'd records, group-commit flusher,
+//!   consume queue and key indexes, checkpoint, crash recovery, fault FS.
+//! - [`broker`]: topic rules, queue choice, message ids, `SendStatus`.
+//! - [`api`]: the axum HTTP API (`app()`), errors as `{"error": ...}`.
+//! - [`config`]: defaults ← TOML file ← command-line flags.
+//! - [`server`]: wires config, store, broker and HTTP into a running node.
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod server;
+pub mod storage;

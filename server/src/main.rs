@@ -1,0 +1,147 @@
+//! The `waybill` binary: command-line parsing and the process edge.
+//! `anyhow` lives here and nowhere else.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use waybill::config::{Config, FlushMode};
+
+#[derive(Parser)]
+#[command(
+    name = "waybill",
+    version,
+    about = "Durable message broker with a built-in message tracer"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: broker, HTTP API and dashboard.
+    Serve(ServeArgs),
+}
+
+/// Flags of `waybill serve`; each overrides the same-named key of `--config`.
+#[derive(Args, Debug, Default)]
+struct ServeArgs {
+    /// TOML file with the same settings (keys use `_`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the commit log, indexes and checkpoint live [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Dashboard and HTTP API address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
+    /// Client protocol address [default: 127.0.0.1:9876].
+    #[arg(long)]
+    broker_addr: Option<SocketAddr>,
+    /// sync: ack after fsync (group commit); async: ack after write [default: sync].
+    #[arg(long, value_enum)]
+    flush: Option<FlushMode>,
+    /// Async flush: fsync period in ms [default: 500].
+    #[arg(long)]
+    flush_interval_ms: Option<u64>,
+    /// Sync flush: wait this long for the fsync before FLUSH_DISK_TIMEOUT [default: 5000].
+    #[arg(long)]
+    sync_flush_timeout_ms: Option<u64>,
+    /// This node's id (embedded in message ids) [default: 1].
+    #[arg(long)]
+    node_id: Option<u16>,
+    /// Commit log segment size in bytes [default: 1 GiB].
+    #[arg(long)]
+    segment_bytes: Option<u64>,
+    /// Queues per topic [default: 4].
+    #[arg(long)]
+    queues_per_topic: Option<u32>,
+    /// Largest HTTP request body in bytes [default: 4 MiB].
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+    /// Index sync + checkpoint period in ms [default: 1000].
+    #[arg(long)]
+    index_interval_ms: Option<u64>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_toml_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
+        }
+        set!(
+            data_dir,
+            http_addr,
+            broker_addr,
+            flush,
+            flush_interval_ms,
+            sync_flush_timeout_ms,
+            node_id,
+            segment_bytes,
+            queues_per_topic,
+            max_body_bytes,
+            index_interval_ms
+        );
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("waybill: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = args.into_config()?;
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(waybill::server::serve(cfg, shutdown_signal()))?;
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

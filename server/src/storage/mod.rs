@@ -1,0 +1,105 @@
+//! Storage engine: the durable commit log and its indexes.
+//!
+//! Knows nothing of HTTP, SQL or the wire protocol; it could be its own crate.
+//!
+//! # Layout
+//! - [`fs`]: the narrow file-system trait all I/O goes through ([`fs::RealFs`]).
+//! - [`faultfs`]: an in-memory file system that simulates power loss and EIO.
+//! - [`record`]: the framed, CRC32C-checked record format.
+//! - [`segment`]: one `{base:020}.log` segment file.
+//! - [`log`]: the segment set and the append tail (rolls segments).
+//! - [`queue_index`]: per topic queue, queue offset → log position.
+//! - [`key_index`]: message key → log positions.
+//! - [`checkpoint`]: flushed / indexed watermarks and the boot epoch.
+//! - [`recovery`]: start-up scan, torn-tail truncation, corruption report.
+//! - [`flusher`]: the group-commit fsync thread and the index writer thread.
+//! - [`store`]: the facade tying them together (append, wait, read, lookup).
+//!
+//! # Data directory
+//! ```text
+//! log/{base:020}.log              commit log segments
+//! index/queues/{topic}/{q}.cq     consume queues (20-byte entries)
+//! index/keys.idx                  key index (16-byte entries)
+//! checkpoint                      two CRC'd slots
+//! ```
+
+pub mod checkpoint;
+pub mod faultfs;
+pub mod flusher;
+pub mod fs;
+pub mod key_index;
+pub mod log;
+pub mod queue_index;
+pub mod record;
+pub mod recovery;
+pub mod segment;
+pub mod store;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use record::{FrameError, StoredMessage};
+pub use recovery::{Damage, DamageKind};
+pub use store::{Appended, FlushOutcome, NewMessage, Store, StoreStats};
+
+/// When an append is acknowledged relative to fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Ack after an fsync covers the message (group commit).
+    Sync,
+    /// Ack after the write; a background fsync runs every `interval`.
+    Async { interval: Duration },
+}
+
+/// Tunables of one store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub dir: PathBuf,
+    pub flush: Flush,
+    /// Size at which a segment is sealed and a new one started.
+    pub segment_bytes: u64,
+    /// How often index entries are written, synced and checkpointed. Longer
+    /// means fewer syncs competing with the log's; recovery replays at most
+    /// this much log.
+    pub index_interval: Duration,
+    /// Node id embedded in message ids.
+    pub node_id: u16,
+}
+
+impl StoreOptions {
+    pub fn new(dir: impl Into<PathBuf>, flush: Flush) -> Self {
+        StoreOptions {
+            dir: dir.into(),
+            flush,
+            segment_bytes: 1 << 30,
+            index_interval: Duration::from_millis(1000),
+            node_id: 1,
+        }
+    }
+}
+
+/// Errors of the storage layer; each carries the file and position involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt record at log position {pos} in {path}: {error}")]
+    Corrupt {
+        path: PathBuf,
+        pos: u64,
+        #[source]
+        error: FrameError,
+    },
+    #[error("no record at log position {pos}")]
+    NoRecord { pos: u64 },
+    #[error("message cannot be stored: {0}")]
+    Encode(#[source] FrameError),
+    #[error("store failed after an fsync error and refuses writes: {0}")]
+    Failed(String),
+    #[error("store is closed")]
+    Closed,
+}

@@ -1,0 +1,620 @@
+//! The store: append, wait for durability, read back, look up by key.
+//!
+//! One writer lock orders appends: it covers assigning the queue offset,
+//! encoding, the positional write into the active segment and the in-memory
+//! index entries, so log order, queue order and index order always agree.
+//! Nothing slow happens under it: fsyncs run on the flusher thread (group
+//! commit: one fsync covers every frame written before it started) and index
+//! files are written by the indexer thread.
+//!
+//! Durability is published through the `flushed` watch: its position only
+//! ever moves to an `end` the flusher saw before an fsync that succeeded.
+//! After a failed fsync the store is *failed*: the watch says so, waiting
+//! appends get [`FlushOutcome::Failed`], and new appends are refused — the
+//! kernel may have dropped the dirty pages, so retrying the fsync and
+//! reporting success would be a lie.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::checkpoint::CheckpointFile;
+use super::fs::Fs;
+use super::key_index::{self, KeyIndex};
+use super::log::{CommitLog, LogTail};
+use super::queue_index::{QueueEntry, QueueIndex};
+use super::record::{self, StoredMessage};
+use super::recovery::{self, Damage};
+use super::{flusher, Flush, StorageError, StoreOptions};
+
+/// A message to append; the store adds ids, times and the queue offset.
+#[derive(Debug, Clone, Default)]
+pub struct NewMessage {
+    pub topic: String,
+    pub queue_id: u32,
+    pub key: Option<String>,
+    pub tags: Option<String>,
+    pub producer: Option<String>,
+    pub properties: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+    pub born_ms: i64,
+}
+
+/// Where an appended message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub pos: u64,
+    /// One past the frame's last byte: durable once `flushed >= end`.
+    pub end: u64,
+    pub queue_offset: u64,
+    pub node: u16,
+    pub epoch: u32,
+    pub stored_ms: i64,
+}
+
+/// Result of waiting for an fsync to cover an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlushOutcome {
+    Flushed,
+    TimedOut,
+    Failed(String),
+}
+
+/// The published durability watermark.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FlushMark {
+    pub pos: u64,
+    pub failed: Option<Arc<str>>,
+}
+
+/// Latency buckets (upper bounds, microseconds) of the fsync histogram.
+pub const FSYNC_BUCKETS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+/// Monotonic counters; atomics so the hot path never takes a lock for them.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub appended_msgs: AtomicU64,
+    pub appended_bytes: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub fsync_nanos: AtomicU64,
+    pub synced_msgs: AtomicU64,
+    pub fsync_hist: [AtomicU64; FSYNC_BUCKETS_US.len() + 1],
+}
+
+/// A point-in-time copy of the counters and watermarks.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    pub appended_msgs: u64,
+    pub appended_bytes: u64,
+    /// Log fsyncs (one per group commit).
+    pub fsyncs: u64,
+    pub fsync_nanos: u64,
+    /// Messages covered by those fsyncs.
+    pub synced_msgs: u64,
+    /// Cumulative counts per `FSYNC_BUCKETS_US` bucket, plus +Inf last.
+    pub fsync_hist: Vec<u64>,
+    pub log_end: u64,
+    pub flushed: u64,
+    pub indexed_upto: u64,
+    pub segments: usize,
+    pub epoch: u32,
+}
+
+/// State behind the writer lock.
+pub(crate) struct Writer {
+    pub tail: LogTail,
+    pub queues: HashMap<(String, u32), QueueIndex>,
+    pub keys: KeyIndex,
+    /// Directories that gained entries since the indexer last synced them.
+    pub new_dirs: Vec<PathBuf>,
+    /// Messages appended since open (the flusher's per-fsync count).
+    pub appended: u64,
+    pub failed: Option<Arc<str>>,
+}
+
+/// Everything the background threads share with the store.
+pub(crate) struct Shared {
+    pub fs: Arc<dyn Fs>,
+    pub opts: StoreOptions,
+    pub log: CommitLog,
+    // std Mutex: held only for in-memory work and one positional write,
+    // never across an await.
+    pub writer: Mutex<Writer>,
+    /// Log end as last published by the writer; lets the flusher check for
+    /// work without taking the writer lock.
+    pub written: AtomicU64,
+    pub flushed: watch::Sender<FlushMark>,
+    // Only the indexer writes checkpoints after open; Mutex for Sync.
+    pub checkpoint: Mutex<CheckpointFile>,
+    pub indexed_upto: AtomicU64,
+    pub epoch: u32,
+    pub damage: Vec<Damage>,
+    pub counters: Counters,
+    pub shutdown: AtomicBool,
+    /// Set once the threads start; `unpark` wakes them.
+    pub flusher: OnceLock<Thread>,
+    pub indexer: OnceLock<Thread>,
+}
+
+impl Shared {
+    pub fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn queues_dir(&self) -> PathBuf {
+        self.opts.dir.join("index").join("queues")
+    }
+}
+
+/// The durable message store.
+pub struct Store {
+    shared: Arc<Shared>,
+    // Joined on close; a Mutex so `close(&self)` can take them once.
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn check_topic(topic: &str) -> Result<(), StorageError> {
+    if topic.is_empty() || topic == "." || topic == ".." || topic.contains(['/', '\0']) {
+        return Err(StorageError::Encode(record::FrameError::Payload(
+            "topic is not a valid file name",
+        )));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (recovering if needed) the store in `opts.dir` and starts its
+    /// flusher and indexer threads.
+    pub fn open(fs: Arc<dyn Fs>, opts: StoreOptions) -> Result<Store, StorageError> {
+        let dir = opts.dir.clone();
+        let log_dir = dir.join("log");
+        let index_dir = dir.join("index");
+        let queues_dir = index_dir.join("queues");
+        for d in [&dir, &log_dir, &queues_dir] {
+            fs.create_dir_all(d).map_err(io_err(d))?;
+        }
+        let cp_path = dir.join("checkpoint");
+        let cp_file = fs.open(&cp_path, true).map_err(io_err(&cp_path))?;
+        let mut checkpoint = CheckpointFile::open(cp_path, cp_file)?;
+        let cp = checkpoint.current();
+
+        let scan = recovery::scan(fs.as_ref(), &log_dir, cp.flushed, cp.indexed_upto)?;
+        for d in &scan.damage {
+            tracing::warn!(kind = ?d.kind, segment = %d.segment, from = d.from, to = d.to, detail = %d.detail, "recovery found damage");
+        }
+        // Whatever survived a process crash may still sit only in the page
+        // cache: make it durable before calling it flushed.
+        for seg in scan.segments.values() {
+            let len = seg.file.len().map_err(io_err(&seg.path))?;
+            if seg.base + len > cp.flushed {
+                seg.file.sync().map_err(io_err(&seg.path))?;
+            }
+        }
+        let cut = cp.indexed_upto.min(scan.end);
+        let mut queues = HashMap::new();
+        for topic in fs.list(&queues_dir).map_err(io_err(&queues_dir))? {
+            let tdir = queues_dir.join(&topic);
+            for name in fs.list(&tdir).map_err(io_err(&tdir))? {
+                let Some(q) = name.strip_suffix(".cq").and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let path = tdir.join(&name);
+                let file = fs.open(&path, false).map_err(io_err(&path))?;
+                queues.insert((topic.clone(), q), QueueIndex::open(path, file, cut)?);
+            }
+        }
+        let keys_path = index_dir.join("keys.idx");
+        let keys_file = fs.open(&keys_path, true).map_err(io_err(&keys_path))?;
+        let keys = KeyIndex::open(keys_path, keys_file, cut)?;
+        for d in [&dir, &index_dir, &queues_dir] {
+            fs.sync_dir(d).map_err(io_err(d))?;
+        }
+
+        let segments = scan.segments;
+        let active = segments
+            .values()
+            .next_back()
+            .cloned()
+            .ok_or(StorageError::NoRecord { pos: 0 })?;
+        let log = CommitLog::new(fs.clone(), log_dir, opts.segment_bytes, segments);
+        let epoch = cp.epoch.max(scan.max_epoch).saturating_add(1);
+        let mut writer = Writer {
+            tail: LogTail {
+                active,
+                end: scan.end,
+                unsynced_sealed: Vec::new(),
+                dir_dirty: false,
+            },
+            queues,
+            keys,
+            new_dirs: Vec::new(),
+            appended: 0,
+            failed: None,
+        };
+        let mut replayed = 0u64;
+        for pos in &scan.replay {
+            let frame = log.read_frame(*pos)?;
+            let msg = record::decode(&frame).map_err(|error| StorageError::Corrupt {
+                path: log.dir().to_path_buf(),
+                pos: *pos,
+                error,
+            })?;
+            index_replayed(
+                fs.as_ref(),
+                &queues_dir,
+                &mut writer,
+                *pos,
+                frame.len() as u32,
+                &msg,
+            )?;
+            replayed += 1;
+        }
+        // The new epoch must be durable before any id that embeds it exists.
+        checkpoint.write(epoch, scan.end, cut)?;
+        tracing::info!(
+            dir = %dir.display(),
+            records = scan.records,
+            end = scan.end,
+            replayed,
+            epoch,
+            damage = scan.damage.len(),
+            "store opened"
+        );
+
+        let (flushed, _) = watch::channel(FlushMark {
+            pos: scan.end,
+            failed: None,
+        });
+        let shared = Arc::new(Shared {
+            fs,
+            opts,
+            log,
+            writer: Mutex::new(writer),
+            written: AtomicU64::new(scan.end),
+            flushed,
+            checkpoint: Mutex::new(checkpoint),
+            indexed_upto: AtomicU64::new(cut),
+            epoch,
+            damage: scan.damage,
+            counters: Counters::default(),
+            shutdown: AtomicBool::new(false),
+            flusher: OnceLock::new(),
+            indexer: OnceLock::new(),
+        });
+        let threads = flusher::start(&shared).map_err(io_err(&dir))?;
+        Ok(Store {
+            shared,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Appends one message. With [`Flush::Sync`] the caller must still
+    /// [`Store::wait_flushed`] before acknowledging it.
+    pub fn append(&self, msg: NewMessage) -> Result<Appended, StorageError> {
+        check_topic(&msg.topic)?;
+        let sh = &self.shared;
+        let appended = {
+            let mut w = sh.lock_writer();
+            if let Some(why) = &w.failed {
+                return Err(StorageError::Failed(why.to_string()));
+            }
+            if sh.shutdown.load(Ordering::Acquire) {
+                return Err(StorageError::Closed);
+            }
+            let queues_dir = sh.queues_dir();
+            let w = &mut *w;
+            let queue = queue_mut(
+                sh.fs.as_ref(),
+                &queues_dir,
+                &mut w.queues,
+                &mut w.new_dirs,
+                &msg.topic,
+                msg.queue_id,
+            )?;
+            let stored_ms = now_ms();
+            let stored = StoredMessage {
+                node: sh.opts.node_id,
+                epoch: sh.epoch,
+                born_ms: msg.born_ms,
+                stored_ms,
+                queue_id: msg.queue_id,
+                queue_offset: queue.next_offset(),
+                tags: msg.tags,
+                producer: msg.producer,
+                properties: msg.properties,
+                body: msg.body,
+                topic: msg.topic,
+                key: msg.key,
+            };
+            let frame = record::encode(&stored).map_err(StorageError::Encode)?;
+            let pos = sh.log.append(&mut w.tail, &frame)?;
+            queue.push(QueueEntry {
+                pos,
+                size: frame.len() as u32,
+                tag_hash: stored.tags.as_deref().map(key_index::hash).unwrap_or(0),
+            });
+            if let Some(k) = &stored.key {
+                w.keys.insert(k, pos);
+            }
+            w.appended += 1;
+            sh.written.store(w.tail.end, Ordering::Release);
+            sh.counters.appended_msgs.fetch_add(1, Ordering::Relaxed);
+            sh.counters
+                .appended_bytes
+                .fetch_add(frame.len() as u64, Ordering::Relaxed);
+            Appended {
+                pos,
+                end: w.tail.end,
+                queue_offset: stored.queue_offset,
+                node: stored.node,
+                epoch: stored.epoch,
+                stored_ms,
+            }
+        };
+        if sh.opts.flush == Flush::Sync {
+            if let Some(t) = sh.flusher.get() {
+                t.unpark();
+            }
+        }
+        Ok(appended)
+    }
+
+    /// Waits until an fsync covers log position `end`.
+    pub async fn wait_flushed(&self, end: u64, timeout: Duration) -> FlushOutcome {
+        let mut rx = self.shared.flushed.subscribe();
+        let waited = tokio::time::timeout(timeout, async {
+            rx.wait_for(|m| m.pos >= end || m.failed.is_some())
+                .await
+                .map(|m| m.clone())
+        })
+        .await;
+        match waited {
+            Ok(Ok(mark)) if mark.pos >= end => FlushOutcome::Flushed,
+            Ok(Ok(mark)) => {
+                FlushOutcome::Failed(mark.failed.as_deref().unwrap_or("fsync failed").to_string())
+            }
+            Ok(Err(_)) => FlushOutcome::Failed("store closed".into()),
+            Err(_) => FlushOutcome::TimedOut,
+        }
+    }
+
+    /// Reads the message whose frame starts at `pos`, checking that `pos` is
+    /// a real record boundary (its queue index points at it) and its CRC.
+    pub fn read(&self, pos: u64) -> Result<StoredMessage, StorageError> {
+        if pos >= self.shared.written.load(Ordering::Acquire) {
+            return Err(StorageError::NoRecord { pos });
+        }
+        // A bad header at a position nobody reported damaged means the
+        // position is simply not a record start (a made-up id): not found.
+        // A good header with a bad CRC, or anything inside a damaged region,
+        // is corruption and is reported as such, never served.
+        let in_damage = |pos: u64| {
+            self.shared
+                .damage
+                .iter()
+                .any(|d| d.from <= pos && pos < d.to)
+        };
+        let frame = match self.shared.log.read_frame(pos) {
+            Ok(f) => f,
+            Err(StorageError::Corrupt { .. }) if !in_damage(pos) => {
+                return Err(StorageError::NoRecord { pos })
+            }
+            Err(e) => return Err(e),
+        };
+        let msg = record::decode(&frame).map_err(|error| StorageError::Corrupt {
+            path: self
+                .shared
+                .log
+                .segment_for(pos)
+                .map(|s| s.path.clone())
+                .unwrap_or_default(),
+            pos,
+            error,
+        })?;
+        match self.queue_entry(&msg.topic, msg.queue_id, msg.queue_offset)? {
+            Some(e) if e.pos == pos => Ok(msg),
+            _ => Err(StorageError::NoRecord { pos }),
+        }
+    }
+
+    /// Messages whose key (any space-separated word) equals `key`, newest
+    /// first, at most `limit`. Corrupt candidates are skipped and logged.
+    pub fn find_by_key(&self, key: &str, limit: usize) -> Vec<(u64, StoredMessage)> {
+        let candidates = self.shared.lock_writer().keys.candidates(key);
+        let mut out = Vec::new();
+        for pos in candidates.into_iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            match self.read(pos) {
+                Ok(m)
+                    if m.key
+                        .as_deref()
+                        .is_some_and(|k| key_index::words(k).any(|w| w == key)) =>
+                {
+                    out.push((pos, m))
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(pos, error = %e, "key index candidate unreadable"),
+            }
+        }
+        out
+    }
+
+    /// The consume-queue entry for a queue offset.
+    pub fn queue_entry(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+    ) -> Result<Option<QueueEntry>, StorageError> {
+        let w = self.shared.lock_writer();
+        match w.queues.get(&(topic.to_string(), queue_id)) {
+            Some(q) => q.get(offset),
+            None => Ok(None),
+        }
+    }
+
+    /// Next offset to be assigned in a queue (its length).
+    pub fn queue_len(&self, topic: &str, queue_id: u32) -> u64 {
+        let w = self.shared.lock_writer();
+        w.queues
+            .get(&(topic.to_string(), queue_id))
+            .map_or(0, QueueIndex::next_offset)
+    }
+
+    /// Damage found by recovery at open.
+    pub fn damage(&self) -> &[Damage] {
+        &self.shared.damage
+    }
+
+    /// Why the store refuses writes, if it does.
+    pub fn failure(&self) -> Option<String> {
+        self.shared
+            .flushed
+            .borrow()
+            .failed
+            .as_deref()
+            .map(str::to_string)
+    }
+
+    pub fn flush_mode(&self) -> Flush {
+        self.shared.opts.flush
+    }
+
+    pub fn node_id(&self) -> u16 {
+        self.shared.opts.node_id
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.shared.epoch
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.shared.counters;
+        StoreStats {
+            appended_msgs: c.appended_msgs.load(Ordering::Relaxed),
+            appended_bytes: c.appended_bytes.load(Ordering::Relaxed),
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            fsync_nanos: c.fsync_nanos.load(Ordering::Relaxed),
+            synced_msgs: c.synced_msgs.load(Ordering::Relaxed),
+            fsync_hist: c
+                .fsync_hist
+                .iter()
+                .map(|a| a.load(Ordering::Relaxed))
+                .collect(),
+            log_end: self.shared.written.load(Ordering::Acquire),
+            flushed: self.shared.flushed.borrow().pos,
+            indexed_upto: self.shared.indexed_upto.load(Ordering::Acquire),
+            segments: self.shared.log.segment_count(),
+            epoch: self.shared.epoch,
+        }
+    }
+
+    /// Flushes the log and indexes, writes a final checkpoint and stops the
+    /// background threads. Idempotent; also run on drop.
+    pub fn close(&self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        for t in [self.shared.flusher.get(), self.shared.indexer.get()]
+            .into_iter()
+            .flatten()
+        {
+            t.unpark();
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("storage thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The queue index for `(topic, queue_id)`, creating its file on first use.
+fn queue_mut<'a>(
+    fs: &dyn Fs,
+    queues_dir: &Path,
+    queues: &'a mut HashMap<(String, u32), QueueIndex>,
+    new_dirs: &mut Vec<PathBuf>,
+    topic: &str,
+    queue_id: u32,
+) -> Result<&'a mut QueueIndex, StorageError> {
+    let k = (topic.to_string(), queue_id);
+    if !queues.contains_key(&k) {
+        let tdir = queues_dir.join(topic);
+        if !fs.exists(&tdir) {
+            fs.create_dir_all(&tdir).map_err(io_err(&tdir))?;
+            new_dirs.push(queues_dir.to_path_buf());
+        }
+        let path = tdir.join(format!("{queue_id}.cq"));
+        let file = fs.open(&path, true).map_err(io_err(&path))?;
+        new_dirs.push(tdir);
+        queues.insert(k.clone(), QueueIndex::open(path, file, u64::MAX)?);
+    }
+    queues.get_mut(&k).ok_or(StorageError::Closed)
+}
+
+/// Re-creates the index entries of a record found past the checkpoint.
+fn index_replayed(
+    fs: &dyn Fs,
+    queues_dir: &Path,
+    w: &mut Writer,
+    pos: u64,
+    size: u32,
+    msg: &StoredMessage,
+) -> Result<(), StorageError> {
+    let q = queue_mut(
+        fs,
+        queues_dir,
+        &mut w.queues,
+        &mut w.new_dirs,
+        &msg.topic,
+        msg.queue_id,
+    )?;
+    let next = q.next_offset();
+    if msg.queue_offset < next {
+        tracing::warn!(pos, topic = %msg.topic, queue = msg.queue_id, offset = msg.queue_offset, "record already indexed; skipped");
+        return Ok(());
+    }
+    for _ in next..msg.queue_offset {
+        // Offsets whose records were lost to corruption: keep the queue dense.
+        q.push(QueueEntry {
+            pos,
+            size: 0,
+            tag_hash: 0,
+        });
+    }
+    q.push(QueueEntry {
+        pos,
+        size,
+        tag_hash: msg.tags.as_deref().map(key_index::hash).unwrap_or(0),
+    });
+    if let Some(k) = &msg.key {
+        w.keys.insert(k, pos);
+    }
+    Ok(())
+}
