@@ -1,0 +1,90 @@
+//! Shared helpers for the black-box tests: start the real `waybill` binary
+//! in a temp dir, wait for its ready line, kill it for real.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a node gets to recover and print its ready line; generous
+/// because CI machines have two cores and recovery scans the whole log.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A `waybill serve` child process; SIGKILLed on drop so a failing test
+/// never leaves a node running.
+pub struct Node {
+    pub child: Child,
+    pub http: String,
+    pub data_dir: PathBuf,
+}
+
+impl Node {
+    /// Starts `waybill serve --data-dir DIR --http-addr 127.0.0.1:0 EXTRA...`.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Node> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("log"))?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_waybill"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--http-addr", "127.0.0.1:0", "--broker-addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("http="))
+                {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let http = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let log =
+                    std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default();
+                anyhow::bail!("node did not become ready; its log:\n{log}");
+            }
+        };
+        Ok(Node {
+            child,
+            http: format!("http://{http}"),
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// SIGKILL: no flush, no checkpoint, no goodbye.
+    pub fn sigkill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A body that differs per message, has multi-byte UTF-8 and varies in size.
+pub fn body_for(producer: usize, seq: usize) -> String {
+    let pad = (producer * 7919 + seq * 104_729) % 1500;
+    format!("p{producer}-m{seq}-ünïcødé-{}", "x".repeat(pad))
+}
