@@ -44,7 +44,7 @@ pub(crate) fn start(shared: &Arc<Shared>) -> std::io::Result<Vec<JoinHandle<()>>
 fn run_flusher(sh: &Shared) {
     loop {
         let stopping = sh.shutdown.load(Ordering::Acquire);
-        let flushed = sh.flushed.borrow().pos;
+        let flushed = sh.flushed.pos();
         if !stopping {
             match sh.opts.flush {
                 Flush::Sync => {
@@ -62,11 +62,11 @@ fn run_flusher(sh: &Shared) {
                 let why: Arc<str> = Arc::from(e.to_string());
                 tracing::error!(error = %e, "fsync failed; store refuses further writes");
                 sh.lock_writer().failed = Some(why.clone());
-                sh.flushed.send_modify(|m| m.failed = Some(why));
+                sh.flushed.fail(why);
                 return;
             }
         }
-        if stopping && sh.written.load(Ordering::Acquire) <= sh.flushed.borrow().pos {
+        if stopping && sh.written.load(Ordering::Acquire) <= sh.flushed.pos() {
             return;
         }
     }
@@ -84,7 +84,7 @@ fn flush_once(sh: &Shared) -> Result<(), StorageError> {
             std::mem::replace(&mut w.tail.dir_dirty, false),
         )
     };
-    let flushed = sh.flushed.borrow().pos;
+    let flushed = sh.flushed.pos();
     if end <= flushed && sealed.is_empty() && !dir_dirty {
         return Ok(());
     }
@@ -115,7 +115,7 @@ fn flush_once(sh: &Shared) -> Result<(), StorageError> {
     c.fsync_hist[bucket].fetch_add(1, Ordering::Relaxed);
     // Single flusher thread: a plain store of the running total is enough.
     c.synced_msgs.store(appended, Ordering::Relaxed);
-    sh.flushed.send_modify(|m| m.pos = m.pos.max(end));
+    sh.flushed.advance(end);
     Ok(())
 }
 
@@ -133,8 +133,8 @@ fn run_indexer(sh: &Shared) {
                 t.unpark();
             }
             let deadline = Instant::now() + Duration::from_secs(10);
-            while sh.flushed.borrow().pos < sh.written.load(Ordering::Acquire)
-                && sh.flushed.borrow().failed.is_none()
+            while sh.flushed.pos() < sh.written.load(Ordering::Acquire)
+                && sh.flushed.failed().is_none()
                 && Instant::now() < deadline
             {
                 thread::sleep(Duration::from_millis(1));
@@ -188,7 +188,7 @@ fn persist_indexes(sh: &Shared, last: &mut (u64, u64)) -> Result<(), StorageErro
         }
         (jobs, std::mem::take(&mut w.new_dirs), w.tail.end)
     };
-    let flushed = sh.flushed.borrow().pos;
+    let flushed = sh.flushed.pos();
     if jobs.is_empty() && dirs.is_empty() && (flushed, upto) == *last {
         return Ok(());
     }

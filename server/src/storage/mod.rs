@@ -13,6 +13,7 @@
 //! - [`checkpoint`]: flushed / indexed watermarks and the boot epoch.
 //! - [`recovery`]: start-up scan, torn-tail truncation, corruption report.
 //! - [`flusher`]: the group-commit fsync thread and the index writer thread.
+//! - [`watermark`]: the flushed position and the appends waiting on it.
 //! - [`store`]: the facade tying them together (append, wait, read, lookup).
 //!
 //! # Data directory
@@ -34,6 +35,7 @@ pub mod record;
 pub mod recovery;
 pub mod segment;
 pub mod store;
+pub mod watermark;
 
 use std::path::PathBuf;
 use std::time::Duration;

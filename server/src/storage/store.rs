@@ -7,9 +7,9 @@
 //! commit: one fsync covers every frame written before it started) and index
 //! files are written by the indexer thread.
 //!
-//! Durability is published through the `flushed` watch: its position only
-//! ever moves to an `end` the flusher saw before an fsync that succeeded.
-//! After a failed fsync the store is *failed*: the watch says so, waiting
+//! Durability is published through the `flushed` watermark: its position
+//! only ever moves to an `end` the flusher saw before an fsync that
+//! succeeded. After a failed fsync the store is *failed*: the watermark says so, waiting
 //! appends get [`FlushOutcome::Failed`], and new appends are refused — the
 //! kernel may have dropped the dirty pages, so retrying the fsync and
 //! reporting success would be a lie.
@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
-use tokio::sync::watch;
 
 use super::checkpoint::CheckpointFile;
 use super::fs::Fs;
@@ -30,6 +29,7 @@ use super::log::{CommitLog, LogTail};
 use super::queue_index::{QueueEntry, QueueIndex};
 use super::record::{self, StoredMessage};
 use super::recovery::{self, Damage};
+use super::watermark::{Registration, Watermark};
 use super::{flusher, Flush, StorageError, StoreOptions};
 
 /// A message to append; the store adds ids, times and the queue offset.
@@ -63,13 +63,6 @@ pub enum FlushOutcome {
     Flushed,
     TimedOut,
     Failed(String),
-}
-
-/// The published durability watermark.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct FlushMark {
-    pub pos: u64,
-    pub failed: Option<Arc<str>>,
 }
 
 /// Latency buckets (upper bounds, microseconds) of the fsync histogram.
@@ -130,7 +123,7 @@ pub(crate) struct Shared {
     /// Log end as last published by the writer; lets the flusher check for
     /// work without taking the writer lock.
     pub written: AtomicU64,
-    pub flushed: watch::Sender<FlushMark>,
+    pub flushed: Watermark,
     // Only the indexer writes checkpoints after open; Mutex for Sync.
     pub checkpoint: Mutex<CheckpointFile>,
     pub indexed_upto: AtomicU64,
@@ -279,10 +272,7 @@ impl Store {
             "store opened"
         );
 
-        let (flushed, _) = watch::channel(FlushMark {
-            pos: scan.end,
-            failed: None,
-        });
+        let flushed = Watermark::new(scan.end);
         let shared = Arc::new(Shared {
             fs,
             opts,
@@ -379,18 +369,14 @@ impl Store {
 
     /// Waits until an fsync covers log position `end`.
     pub async fn wait_flushed(&self, end: u64, timeout: Duration) -> FlushOutcome {
-        let mut rx = self.shared.flushed.subscribe();
-        let waited = tokio::time::timeout(timeout, async {
-            rx.wait_for(|m| m.pos >= end || m.failed.is_some())
-                .await
-                .map(|m| m.clone())
-        })
-        .await;
-        match waited {
-            Ok(Ok(mark)) if mark.pos >= end => FlushOutcome::Flushed,
-            Ok(Ok(mark)) => {
-                FlushOutcome::Failed(mark.failed.as_deref().unwrap_or("fsync failed").to_string())
-            }
+        let rx = match self.shared.flushed.register(end) {
+            Registration::Ready => return FlushOutcome::Flushed,
+            Registration::Failed(why) => return FlushOutcome::Failed(why.to_string()),
+            Registration::Wait(rx) => rx,
+        };
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(()))) => FlushOutcome::Flushed,
+            Ok(Ok(Err(why))) => FlushOutcome::Failed(why.to_string()),
             Ok(Err(_)) => FlushOutcome::Failed("store closed".into()),
             Err(_) => FlushOutcome::TimedOut,
         }
@@ -488,12 +474,7 @@ impl Store {
 
     /// Why the store refuses writes, if it does.
     pub fn failure(&self) -> Option<String> {
-        self.shared
-            .flushed
-            .borrow()
-            .failed
-            .as_deref()
-            .map(str::to_string)
+        self.shared.flushed.failed().as_deref().map(str::to_string)
     }
 
     pub fn flush_mode(&self) -> Flush {
@@ -522,7 +503,7 @@ impl Store {
                 .map(|a| a.load(Ordering::Relaxed))
                 .collect(),
             log_end: self.shared.written.load(Ordering::Acquire),
-            flushed: self.shared.flushed.borrow().pos,
+            flushed: self.shared.flushed.pos(),
             indexed_upto: self.shared.indexed_upto.load(Ordering::Acquire),
             segments: self.shared.log.segment_count(),
             epoch: self.shared.epoch,
