@@ -68,7 +68,13 @@ fn baseline(c: &mut Criterion, label: &str, rows: &mut Vec<Row>) {
     let dir = bench_dir();
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join(format!("baseline-{label}.dat"));
-    let Ok(file) = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path) else {
+    let Ok(file) = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+    else {
         eprintln!("cannot create {}", path.display());
         return;
     };
@@ -84,7 +90,11 @@ fn baseline(c: &mut Criterion, label: &str, rows: &mut Vec<Row>) {
             let mut lat = Vec::with_capacity(iters as usize);
             for _ in 0..iters {
                 let t = Instant::now();
-                if file.write_all_at(&block, offset).and_then(|_| file.sync_data()).is_err() {
+                if file
+                    .write_all_at(&block, offset)
+                    .and_then(|_| file.sync_data())
+                    .is_err()
+                {
                     break;
                 }
                 offset += BLOCK as u64;
@@ -119,7 +129,11 @@ fn row(name: String, t: &Tally) -> Row {
         p50_ms: percentile(&lat, 0.50),
         p99_ms: percentile(&lat, 0.99),
         fsyncs_per_sec: t.fsyncs as f64 / secs,
-        msgs_per_fsync: if t.fsyncs == 0 { 0.0 } else { t.synced_msgs as f64 / t.fsyncs as f64 },
+        msgs_per_fsync: if t.fsyncs == 0 {
+            0.0
+        } else {
+            t.synced_msgs as f64 / t.fsyncs as f64
+        },
     }
 }
 
@@ -216,7 +230,11 @@ fn report(rows: &[Row]) {
         .filter(|r| r.name.starts_with("baseline"))
         .map(|r| r.mb_per_sec)
         .collect();
-    let base = if bases.is_empty() { 0.0 } else { bases.iter().sum::<f64>() / bases.len() as f64 };
+    let base = if bases.is_empty() {
+        0.0
+    } else {
+        bases.iter().sum::<f64>() / bases.len() as f64
+    };
     let mut md = String::from(
         "| case | msgs/s | MB/s | p50 ms | p99 ms | fsyncs/s | msgs/fsync | MB/s ÷ baseline |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
@@ -225,7 +243,14 @@ fn report(rows: &[Row]) {
         let ratio = if base > 0.0 { r.mb_per_sec / base } else { 0.0 };
         md.push_str(&format!(
             "| {} | {:.0} | {:.1} | {:.3} | {:.3} | {:.0} | {:.1} | {:.2} |\n",
-            r.name, r.msgs_per_sec, r.mb_per_sec, r.p50_ms, r.p99_ms, r.fsyncs_per_sec, r.msgs_per_fsync, ratio
+            r.name,
+            r.msgs_per_sec,
+            r.mb_per_sec,
+            r.p50_ms,
+            r.p99_ms,
+            r.fsyncs_per_sec,
+            r.msgs_per_fsync,
+            ratio
         ));
         json.push(serde_json::json!({
             "case": r.name, "msgs_per_sec": r.msgs_per_sec, "mb_per_sec": r.mb_per_sec,
@@ -233,7 +258,9 @@ fn report(rows: &[Row]) {
             "msgs_per_fsync": r.msgs_per_fsync, "ratio_to_baseline": ratio,
         }));
     }
-    md.push_str(&format!("\nbaseline (mean of runs before and after): {base:.1} MB/s\n"));
+    md.push_str(&format!(
+        "\nbaseline (mean of runs before and after): {base:.1} MB/s\n"
+    ));
     println!("\n{md}");
     let out = bench_dir().join("../criterion");
     let _ = std::fs::create_dir_all(&out);
@@ -246,7 +273,10 @@ fn report(rows: &[Row]) {
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start runtime: {e}");

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use super::log::write_chunk;
 use super::store::{Shared, FSYNC_BUCKETS_US};
 use super::{Flush, StorageError};
 
@@ -48,7 +49,7 @@ fn run_flusher(sh: &Shared) {
         if !stopping {
             match sh.opts.flush {
                 Flush::Sync => {
-                    if sh.written.load(Ordering::Acquire) <= flushed {
+                    if sh.appended_end.load(Ordering::Acquire) <= flushed {
                         thread::park_timeout(IDLE_PARK);
                         continue;
                     }
@@ -66,7 +67,7 @@ fn run_flusher(sh: &Shared) {
                 return;
             }
         }
-        if stopping && sh.written.load(Ordering::Acquire) <= sh.flushed.pos() {
+        if stopping && sh.appended_end.load(Ordering::Acquire) <= sh.flushed.pos() {
             return;
         }
     }
@@ -74,13 +75,15 @@ fn run_flusher(sh: &Shared) {
 
 /// One group commit: sync everything written up to the snapshot.
 fn flush_once(sh: &Shared) -> Result<(), StorageError> {
-    let (end, appended, sealed, active, dir_dirty) = {
+    let (end, appended, sealed, active, chunk, dir_dirty) = {
         let mut w = sh.lock_writer();
+        let hint = w.tail.buf.len();
         (
             w.tail.end,
             w.appended,
             std::mem::take(&mut w.tail.unsynced_sealed),
             w.tail.active.clone(),
+            std::mem::replace(&mut w.tail.buf, Vec::with_capacity(hint)),
             std::mem::replace(&mut w.tail.dir_dirty, false),
         )
     };
@@ -88,6 +91,11 @@ fn flush_once(sh: &Shared) -> Result<(), StorageError> {
     if end <= flushed && sealed.is_empty() && !dir_dirty {
         return Ok(());
     }
+    // Sync flush: the frames appended since the last cycle, one write.
+    if !chunk.is_empty() {
+        write_chunk(&active, end - chunk.len() as u64, &chunk)?;
+    }
+    sh.readable_end.fetch_max(end, Ordering::AcqRel);
     let started = Instant::now();
     for seg in sealed.iter().chain(std::iter::once(&active)) {
         seg.file.sync().map_err(|source| StorageError::Io {
@@ -133,7 +141,7 @@ fn run_indexer(sh: &Shared) {
                 t.unpark();
             }
             let deadline = Instant::now() + Duration::from_secs(10);
-            while sh.flushed.pos() < sh.written.load(Ordering::Acquire)
+            while sh.flushed.pos() < sh.appended_end.load(Ordering::Acquire)
                 && sh.flushed.failed().is_none()
                 && Instant::now() < deadline
             {

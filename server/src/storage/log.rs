@@ -2,8 +2,14 @@
 //!
 //! Invariants:
 //! - Only the holder of the [`LogTail`] (the store's writer lock) appends.
-//! - `LogTail::end` is the global position one past the last complete frame
-//!   written; every byte below it is in some segment file (maybe unsynced).
+//! - `LogTail::end` is the global position one past the last frame appended.
+//!   Frames are first copied into `LogTail::buf` (positions
+//!   `[end - buf.len(), end)`, all in the active segment); every byte below
+//!   that is in some segment file (maybe unsynced). With async flush the
+//!   appender writes the buffer out at once (ack after write); with sync
+//!   flush the flusher takes it and writes it with one `pwrite` right before
+//!   its fsync, so a group commit costs one write and one fsync instead of a
+//!   write per message.
 //! - A segment is sealed when the next frame would not fit; sealed segments
 //!   wait in `unsynced_sealed` until the flusher has synced them, so a flush
 //!   watermark is never published past bytes of a segment nobody synced.
@@ -20,11 +26,27 @@ use super::StorageError;
 pub struct LogTail {
     pub active: Arc<Segment>,
     pub end: u64,
+    /// Appended frames not yet written to `active`'s file.
+    pub buf: Vec<u8>,
     /// Segments sealed since the last flush; the flusher syncs and drains them.
     pub unsynced_sealed: Vec<Arc<Segment>>,
     /// A segment file was created since the last flush: its directory entry
     /// must be synced before anything in it counts as durable.
     pub dir_dirty: bool,
+}
+
+/// Writes `bytes` at global position `start` of `seg`; on failure cuts the
+/// file back so the next write starts on a frame boundary.
+pub fn write_chunk(seg: &Segment, start: u64, bytes: &[u8]) -> Result<(), StorageError> {
+    let local = start - seg.base;
+    seg.file.write_at(bytes, local).map_err(|source| {
+        // Best effort: the write error is what gets reported.
+        let _ = seg.file.set_len(local);
+        StorageError::Io {
+            path: seg.path.clone(),
+            source,
+        }
+    })
 }
 
 /// Segment lookup shared by readers.
@@ -57,30 +79,37 @@ impl CommitLog {
         &self.dir
     }
 
-    /// Appends one frame at the tail, rolling to a new segment when the
-    /// active one is full. Returns the frame's global position.
+    /// Appends one frame to the tail buffer, rolling to a new segment when
+    /// the active one is full. Returns the frame's global position.
     pub fn append(&self, tail: &mut LogTail, frame: &[u8]) -> Result<u64, StorageError> {
         let used = tail.end - tail.active.base;
         if used > 0 && used + frame.len() as u64 > self.segment_bytes {
             self.roll(tail)?;
         }
         let pos = tail.end;
-        let local = pos - tail.active.base;
-        if let Err(source) = tail.active.file.write_at(frame, local) {
-            // Cut whatever part of the frame reached the file so the next
-            // append starts on a clean boundary; best effort, the write error
-            // is what gets reported.
-            let _ = tail.active.file.set_len(local);
-            return Err(StorageError::Io {
-                path: tail.active.path.clone(),
-                source,
-            });
-        }
+        tail.buf.extend_from_slice(frame);
         tail.end += frame.len() as u64;
         Ok(pos)
     }
 
+    /// Writes the tail buffer into the active segment (under the writer lock).
+    pub fn write_out(&self, tail: &mut LogTail) -> Result<(), StorageError> {
+        if tail.buf.is_empty() {
+            return Ok(());
+        }
+        let start = tail.end - tail.buf.len() as u64;
+        let result = write_chunk(&tail.active, start, &tail.buf);
+        if result.is_err() {
+            // The frames never reached the file: forget them, so positions
+            // stay contiguous with what is really there.
+            tail.end = start;
+        }
+        tail.buf.clear();
+        result
+    }
+
     fn roll(&self, tail: &mut LogTail) -> Result<(), StorageError> {
+        self.write_out(tail)?;
         let base = tail.end;
         let seg = Segment::open(self.fs.as_ref(), &self.dir, base, true).map_err(|source| {
             StorageError::Io {

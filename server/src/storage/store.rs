@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
-
 use super::checkpoint::CheckpointFile;
 use super::fs::Fs;
 use super::key_index::{self, KeyIndex};
@@ -120,9 +119,11 @@ pub(crate) struct Shared {
     // std Mutex: held only for in-memory work and one positional write,
     // never across an await.
     pub writer: Mutex<Writer>,
-    /// Log end as last published by the writer; lets the flusher check for
-    /// work without taking the writer lock.
-    pub written: AtomicU64,
+    /// Log end as last published by the writer (appended, maybe only in the
+    /// tail buffer); lets the flusher check for work without the lock.
+    pub appended_end: AtomicU64,
+    /// Every byte below this is in a segment file: readers stop here.
+    pub readable_end: AtomicU64,
     pub flushed: Watermark,
     // Only the indexer writes checkpoints after open; Mutex for Sync.
     pub checkpoint: Mutex<CheckpointFile>,
@@ -233,6 +234,7 @@ impl Store {
             tail: LogTail {
                 active,
                 end: scan.end,
+                buf: Vec::new(),
                 unsynced_sealed: Vec::new(),
                 dir_dirty: false,
             },
@@ -278,7 +280,8 @@ impl Store {
             opts,
             log,
             writer: Mutex::new(writer),
-            written: AtomicU64::new(scan.end),
+            appended_end: AtomicU64::new(scan.end),
+            readable_end: AtomicU64::new(scan.end),
             flushed,
             checkpoint: Mutex::new(checkpoint),
             indexed_upto: AtomicU64::new(cut),
@@ -336,6 +339,12 @@ impl Store {
             };
             let frame = record::encode(&stored).map_err(StorageError::Encode)?;
             let pos = sh.log.append(&mut w.tail, &frame)?;
+            if let Flush::Async { .. } = sh.opts.flush {
+                // Ack after write: the frame must be in the file (page cache,
+                // safe from a process crash) before append returns.
+                sh.log.write_out(&mut w.tail)?;
+                sh.readable_end.store(w.tail.end, Ordering::Release);
+            }
             queue.push(QueueEntry {
                 pos,
                 size: frame.len() as u32,
@@ -345,7 +354,7 @@ impl Store {
                 w.keys.insert(k, pos);
             }
             w.appended += 1;
-            sh.written.store(w.tail.end, Ordering::Release);
+            sh.appended_end.store(w.tail.end, Ordering::Release);
             sh.counters.appended_msgs.fetch_add(1, Ordering::Relaxed);
             sh.counters
                 .appended_bytes
@@ -385,7 +394,7 @@ impl Store {
     /// Reads the message whose frame starts at `pos`, checking that `pos` is
     /// a real record boundary (its queue index points at it) and its CRC.
     pub fn read(&self, pos: u64) -> Result<StoredMessage, StorageError> {
-        if pos >= self.shared.written.load(Ordering::Acquire) {
+        if pos >= self.shared.readable_end.load(Ordering::Acquire) {
             return Err(StorageError::NoRecord { pos });
         }
         // A bad header at a position nobody reported damaged means the
@@ -502,7 +511,7 @@ impl Store {
                 .iter()
                 .map(|a| a.load(Ordering::Relaxed))
                 .collect(),
-            log_end: self.shared.written.load(Ordering::Acquire),
+            log_end: self.shared.appended_end.load(Ordering::Acquire),
             flushed: self.shared.flushed.pos(),
             indexed_upto: self.shared.indexed_upto.load(Ordering::Acquire),
             segments: self.shared.log.segment_count(),

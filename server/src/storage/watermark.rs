@@ -138,8 +138,12 @@ mod tests {
     async fn wakes_only_the_covered_waiters_in_order() {
         let wm = Watermark::new(10);
         assert!(matches!(wm.register(5), Registration::Ready));
-        let Registration::Wait(a) = wm.register(30) else { panic!("should wait") };
-        let Registration::Wait(mut b) = wm.register(50) else { panic!("should wait") };
+        let Registration::Wait(a) = wm.register(30) else {
+            panic!("should wait")
+        };
+        let Registration::Wait(mut b) = wm.register(50) else {
+            panic!("should wait")
+        };
         wm.advance(40);
         assert_eq!(a.await.ok(), Some(Ok(())));
         assert!(b.try_recv().is_err(), "50 is not covered by 40");
