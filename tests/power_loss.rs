@@ -273,3 +273,28 @@ fn given_async_flush_when_power_tears_the_tail_should_keep_fsynced_messages_and_
     assert_eq!(broker.store().read(r.pos)?.body, b"after");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_sync_flush_when_fsync_fails_should_answer_flush_disk_timeout_and_refuse_writes(
+) -> anyhow::Result<()> {
+    let fs = FaultFs::new();
+    let store = Arc::new(Store::open(Arc::new(fs.clone()), options(Flush::Sync))?);
+    let broker = Broker::new(store.clone(), BrokerOptions::default());
+    let send = |body: &'static str| Outgoing {
+        topic: "eio".into(),
+        body: body.as_bytes().to_vec(),
+        ..Outgoing::default()
+    };
+    assert_eq!(
+        broker.send(send("before")).await?.status,
+        SendStatus::SendOk
+    );
+    fs.fail_syncs(1);
+    // The fsync covering this message fails: never SEND_OK (fsyncgate).
+    let r = broker.send(send("during")).await?;
+    assert_eq!(r.status, SendStatus::FlushDiskTimeout);
+    assert!(store.failure().is_some());
+    // No retry-and-pretend: later writes are refused outright.
+    assert!(broker.send(send("after")).await.is_err());
+    Ok(())
+}
