@@ -50,11 +50,7 @@ async fn produce_until_killed(node: &mut Node) -> anyhow::Result<(Vec<(String, S
                 };
                 if v["status"] == "SEND_OK" {
                     let id = v["id"].as_str().unwrap_or_default().to_string();
-                    acked
-                        .lock()
-                        .map_err(|_| ())
-                        .map(|mut a| a.push((id, body)))
-                        .ok();
+                    acked.lock().map_err(|_| ()).map(|mut a| a.push((id, body))).ok();
                 }
             }
             sent
@@ -86,17 +82,10 @@ async fn check_all_present(node: &Node, acked: &[(String, String)]) -> anyhow::R
     let mut present = 0;
     let mut missing = Vec::new();
     for (id, body) in acked {
-        let resp = client
-            .get(format!("{}/api/v1/messages/{id}", node.http))
-            .send()
-            .await?;
+        let resp = client.get(format!("{}/api/v1/messages/{id}", node.http)).send().await?;
         if resp.status() == 200 {
             let v: Value = resp.json().await?;
-            assert_eq!(
-                v["body"].as_str(),
-                Some(body.as_str()),
-                "message {id} changed"
-            );
+            assert_eq!(v["body"].as_str(), Some(body.as_str()), "message {id} changed");
             present += 1;
         } else {
             missing.push(id.clone());
@@ -145,22 +134,16 @@ async fn crash_and_restart(flush: &str) -> anyhow::Result<()> {
     assert_eq!(v["status"], "SEND_OK");
     let new_id = v["id"].as_str().unwrap_or_default();
     assert!(acked.iter().all(|(id, _)| id != new_id));
-    assert_ne!(
-        &new_id[4..12],
-        &acked[0].0[4..12],
-        "epoch must change across restarts"
-    );
+    assert_ne!(&new_id[4..12], &acked[0].0[4..12], "epoch must change across restarts");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn given_sync_flush_when_sigkilled_mid_stream_should_keep_every_acknowledged_message(
-) -> anyhow::Result<()> {
+async fn given_sync_flush_when_sigkilled_mid_stream_should_keep_every_acknowledged_message() -> anyhow::Result<()> {
     crash_and_restart("sync").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn given_async_flush_when_sigkilled_mid_stream_should_keep_every_acknowledged_message(
-) -> anyhow::Result<()> {
+async fn given_async_flush_when_sigkilled_mid_stream_should_keep_every_acknowledged_message() -> anyhow::Result<()> {
     crash_and_restart("async").await
 }

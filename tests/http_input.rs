@@ -16,16 +16,12 @@ async fn call(app: &Router, req: Request<Body>) -> anyhow::Result<(StatusCode, s
     let resp = app.clone().oneshot(req).await?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| serde_json::json!({"raw": String::from_utf8_lossy(&bytes)}));
+    let json =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::json!({"raw": String::from_utf8_lossy(&bytes)}));
     Ok((status, json))
 }
 
-fn post(
-    uri: &str,
-    content_type: Option<&str>,
-    body: impl Into<Body>,
-) -> anyhow::Result<Request<Body>> {
+fn post(uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> anyhow::Result<Request<Body>> {
     let mut b = Request::post(uri);
     if let Some(ct) = content_type {
         b = b.header("content-type", ct);
@@ -34,24 +30,19 @@ fn post(
 }
 
 #[tokio::test]
-async fn given_bad_requests_should_answer_4xx_json_and_leave_the_log_unchanged(
-) -> anyhow::Result<()> {
+async fn given_bad_requests_should_answer_4xx_json_and_leave_the_log_unchanged() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let store = Arc::new(Store::open(
         Arc::new(RealFs),
         StoreOptions::new(tmp.path(), Flush::Sync),
     )?);
-    let broker = Arc::new(Broker::new(store.clone(), BrokerOptions::default()));
+    let broker = Arc::new(Broker::new(store.clone(), BrokerOptions::default())?);
     let app = app(AppState { broker }, DEFAULT_BODY_LIMIT);
     let json = Some("application/json");
 
     let (code, ok) = call(
         &app,
-        post(
-            "/api/v1/topics/orders/messages",
-            json,
-            r#"{"key":"k","body":"kept"}"#,
-        )?,
+        post("/api/v1/topics/orders/messages", json, r#"{"key":"k","body":"kept"}"#)?,
     )
     .await?;
     assert_eq!(code, StatusCode::OK);
@@ -93,11 +84,7 @@ async fn given_bad_requests_should_answer_4xx_json_and_leave_the_log_unchanged(
         ),
         (
             "illegal topic",
-            post(
-                "/api/v1/topics/bad%20topic/messages",
-                json,
-                r#"{"body":"x"}"#,
-            )?,
+            post("/api/v1/topics/bad%20topic/messages", json, r#"{"body":"x"}"#)?,
             StatusCode::BAD_REQUEST,
         ),
         (
@@ -107,11 +94,7 @@ async fn given_bad_requests_should_answer_4xx_json_and_leave_the_log_unchanged(
         ),
         (
             "system topic",
-            post(
-                "/api/v1/topics/%25DLQ%25g/messages",
-                json,
-                r#"{"body":"x"}"#,
-            )?,
+            post("/api/v1/topics/%25DLQ%25g/messages", json, r#"{"body":"x"}"#)?,
             StatusCode::BAD_REQUEST,
         ),
         (
@@ -162,10 +145,7 @@ async fn given_bad_requests_should_answer_4xx_json_and_leave_the_log_unchanged(
     }
 
     let after = store.stats();
-    assert_eq!(
-        after.appended_msgs, before.appended_msgs,
-        "bad input stored something"
-    );
+    assert_eq!(after.appended_msgs, before.appended_msgs, "bad input stored something");
     assert_eq!(after.log_end, before.log_end);
     let (code, kept) = call(
         &app,

@@ -51,8 +51,9 @@ async fn sync_run_with_power_loss(mode: PowerLoss) -> anyhow::Result<()> {
         BrokerOptions {
             sync_flush_timeout: Duration::from_secs(5),
             queues_per_topic: 4,
+            ..BrokerOptions::default()
         },
-    ));
+    )?);
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -98,7 +99,7 @@ async fn sync_run_with_power_loss(mode: PowerLoss) -> anyhow::Result<()> {
 
     let acked = acked.lock().map(|a| a.clone()).unwrap_or_default();
     let store = Arc::new(Store::open(Arc::new(fs.clone()), options(Flush::Sync))?);
-    let broker = Broker::new(store.clone(), BrokerOptions::default());
+    let broker = Broker::new(store.clone(), BrokerOptions::default())?;
     let mut lost = Vec::new();
     for (id, body) in &acked {
         match broker.get(id)? {
@@ -113,10 +114,7 @@ async fn sync_run_with_power_loss(mode: PowerLoss) -> anyhow::Result<()> {
     );
     assert!(lost.is_empty(), "acknowledged messages lost: {lost:?}");
     assert!(
-        store
-            .damage()
-            .iter()
-            .all(|d| d.kind == DamageKind::TornTail),
+        store.damage().iter().all(|d| d.kind == DamageKind::TornTail),
         "power loss must look like a torn tail, not corruption: {:?}",
         store.damage()
     );
@@ -205,19 +203,14 @@ fn was_durable(ranges: &[(u64, u64)], pos: u64, end: u64) -> bool {
 }
 
 #[test]
-fn given_async_flush_when_power_fails_should_lose_exactly_the_unsynced_messages(
-) -> anyhow::Result<()> {
+fn given_async_flush_when_power_fails_should_lose_exactly_the_unsynced_messages() -> anyhow::Result<()> {
     let (acked, store, ranges) = async_run(PowerLoss::DropUnsynced)?;
-    let broker = Broker::new(Arc::new(store), BrokerOptions::default());
+    let broker = Broker::new(Arc::new(store), BrokerOptions::default())?;
     let (mut kept, mut lost) = (0, 0);
     for (id, end, body) in &acked {
         let got = broker.get(id)?;
         if was_durable(&ranges, id.pos, *end) {
-            assert_eq!(
-                got.map(|m| m.body),
-                Some(body.clone()),
-                "fsynced message {id} lost"
-            );
+            assert_eq!(got.map(|m| m.body), Some(body.clone()), "fsynced message {id} lost");
             kept += 1;
         } else {
             assert!(
@@ -227,13 +220,12 @@ fn given_async_flush_when_power_fails_should_lose_exactly_the_unsynced_messages(
             lost += 1;
         }
     }
-    println!("async flush, drop unsynced: acknowledged {}, fsynced and kept {kept}, unsynced and lost {lost}", acked.len());
+    println!(
+        "async flush, drop unsynced: acknowledged {}, fsynced and kept {kept}, unsynced and lost {lost}",
+        acked.len()
+    );
     assert!(kept > 0 && lost > 0, "the run must straddle an fsync");
-    assert!(broker
-        .store()
-        .damage()
-        .iter()
-        .all(|d| d.kind == DamageKind::TornTail));
+    assert!(broker.store().damage().iter().all(|d| d.kind == DamageKind::TornTail));
     Ok(())
 }
 
@@ -242,16 +234,12 @@ fn given_async_flush_when_power_tears_the_tail_should_keep_fsynced_messages_and_
 ) -> anyhow::Result<()> {
     let (acked, store, ranges) = async_run(PowerLoss::Tear { seed: 7 })?;
     let end = store.stats().log_end;
-    let broker = Broker::new(Arc::new(store), BrokerOptions::default());
+    let broker = Broker::new(Arc::new(store), BrokerOptions::default())?;
     let (mut durable, mut torn_survivors) = (0, 0);
     for (id, msg_end, body) in &acked {
         let got = broker.get(id)?;
         if was_durable(&ranges, id.pos, *msg_end) {
-            assert_eq!(
-                got.map(|m| m.body),
-                Some(body.clone()),
-                "fsynced message {id} lost"
-            );
+            assert_eq!(got.map(|m| m.body), Some(body.clone()), "fsynced message {id} lost");
             durable += 1;
         } else if let Some(m) = got {
             // Part of the unsynced tail reached the disk: only whole,
@@ -275,20 +263,16 @@ fn given_async_flush_when_power_tears_the_tail_should_keep_fsynced_messages_and_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn given_sync_flush_when_fsync_fails_should_answer_flush_disk_timeout_and_refuse_writes(
-) -> anyhow::Result<()> {
+async fn given_sync_flush_when_fsync_fails_should_answer_flush_disk_timeout_and_refuse_writes() -> anyhow::Result<()> {
     let fs = FaultFs::new();
     let store = Arc::new(Store::open(Arc::new(fs.clone()), options(Flush::Sync))?);
-    let broker = Broker::new(store.clone(), BrokerOptions::default());
+    let broker = Broker::new(store.clone(), BrokerOptions::default())?;
     let send = |body: &'static str| Outgoing {
         topic: "eio".into(),
         body: body.as_bytes().to_vec(),
         ..Outgoing::default()
     };
-    assert_eq!(
-        broker.send(send("before")).await?.status,
-        SendStatus::SendOk
-    );
+    assert_eq!(broker.send(send("before")).await?.status, SendStatus::SendOk);
     fs.fail_syncs(1);
     // The fsync covering this message fails: never SEND_OK (fsyncgate).
     let r = broker.send(send("during")).await?;

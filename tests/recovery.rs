@@ -19,9 +19,7 @@ use waybill::api::{app, AppState, DEFAULT_BODY_LIMIT};
 use waybill::broker::{Broker, BrokerOptions, MessageId};
 use waybill::storage::fs::RealFs;
 use waybill::storage::record::{self, StoredMessage};
-use waybill::storage::{
-    Appended, DamageKind, Flush, NewMessage, StorageError, Store, StoreOptions,
-};
+use waybill::storage::{Appended, DamageKind, Flush, NewMessage, StorageError, Store, StoreOptions};
 
 fn open(dir: &Path) -> anyhow::Result<Store> {
     let mut o = StoreOptions::new(dir, Flush::Sync);
@@ -69,10 +67,7 @@ fn segment_of(dir: &Path, pos: u64) -> anyhow::Result<(std::path::PathBuf, u64)>
 }
 
 fn flip(path: &Path, at: u64) -> anyhow::Result<()> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)?;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, at)?;
     f.write_all_at(&[b[0] ^ 0x40], at)?;
@@ -81,7 +76,7 @@ fn flip(path: &Path, at: u64) -> anyhow::Result<()> {
 }
 
 async fn get(store: Arc<Store>, uri: &str) -> anyhow::Result<(StatusCode, String)> {
-    let broker = Arc::new(Broker::new(store, BrokerOptions::default()));
+    let broker = Arc::new(Broker::new(store, BrokerOptions::default())?);
     let resp = app(AppState { broker }, DEFAULT_BODY_LIMIT)
         .oneshot(Request::get(uri).body(Body::empty())?)
         .await?;
@@ -91,8 +86,7 @@ async fn get(store: Arc<Store>, uri: &str) -> anyhow::Result<(StatusCode, String
 }
 
 #[test]
-fn given_a_torn_tail_when_reopened_should_cut_it_and_keep_every_complete_record(
-) -> anyhow::Result<()> {
+fn given_a_torn_tail_when_reopened_should_cut_it_and_keep_every_complete_record() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let written = fill(tmp.path(), 300)?;
     let end = written.last().map(|a| a.end).unwrap_or(0);
@@ -111,10 +105,7 @@ fn given_a_torn_tail_when_reopened_should_cut_it_and_keep_every_complete_record(
     let store = open(tmp.path())?;
     assert_eq!(store.stats().log_end, end, "torn bytes must be cut");
     assert_eq!(std::fs::metadata(&seg)?.len(), end - base);
-    assert!(store
-        .damage()
-        .iter()
-        .all(|d| d.kind == DamageKind::TornTail));
+    assert!(store.damage().iter().all(|d| d.kind == DamageKind::TornTail));
     assert_eq!(store.damage().len(), 1);
     for (i, a) in written.iter().enumerate() {
         assert_eq!(store.read(a.pos)?.body, body(i), "record {i}");
@@ -137,10 +128,7 @@ fn given_a_torn_tail_when_reopened_should_cut_it_and_keep_every_complete_record(
 
 /// Flips one byte inside record `victim` at `offset_in_frame`, reopens and
 /// checks the contract.
-async fn flipped_byte_case(
-    victim: usize,
-    offset_in_frame: impl Fn(&Appended) -> u64,
-) -> anyhow::Result<()> {
+async fn flipped_byte_case(victim: usize, offset_in_frame: impl Fn(&Appended) -> u64) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let written = fill(tmp.path(), 400)?;
     let hit = written[victim];
@@ -153,12 +141,7 @@ async fn flipped_byte_case(
         .iter()
         .filter(|d| d.kind == DamageKind::Corrupt)
         .collect();
-    assert_eq!(
-        corrupt.len(),
-        1,
-        "exactly one corrupt region: {:?}",
-        store.damage()
-    );
+    assert_eq!(corrupt.len(), 1, "exactly one corrupt region: {:?}", store.damage());
     assert!(corrupt[0].from <= hit.pos && hit.end <= corrupt[0].to);
     match store.read(hit.pos) {
         Err(StorageError::Corrupt { .. }) => {}
@@ -195,11 +178,7 @@ async fn flipped_byte_case(
     drop(store);
     let store = open(tmp.path())?;
     assert_eq!(
-        store
-            .damage()
-            .iter()
-            .filter(|d| d.kind == DamageKind::Corrupt)
-            .count(),
+        store.damage().iter().filter(|d| d.kind == DamageKind::Corrupt).count(),
         1
     );
     assert_eq!(store.read(after.pos)?.body, b"after");
@@ -214,15 +193,13 @@ async fn given_a_flipped_byte_in_a_record_body_mid_segment_should_report_it_and_
 }
 
 #[tokio::test]
-async fn given_a_flipped_byte_in_a_record_header_should_resync_on_the_next_record(
-) -> anyhow::Result<()> {
+async fn given_a_flipped_byte_in_a_record_header_should_resync_on_the_next_record() -> anyhow::Result<()> {
     // Byte 5 is inside the length field: the frame boundary itself is lost.
     flipped_byte_case(151, |_| 5).await
 }
 
 #[tokio::test]
-async fn given_a_flipped_byte_in_the_last_flushed_record_should_report_it_not_truncate_it(
-) -> anyhow::Result<()> {
+async fn given_a_flipped_byte_in_the_last_flushed_record_should_report_it_not_truncate_it() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let written = fill(tmp.path(), 50)?;
     let last = written[49];

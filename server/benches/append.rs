@@ -157,7 +157,13 @@ fn appends(c: &mut Criterion, rt: &tokio::runtime::Runtime, mode: &str, rows: &m
                 continue;
             }
         };
-        let broker = Arc::new(Broker::new(store.clone(), BrokerOptions::default()));
+        let broker = match Broker::new(store.clone(), BrokerOptions::default()) {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                eprintln!("cannot start broker: {e}");
+                continue;
+            }
+        };
         let tally = Arc::new(Mutex::new(Tally::default()));
         g.bench_function(format!("writers_{writers}"), |b| {
             b.iter_custom(|iters| {
@@ -243,14 +249,7 @@ fn report(rows: &[Row]) {
         let ratio = if base > 0.0 { r.mb_per_sec / base } else { 0.0 };
         md.push_str(&format!(
             "| {} | {:.0} | {:.1} | {:.3} | {:.3} | {:.0} | {:.1} | {:.2} |\n",
-            r.name,
-            r.msgs_per_sec,
-            r.mb_per_sec,
-            r.p50_ms,
-            r.p99_ms,
-            r.fsyncs_per_sec,
-            r.msgs_per_fsync,
-            ratio
+            r.name, r.msgs_per_sec, r.mb_per_sec, r.p50_ms, r.p99_ms, r.fsyncs_per_sec, r.msgs_per_fsync, ratio
         ));
         json.push(serde_json::json!({
             "case": r.name, "msgs_per_sec": r.msgs_per_sec, "mb_per_sec": r.mb_per_sec,
@@ -258,9 +257,7 @@ fn report(rows: &[Row]) {
             "msgs_per_fsync": r.msgs_per_fsync, "ratio_to_baseline": ratio,
         }));
     }
-    md.push_str(&format!(
-        "\nbaseline (mean of runs before and after): {base:.1} MB/s\n"
-    ));
+    md.push_str(&format!("\nbaseline (mean of runs before and after): {base:.1} MB/s\n"));
     println!("\n{md}");
     let out = bench_dir().join("../criterion");
     let _ = std::fs::create_dir_all(&out);
@@ -273,10 +270,7 @@ fn report(rows: &[Row]) {
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start runtime: {e}");

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::broker::retry::{parse_delays, RetryPolicy};
 use crate::storage::Flush;
 
 /// `--flush` values.
@@ -41,6 +42,16 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How often index files are synced and checkpointed.
     pub index_interval_ms: u64,
+    /// Retry delay levels, e.g. `10ms,50ms,1s` (default: RocketMQ's 18
+    /// levels, first retry at level 3).
+    pub retry_delays: Option<String>,
+    /// Retries before a message goes to the dead-letter queue (16).
+    pub max_reconsume_times: u32,
+    /// A consumer silent this long leaves its group and its queues move.
+    pub client_timeout_ms: u64,
+    /// Dead letters of a message that reached the DLQ more than this many
+    /// times are quarantined rather than replayed.
+    pub replay_guard: u32,
 }
 
 impl Default for Config {
@@ -57,6 +68,10 @@ impl Default for Config {
             queues_per_topic: 4,
             max_body_bytes: crate::api::DEFAULT_BODY_LIMIT,
             index_interval_ms: 1000,
+            retry_delays: None,
+            max_reconsume_times: 16,
+            client_timeout_ms: 30_000,
+            replay_guard: 3,
         }
     }
 }
@@ -95,12 +110,7 @@ impl Config {
 
     /// Checks ranges that the types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |name, why: &str| {
-            Err(ConfigError::Invalid {
-                name,
-                why: why.into(),
-            })
-        };
+        let invalid = |name, why: &str| Err(ConfigError::Invalid { name, why: why.into() });
         if self.flush_interval_ms == 0 {
             return invalid("flush_interval_ms", "must be at least 1");
         }
@@ -116,7 +126,27 @@ impl Config {
         if self.max_body_bytes == 0 {
             return invalid("max_body_bytes", "must be at least 1");
         }
+        if self.client_timeout_ms == 0 {
+            return invalid("client_timeout_ms", "must be at least 1");
+        }
+        self.retry_policy()?;
         Ok(())
+    }
+
+    /// The retry policy these settings describe.
+    pub fn retry_policy(&self) -> Result<RetryPolicy, ConfigError> {
+        match &self.retry_delays {
+            None => Ok(RetryPolicy {
+                max_reconsume_times: self.max_reconsume_times,
+                ..RetryPolicy::default()
+            }),
+            Some(s) => parse_delays(s)
+                .map(|d| RetryPolicy::with_delays(d, self.max_reconsume_times))
+                .map_err(|why| ConfigError::Invalid {
+                    name: "retry_delays",
+                    why,
+                }),
+        }
     }
 
     /// The storage flush policy these settings describe.

@@ -9,6 +9,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use waybill::config::{Config, FlushMode};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "waybill",
@@ -24,6 +26,12 @@ struct Cli {
 enum Command {
     /// Run a node: broker, HTTP API and dashboard.
     Serve(ServeArgs),
+    /// Send messages; prints one JSON line per result.
+    Produce(cli::produce::ProduceArgs),
+    /// Consume a topic as a member of a consumer group.
+    Consume(cli::consume::ConsumeArgs),
+    /// Dead letters: list and replay.
+    Dlq(cli::dlq::DlqArgs),
 }
 
 /// Flags of `waybill serve`; each overrides the same-named key of `--config`.
@@ -65,6 +73,18 @@ struct ServeArgs {
     /// Index sync + checkpoint period in ms [default: 1000].
     #[arg(long)]
     index_interval_ms: Option<u64>,
+    /// Retry delay levels, e.g. `10ms,50ms,1s` [default: RocketMQ's 1s 5s 10s 30s 1m … 2h, from level 3].
+    #[arg(long)]
+    retry_delays: Option<String>,
+    /// Retries before a message is dead-lettered [default: 16].
+    #[arg(long)]
+    max_reconsume_times: Option<u32>,
+    /// A consumer silent this long (ms) leaves its group [default: 30000].
+    #[arg(long)]
+    client_timeout_ms: Option<u64>,
+    /// Quarantine dead letters of messages that reached the DLQ more than N times [default: 3].
+    #[arg(long)]
+    replay_guard: Option<u32>,
 }
 
 impl ServeArgs {
@@ -87,8 +107,14 @@ impl ServeArgs {
             segment_bytes,
             queues_per_topic,
             max_body_bytes,
-            index_interval_ms
+            index_interval_ms,
+            max_reconsume_times,
+            client_timeout_ms,
+            replay_guard
         );
+        if self.retry_delays.is_some() {
+            c.retry_delays = self.retry_delays;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -98,8 +124,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -113,8 +138,15 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Produce(args) => runtime()?.block_on(cli::produce::run(args)),
+        Command::Consume(args) => runtime()?.block_on(cli::consume::run(args)),
+        Command::Dlq(args) => runtime()?.block_on(cli::dlq::run(args)),
         Command::Serve(args) => {
             let cfg = args.into_config()?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

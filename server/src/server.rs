@@ -32,6 +32,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot restore broker state: {0}")]
+    Broker(#[source] crate::broker::BrokerError),
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
 }
@@ -62,23 +64,32 @@ pub async fn serve(
             .await
             .map_err(|e| ServeError::Http(std::io::Error::other(e)))??
     };
-    let broker = Arc::new(Broker::new(
-        store.clone(),
-        BrokerOptions {
-            sync_flush_timeout: Duration::from_millis(cfg.sync_flush_timeout_ms),
-            queues_per_topic: cfg.queues_per_topic,
-        },
-    ));
-    let listener = TcpListener::bind(cfg.http_addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.http_addr,
-            source,
-        })?;
+    let broker = Arc::new(
+        Broker::new(
+            store.clone(),
+            BrokerOptions {
+                sync_flush_timeout: Duration::from_millis(cfg.sync_flush_timeout_ms),
+                queues_per_topic: cfg.queues_per_topic,
+                retry: cfg.retry_policy()?,
+                client_timeout: Duration::from_millis(cfg.client_timeout_ms),
+                replay_guard: cfg.replay_guard,
+            },
+        )
+        .map_err(ServeError::Broker)?,
+    );
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })
+    };
+    let listener = bind(cfg.http_addr).await?;
     let http_addr = listener.local_addr().map_err(ServeError::Http)?;
+    let wire = bind(cfg.broker_addr).await?;
+    let broker_addr = wire.local_addr().map_err(ServeError::Http)?;
+    let wire_task = tokio::spawn(crate::broker::listener::serve(wire, broker.clone()));
     // One machine-readable line on stdout: scripts and tests wait for it.
     println!(
-        "waybill ready http={http_addr} data_dir={}",
+        "waybill ready http={http_addr} broker={broker_addr} data_dir={}",
         cfg.data_dir.display()
     );
     tracing::info!(%http_addr, flush = ?cfg.flush_policy(), "serving");
@@ -98,6 +109,7 @@ pub async fn serve(
         r = server => r.map_err(ServeError::Http)?,
         _ = forced => tracing::warn!("in-flight requests did not finish in time"),
     }
+    wire_task.abort();
     tokio::task::spawn_blocking(move || store.close())
         .await
         .map_err(|e| ServeError::Http(std::io::Error::other(e)))?;

@@ -37,17 +37,11 @@ impl Node {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("http="))
-                {
+                if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("http=")) {
                     let _ = tx.send(addr.to_string());
                 }
             }
@@ -56,8 +50,7 @@ impl Node {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
-                let log =
-                    std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default();
+                let log = std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default();
                 anyhow::bail!("node did not become ready; its log:\n{log}");
             }
         };

@@ -35,26 +35,24 @@ impl ApiError {
             ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m.clone()),
             ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m.clone()),
             ApiError::Broker(e) => match e {
-                BrokerError::Topic(_) | BrokerError::BadId(_) | BrokerError::KeyTooLong { .. } => {
-                    (StatusCode::BAD_REQUEST, e.to_string())
-                }
+                BrokerError::Topic(_)
+                | BrokerError::BadId(_)
+                | BrokerError::KeyTooLong { .. }
+                | BrokerError::Invalid(_) => (StatusCode::BAD_REQUEST, e.to_string()),
+                BrokerError::NotFound(_) => (StatusCode::NOT_FOUND, e.to_string()),
+                BrokerError::Conflict(_) => (StatusCode::CONFLICT, e.to_string()),
                 BrokerError::Storage(s) => match s {
                     StorageError::Encode(_) => (StatusCode::BAD_REQUEST, s.to_string()),
                     StorageError::Corrupt { pos, .. } => (
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        format!(
-                            "the stored record at log position {pos} is corrupt; it is not served"
-                        ),
+                        format!("the stored record at log position {pos} is corrupt; it is not served"),
                     ),
                     StorageError::Failed(_) | StorageError::Closed => (
                         StatusCode::SERVICE_UNAVAILABLE,
                         "storage is not accepting writes".into(),
                     ),
                     StorageError::NoRecord { .. } => (StatusCode::NOT_FOUND, s.to_string()),
-                    StorageError::Io { .. } => (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "storage I/O error".into(),
-                    ),
+                    StorageError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage I/O error".into()),
                 },
             },
         }

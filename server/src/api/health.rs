@@ -21,10 +21,7 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.broker.store();
     let stats = store.stats();
     let damage = store.damage();
-    let corrupt = damage
-        .iter()
-        .filter(|d| d.kind != DamageKind::TornTail)
-        .count();
+    let corrupt = damage.iter().filter(|d| d.kind != DamageKind::TornTail).count();
     let (code, status) = match (store.failure(), corrupt) {
         (Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "failed"),
         (None, 0) => (StatusCode::OK, "ok"),
@@ -49,10 +46,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let s = store.stats();
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, kind: &str, v: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-        );
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
     };
     counter(
         "waybill_messages_stored_total",
@@ -72,12 +66,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "counter",
         s.synced_msgs,
     );
-    counter(
-        "waybill_log_end_bytes",
-        "Commit log end position.",
-        "gauge",
-        s.log_end,
-    );
+    counter("waybill_log_end_bytes", "Commit log end position.", "gauge", s.log_end);
     counter(
         "waybill_log_flushed_bytes",
         "Commit log position covered by fsync.",
@@ -103,10 +92,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         (DamageKind::MissingFlushed, "missing_flushed"),
     ] {
         let n = store.damage().iter().filter(|d| d.kind == kind).count();
-        let _ = writeln!(
-            out,
-            "waybill_storage_damaged_regions{{kind=\"{label}\"}} {n}"
-        );
+        let _ = writeln!(out, "waybill_storage_damaged_regions{{kind=\"{label}\"}} {n}");
     }
     let _ = writeln!(out, "# HELP waybill_fsync_seconds Commit log fsync latency (one per group commit).\n# TYPE waybill_fsync_seconds histogram");
     let mut cumulative = 0;
@@ -119,15 +105,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         );
     }
     cumulative += s.fsync_hist[FSYNC_BUCKETS_US.len()];
-    let _ = writeln!(
-        out,
-        "waybill_fsync_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-    );
-    let _ = writeln!(
-        out,
-        "waybill_fsync_seconds_sum {}",
-        s.fsync_nanos as f64 / 1e9
-    );
+    let _ = writeln!(out, "waybill_fsync_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(out, "waybill_fsync_seconds_sum {}", s.fsync_nanos as f64 / 1e9);
     let _ = writeln!(out, "waybill_fsync_seconds_count {}", s.fsyncs);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -32,12 +32,10 @@ where
 fn map_rejection(r: JsonRejection) -> ApiError {
     let text = r.body_text();
     match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge(format!("request body too large: {text}"))
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!("request body too large: {text}")),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::UnsupportedMediaType("expected a JSON body with Content-Type: application/json".into())
         }
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
-            "expected a JSON body with Content-Type: application/json".into(),
-        ),
         _ => ApiError::BadRequest(text),
     }
 }

@@ -70,10 +70,7 @@ pub async fn send(
     }))
 }
 
-pub async fn get(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let parsed: MessageId = id
         .parse()
         .map_err(|e: crate::broker::BadId| ApiError::BadRequest(e.to_string()))?;
@@ -95,10 +92,7 @@ pub struct SearchQuery {
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 1000;
 
-pub async fn search(
-    State(state): State<AppState>,
-    Query(q): Query<SearchQuery>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let mut found = Vec::new();
     if let Some(id) = &q.id {

@@ -5,8 +5,10 @@
 //! - [`error`]: `ApiError`, the single error → status mapping.
 //! - [`json`]: the JSON body extractor with JSON errors.
 //! - [`messages`]: send, read by id, search by key.
+//! - [`dlq`]: dead letters: list, replay one, replay many; consumer groups.
 //! - [`health`]: `/healthz` and `/metrics`.
 
+pub mod dlq;
 pub mod error;
 pub mod health;
 pub mod json;
@@ -36,7 +38,11 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
     let api = Router::new()
         .route("/topics/{topic}/messages", post(messages::send))
         .route("/messages/{id}", get(messages::get))
-        .route("/messages", get(messages::search));
+        .route("/messages", get(messages::search))
+        .route("/dlq", get(dlq::list))
+        .route("/dlq/replay", post(dlq::replay_many))
+        .route("/dlq/{id}/replay", post(dlq::replay_one))
+        .route("/consumers", get(dlq::consumers));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(health::healthz))

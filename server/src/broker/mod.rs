@@ -8,11 +8,19 @@
 //!
 //! # Layout
 //! - [`id`]: message ids that locate the message in the log.
-//! - [`topic`]: topic name rules.
-//! - [`status`]: `SendStatus` with RocketMQ's names.
+//! - [`topic`]: topic and group name rules.
+//! - [`groups`]: consumer group membership, assignment, committed offsets.
+//! - [`pull`]: reading queues for consumers (long polling, due retries).
+//! - [`retry`]: delay levels, retry and dead-letter records.
+//! - [`dlq`]: listing and replaying dead letters.
+//! - [`listener`]: the client protocol endpoint (TCP, pipelined frames).
 
+pub mod dlq;
+pub mod groups;
 pub mod id;
-pub mod status;
+pub mod listener;
+pub mod pull;
+pub mod retry;
 pub mod topic;
 
 use std::collections::BTreeMap;
@@ -20,10 +28,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use crate::storage::{self, FlushOutcome, NewMessage, StorageError, Store, StoredMessage};
 pub use id::{BadId, MessageId};
-pub use status::SendStatus;
 pub use topic::TopicError;
+pub use waybill_client::SendStatus;
 
 /// Broker tunables.
 #[derive(Debug, Clone)]
@@ -33,6 +43,12 @@ pub struct BrokerOptions {
     pub sync_flush_timeout: Duration,
     /// Queues per topic (RocketMQ's default is 4).
     pub queues_per_topic: u32,
+    pub retry: retry::RetryPolicy,
+    /// A consumer silent this long leaves its group (RocketMQ: 120 s).
+    pub client_timeout: Duration,
+    /// A dead letter whose message reached the DLQ more than this many
+    /// times is quarantined instead of replayed (no replay loops).
+    pub replay_guard: u32,
 }
 
 impl Default for BrokerOptions {
@@ -40,6 +56,9 @@ impl Default for BrokerOptions {
         BrokerOptions {
             sync_flush_timeout: Duration::from_secs(5),
             queues_per_topic: 4,
+            retry: retry::RetryPolicy::default(),
+            client_timeout: Duration::from_secs(30),
+            replay_guard: 3,
         }
     }
 }
@@ -77,6 +96,12 @@ pub enum BrokerError {
     KeyTooLong { max: usize },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Longest key string accepted (the record stores it with a u16 length).
@@ -87,15 +112,68 @@ pub struct Broker {
     opts: BrokerOptions,
     /// Round-robin cursor for messages without a key.
     next_queue: AtomicU32,
+    /// Woken after every stored message: long-polling pulls wait on it.
+    appended: Notify,
+    groups: groups::Groups,
+    replays: dlq::Replays,
 }
 
 impl Broker {
-    pub fn new(store: Arc<Store>, opts: BrokerOptions) -> Self {
-        Broker {
+    /// Builds the broker over an opened store, restoring committed offsets
+    /// and replay records from their system topics.
+    pub fn new(store: Arc<Store>, opts: BrokerOptions) -> Result<Self, BrokerError> {
+        let broker = Broker {
+            groups: groups::Groups::new(opts.client_timeout),
             store,
             opts,
             next_queue: AtomicU32::new(0),
+            appended: Notify::new(),
+            replays: dlq::Replays::default(),
+        };
+        broker.restore()?;
+        Ok(broker)
+    }
+
+    fn restore(&self) -> Result<(), BrokerError> {
+        let mut offsets = 0;
+        self.scan_system(groups::OFFSETS_TOPIC, |m| {
+            let key = m.key.as_deref().unwrap_or_default();
+            if let Some((g, t, q, o)) = groups::parse_offset_record(key, &m.body) {
+                self.groups.set_offset(&g, &t, q, o);
+                offsets += 1;
+            }
+        })?;
+        let mut replays = 0;
+        self.scan_system(dlq::REPLAYS_TOPIC, |m| {
+            if self.replays.load(&m.body) {
+                replays += 1;
+            }
+        })?;
+        tracing::info!(offsets, replays, "consumer state restored");
+        Ok(())
+    }
+
+    /// Calls `f` on every record of a system topic's queue 0, in order.
+    fn scan_system(&self, topic: &str, mut f: impl FnMut(&StoredMessage)) -> Result<(), BrokerError> {
+        let mut from = 0;
+        loop {
+            let (batch, next) = self.store.read_queue(topic, 0, from, 1024)?;
+            for (_, _, m) in &batch {
+                f(m);
+            }
+            if next == from {
+                return Ok(());
+            }
+            from = next;
         }
+    }
+
+    pub fn options(&self) -> &BrokerOptions {
+        &self.opts
+    }
+
+    pub fn groups(&self) -> &groups::Groups {
+        &self.groups
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -105,55 +183,132 @@ impl Broker {
     /// A sync send: stores the message and, in sync flush mode, waits for
     /// the fsync that covers it.
     pub async fn send(&self, msg: Outgoing) -> Result<SendResult, BrokerError> {
-        topic::validate(&msg.topic)?;
-        if msg.key.as_ref().is_some_and(|k| k.len() > MAX_KEY_LEN) {
+        let topic = msg.topic.clone();
+        let mut results = self.send_batch(&topic, vec![msg]).await?;
+        results.pop().ok_or_else(|| BrokerError::Invalid("empty batch".into()))
+    }
+
+    /// Stores a batch for one topic (one lock round per message, one wait
+    /// for the fsync covering the last); every message gets a result.
+    pub async fn send_batch(&self, topic: &str, msgs: Vec<Outgoing>) -> Result<Vec<SendResult>, BrokerError> {
+        topic::validate(topic)?;
+        if msgs
+            .iter()
+            .any(|m| m.key.as_ref().is_some_and(|k| k.len() > MAX_KEY_LEN))
+        {
             return Err(BrokerError::KeyTooLong { max: MAX_KEY_LEN });
         }
         let queues = self.opts.queues_per_topic.max(1);
-        // Keyed messages hash to a fixed queue (per-key order, like
-        // RocketMQ's SelectMessageQueueByHash); the rest go round robin.
-        let queue_id = match &msg.key {
-            Some(k) => (storage::key_index::hash(k) % u64::from(queues)) as u32,
-            None => self.next_queue.fetch_add(1, Ordering::Relaxed) % queues,
+        let mut placed = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            // Keyed messages hash to a fixed queue (per-key order, like
+            // RocketMQ's SelectMessageQueueByHash); the rest go round robin.
+            let queue_id = match &msg.key {
+                Some(k) => (storage::key_index::hash(k) % u64::from(queues)) as u32,
+                None => self.next_queue.fetch_add(1, Ordering::Relaxed) % queues,
+            };
+            placed.push(self.append(topic, queue_id, msg)?);
+        }
+        let status = match placed.last() {
+            Some((_, end)) => self.durability(*end).await,
+            None => SendStatus::SendOk,
         };
+        self.appended.notify_waiters();
+        Ok(placed
+            .into_iter()
+            .map(|(mut r, _)| {
+                r.status = status;
+                r
+            })
+            .collect())
+    }
+
+    /// Appends one message to a given queue (system topics included); the
+    /// result's status is not yet meaningful. Returns it with the frame end.
+    fn append(&self, topic: &str, queue_id: u32, msg: Outgoing) -> Result<(SendResult, u64), BrokerError> {
         let appended = self.store.append(NewMessage {
-            topic: msg.topic,
+            topic: topic.to_string(),
             queue_id,
             key: msg.key,
             tags: msg.tags,
             producer: msg.producer,
             properties: msg.properties,
             body: msg.body,
-            born_ms: msg
-                .born_ms
-                .unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
+            born_ms: msg.born_ms.unwrap_or_else(now_ms),
         })?;
         let id = MessageId {
             node: appended.node,
             epoch: appended.epoch,
             pos: appended.pos,
         };
-        let status = match self.store.flush_mode() {
+        Ok((
+            SendResult {
+                id,
+                status: SendStatus::SendOk,
+                queue_id,
+                queue_offset: appended.queue_offset,
+            },
+            appended.end,
+        ))
+    }
+
+    /// Waits for what the flush mode promises about log position `end`.
+    async fn durability(&self, end: u64) -> SendStatus {
+        match self.store.flush_mode() {
             storage::Flush::Async { .. } => SendStatus::SendOk,
-            storage::Flush::Sync => match self
-                .store
-                .wait_flushed(appended.end, self.opts.sync_flush_timeout)
-                .await
-            {
+            storage::Flush::Sync => match self.store.wait_flushed(end, self.opts.sync_flush_timeout).await {
                 FlushOutcome::Flushed => SendStatus::SendOk,
                 FlushOutcome::TimedOut => SendStatus::FlushDiskTimeout,
                 FlushOutcome::Failed(why) => {
-                    tracing::error!(%id, %why, "fsync failed; durability of this message unknown");
+                    tracing::error!(end, %why, "fsync failed; durability unknown");
                     SendStatus::FlushDiskTimeout
                 }
             },
-        };
-        Ok(SendResult {
-            id,
-            status,
-            queue_id,
-            queue_offset: appended.queue_offset,
-        })
+        }
+    }
+
+    /// Appends to a system topic and waits for durability; internal state
+    /// changes (retries, dead letters, replays) are acknowledged only when
+    /// they are as durable as a producer's message would be.
+    async fn append_durable(&self, topic: &str, queue_id: u32, msg: Outgoing) -> Result<SendResult, BrokerError> {
+        let (mut r, end) = self.append(topic, queue_id, msg)?;
+        r.status = self.durability(end).await;
+        self.appended.notify_waiters();
+        if r.status != SendStatus::SendOk {
+            return Err(BrokerError::Storage(StorageError::Failed(format!(
+                "{topic} record not durable: {}",
+                r.status.name()
+            ))));
+        }
+        Ok(r)
+    }
+
+    /// Commits a consumer group's offset for a queue.
+    pub fn commit(&self, group: &str, topic: &str, queue_id: u32, offset: u64) -> Result<(), BrokerError> {
+        topic::validate_group(group)?;
+        self.groups.set_offset(group, topic, queue_id, offset);
+        // Not waited for: a lost commit means a redelivery, never a loss.
+        self.append(
+            groups::OFFSETS_TOPIC,
+            0,
+            Outgoing {
+                key: Some(groups::offset_key(group, topic, queue_id)),
+                body: offset.to_string().into_bytes(),
+                ..Outgoing::default()
+            },
+        )?;
+        Ok(())
+    }
+
+    /// All queues a group's members share: the topic's and the group's
+    /// retry queues.
+    pub fn group_queues(&self, group: &str, topic: &str) -> Vec<(String, u32)> {
+        let mut q: Vec<(String, u32)> = (0..self.opts.queues_per_topic)
+            .map(|i| (topic.to_string(), i))
+            .collect();
+        let retry = retry::retry_topic(group);
+        q.extend((0..self.opts.retry.retry_queues()).map(|i| (retry.clone(), i)));
+        q
     }
 
     /// The stored message with this id; `Ok(None)` when there is none.
@@ -183,4 +338,8 @@ impl Broker {
             })
             .collect()
     }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }

@@ -31,11 +31,15 @@ pub fn validate(topic: &str) -> Result<(), TopicError> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
-        return Err(TopicError::Illegal(
-            topic.chars().take(MAX_TOPIC_LEN).collect(),
-        ));
+        return Err(TopicError::Illegal(topic.chars().take(MAX_TOPIC_LEN).collect()));
     }
     Ok(())
+}
+
+/// Checks a consumer group name (same rules: it becomes part of the
+/// `%RETRY%<group>` and `%DLQ%<group>` topic names).
+pub fn validate_group(group: &str) -> Result<(), TopicError> {
+    validate(group)
 }
 
 #[cfg(test)]

@@ -43,12 +43,10 @@ impl CheckpointFile {
     /// Opens the checkpoint file and reads its newest valid slot.
     pub fn open(path: PathBuf, file: Arc<dyn FileHandle>) -> Result<Self, StorageError> {
         let mut buf = [0u8; 2 * SLOT as usize];
-        let n = file
-            .read_at(&mut buf, 0)
-            .map_err(|source| StorageError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        let n = file.read_at(&mut buf, 0).map_err(|source| StorageError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let mut best = Checkpoint::default();
         for slot in 0..2 {
             let start = slot * SLOT as usize;
@@ -61,11 +59,7 @@ impl CheckpointFile {
                 }
             }
         }
-        Ok(CheckpointFile {
-            path,
-            file,
-            last: best,
-        })
+        Ok(CheckpointFile { path, file, last: best })
     }
 
     /// The newest checkpoint read or written (all zero when none was valid).
@@ -74,12 +68,7 @@ impl CheckpointFile {
     }
 
     /// Writes a new checkpoint into the older slot and syncs it.
-    pub fn write(
-        &mut self,
-        epoch: u32,
-        flushed: u64,
-        indexed_upto: u64,
-    ) -> Result<(), StorageError> {
+    pub fn write(&mut self, epoch: u32, flushed: u64, indexed_upto: u64) -> Result<(), StorageError> {
         let cp = Checkpoint {
             seq: self.last.seq + 1,
             epoch,
@@ -91,9 +80,7 @@ impl CheckpointFile {
             path: self.path.clone(),
             source,
         };
-        self.file
-            .write_at(&bytes, (cp.seq % 2) * SLOT)
-            .map_err(io)?;
+        self.file.write_at(&bytes, (cp.seq % 2) * SLOT).map_err(io)?;
         self.file.sync().map_err(io)?;
         self.last = cp;
         Ok(())
@@ -113,16 +100,8 @@ fn encode(cp: &Checkpoint) -> Vec<u8> {
 }
 
 fn decode(b: &[u8]) -> Option<Checkpoint> {
-    let u32_at = |i: usize| {
-        b.get(i..i + 4)
-            .and_then(|s| s.try_into().ok())
-            .map(u32::from_le_bytes)
-    };
-    let u64_at = |i: usize| {
-        b.get(i..i + 8)
-            .and_then(|s| s.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
+    let u32_at = |i: usize| b.get(i..i + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes);
+    let u64_at = |i: usize| b.get(i..i + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes);
     if u32_at(0)? != MAGIC || u32_at(BODY)? != crc32c::crc32c(b.get(..BODY)?) {
         return None;
     }
@@ -142,8 +121,7 @@ mod tests {
     use std::path::Path;
 
     #[test]
-    fn newest_valid_slot_wins_and_a_torn_slot_falls_back() -> Result<(), Box<dyn std::error::Error>>
-    {
+    fn newest_valid_slot_wins_and_a_torn_slot_falls_back() -> Result<(), Box<dyn std::error::Error>> {
         let fs = FaultFs::new();
         let path = Path::new("/d/checkpoint").to_path_buf();
         let file = fs.open(&path, true)?;

@@ -78,9 +78,7 @@ struct FaultFile {
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // A panic while holding this lock can only come from a bug in this
     // module; recovering the guard keeps the other test threads meaningful.
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn stale() -> io::Error {
@@ -343,10 +341,7 @@ mod tests {
         assert!(!fs.exists(&dir.join("b")));
         let a2 = fs.open(&dir.join("a"), false)?;
         assert_eq!(a2.len()?, 5);
-        assert!(
-            a.read_at(&mut [0; 1], 0).is_err(),
-            "old handle must be dead"
-        );
+        assert!(a.read_at(&mut [0; 1], 0).is_err(), "old handle must be dead");
         Ok(())
     }
 

@@ -113,8 +113,7 @@ fn flush_once(sh: &Shared) -> Result<(), StorageError> {
     let took = started.elapsed();
     let c = &sh.counters;
     c.fsyncs.fetch_add(1, Ordering::Relaxed);
-    c.fsync_nanos
-        .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    c.fsync_nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     let us = took.as_micros() as u64;
     let bucket = FSYNC_BUCKETS_US
         .iter()

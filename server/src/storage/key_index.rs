@@ -40,11 +40,7 @@ pub struct KeyIndex {
 
 impl KeyIndex {
     /// Loads the file, dropping a torn entry and entries at or past `cut_from`.
-    pub fn open(
-        path: PathBuf,
-        file: Arc<dyn FileHandle>,
-        cut_from: u64,
-    ) -> Result<Self, StorageError> {
+    pub fn open(path: PathBuf, file: Arc<dyn FileHandle>, cut_from: u64) -> Result<Self, StorageError> {
         let io = |source| StorageError::Io {
             path: path.clone(),
             source,

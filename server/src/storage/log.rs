@@ -61,12 +61,7 @@ pub struct CommitLog {
 
 impl CommitLog {
     /// Wraps recovered segments (at least one).
-    pub fn new(
-        fs: Arc<dyn Fs>,
-        dir: PathBuf,
-        segment_bytes: u64,
-        segments: BTreeMap<u64, Arc<Segment>>,
-    ) -> Self {
+    pub fn new(fs: Arc<dyn Fs>, dir: PathBuf, segment_bytes: u64, segments: BTreeMap<u64, Arc<Segment>>) -> Self {
         CommitLog {
             fs,
             dir,
@@ -111,11 +106,9 @@ impl CommitLog {
     fn roll(&self, tail: &mut LogTail) -> Result<(), StorageError> {
         self.write_out(tail)?;
         let base = tail.end;
-        let seg = Segment::open(self.fs.as_ref(), &self.dir, base, true).map_err(|source| {
-            StorageError::Io {
-                path: self.dir.join(Segment::file_name(base)),
-                source,
-            }
+        let seg = Segment::open(self.fs.as_ref(), &self.dir, base, true).map_err(|source| StorageError::Io {
+            path: self.dir.join(Segment::file_name(base)),
+            source,
         })?;
         let seg = Arc::new(seg);
         self.segments
@@ -130,9 +123,7 @@ impl CommitLog {
 
     /// Reads the raw frame at `pos` (validated length, not yet CRC-checked).
     pub fn read_frame(&self, pos: u64) -> Result<Vec<u8>, StorageError> {
-        let seg = self
-            .segment_for(pos)
-            .ok_or(StorageError::NoRecord { pos })?;
+        let seg = self.segment_for(pos).ok_or(StorageError::NoRecord { pos })?;
         seg.read_frame(pos)
     }
 
@@ -144,9 +135,6 @@ impl CommitLog {
 
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
-        self.segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.segments.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 }

@@ -66,11 +66,7 @@ pub struct QueueIndex {
 impl QueueIndex {
     /// Opens an index file, dropping a torn partial entry and every entry at
     /// or past `cut_from` (those get rebuilt from the log).
-    pub fn open(
-        path: PathBuf,
-        file: Arc<dyn FileHandle>,
-        cut_from: u64,
-    ) -> Result<Self, StorageError> {
+    pub fn open(path: PathBuf, file: Arc<dyn FileHandle>, cut_from: u64) -> Result<Self, StorageError> {
         let io = |source| StorageError::Io {
             path: path.clone(),
             source,
@@ -178,11 +174,10 @@ mod tests {
             });
         }
         let bytes = idx.encode_pending(10);
-        file.write_at(&bytes, 0)
-            .map_err(|source| StorageError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        file.write_at(&bytes, 0).map_err(|source| StorageError::Io {
+            path: path.clone(),
+            source,
+        })?;
         idx.mark_persisted(10);
         assert_eq!(idx.get(3)?.map(|e| e.pos), Some(300));
         let reopened = QueueIndex::open(path, file, 550)?;

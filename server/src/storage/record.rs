@@ -125,17 +125,12 @@ pub fn encode(msg: &StoredMessage) -> Result<Vec<u8>, FrameError> {
     out.extend_from_slice(&msg.queue_id.to_le_bytes());
     out.extend_from_slice(&msg.queue_offset.to_le_bytes());
     put_str(&mut out, &msg.topic, "topic")?;
-    for (field, name) in [
-        (&msg.key, "key"),
-        (&msg.tags, "tags"),
-        (&msg.producer, "producer"),
-    ] {
+    for (field, name) in [(&msg.key, "key"), (&msg.tags, "tags"), (&msg.producer, "producer")] {
         if let Some(v) = field {
             put_str(&mut out, v, name)?;
         }
     }
-    let count =
-        u16::try_from(msg.properties.len()).map_err(|_| FrameError::TooLong("properties"))?;
+    let count = u16::try_from(msg.properties.len()).map_err(|_| FrameError::TooLong("properties"))?;
     out.extend_from_slice(&count.to_le_bytes());
     for (k, v) in &msg.properties {
         put_str(&mut out, k, "property name")?;
@@ -171,14 +166,8 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
-        let end = self
-            .at
-            .checked_add(n)
-            .ok_or(FrameError::Payload("overflow"))?;
-        let s = self
-            .buf
-            .get(self.at..end)
-            .ok_or(FrameError::Payload("truncated"))?;
+        let end = self.at.checked_add(n).ok_or(FrameError::Payload("overflow"))?;
+        let s = self.buf.get(self.at..end).ok_or(FrameError::Payload("truncated"))?;
         self.at = end;
         Ok(s)
     }
@@ -203,8 +192,7 @@ impl<'a> Reader<'a> {
         Ok(i64::from_le_bytes(self.array()?))
     }
     fn string(&mut self, len: usize) -> Result<String, FrameError> {
-        String::from_utf8(self.take(len)?.to_vec())
-            .map_err(|_| FrameError::Payload("invalid UTF-8"))
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| FrameError::Payload("invalid UTF-8"))
     }
     fn short_str(&mut self) -> Result<String, FrameError> {
         let n = self.u16()? as usize;
@@ -213,10 +201,7 @@ impl<'a> Reader<'a> {
 }
 
 fn decode_payload(payload: &[u8]) -> Result<StoredMessage, FrameError> {
-    let mut r = Reader {
-        buf: payload,
-        at: 0,
-    };
+    let mut r = Reader { buf: payload, at: 0 };
     let version = r.u8()?;
     if version != VERSION {
         return Err(FrameError::Version(version));

@@ -156,16 +156,14 @@ pub fn scan(fs: &dyn Fs, dir: &Path, flushed: u64, replay_from: u64) -> Result<S
         replay: Vec::new(),
     };
     if bases.is_empty() {
-        let seg =
-            Segment::open(fs, dir, 0, true).map_err(io_err(dir.join(Segment::file_name(0))))?;
+        let seg = Segment::open(fs, dir, 0, true).map_err(io_err(dir.join(Segment::file_name(0))))?;
         fs.sync_dir(dir).map_err(io_err(dir.to_path_buf()))?;
         out.segments.insert(0, Arc::new(seg));
         return Ok(out);
     }
     let mut expected = bases[0];
     for (i, &base) in bases.iter().enumerate() {
-        let seg = Segment::open(fs, dir, base, false)
-            .map_err(io_err(dir.join(Segment::file_name(base))))?;
+        let seg = Segment::open(fs, dir, base, false).map_err(io_err(dir.join(Segment::file_name(base))))?;
         let name = Segment::file_name(base);
         if base != expected {
             if expected >= flushed && base > expected {
@@ -229,12 +227,7 @@ pub fn scan(fs: &dyn Fs, dir: &Path, flushed: u64, replay_from: u64) -> Result<S
     Ok(out)
 }
 
-fn scan_segment(
-    seg: &Segment,
-    len: u64,
-    replay_from: u64,
-    out: &mut Scan,
-) -> Result<SegmentEnd, StorageError> {
+fn scan_segment(seg: &Segment, len: u64, replay_from: u64, out: &mut Scan) -> Result<SegmentEnd, StorageError> {
     let io_err = |source| StorageError::Io {
         path: seg.path.clone(),
         source,

@@ -56,6 +56,10 @@ pub struct Appended {
     pub stored_ms: i64,
 }
 
+/// Messages read from a queue as `(queue offset, log position, message)`,
+/// and the offset to read from next.
+pub type QueueBatch = (Vec<(u64, u64, StoredMessage)>, u64);
+
 /// Result of waiting for an fsync to cover an append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FlushOutcome {
@@ -252,14 +256,7 @@ impl Store {
                 pos: *pos,
                 error,
             })?;
-            index_replayed(
-                fs.as_ref(),
-                &queues_dir,
-                &mut writer,
-                *pos,
-                frame.len() as u32,
-                &msg,
-            )?;
+            index_replayed(fs.as_ref(), &queues_dir, &mut writer, *pos, frame.len() as u32, &msg)?;
             replayed += 1;
         }
         // The new epoch must be durable before any id that embeds it exists.
@@ -401,17 +398,10 @@ impl Store {
         // position is simply not a record start (a made-up id): not found.
         // A good header with a bad CRC, or anything inside a damaged region,
         // is corruption and is reported as such, never served.
-        let in_damage = |pos: u64| {
-            self.shared
-                .damage
-                .iter()
-                .any(|d| d.from <= pos && pos < d.to)
-        };
+        let in_damage = |pos: u64| self.shared.damage.iter().any(|d| d.from <= pos && pos < d.to);
         let frame = match self.shared.log.read_frame(pos) {
             Ok(f) => f,
-            Err(StorageError::Corrupt { .. }) if !in_damage(pos) => {
-                return Err(StorageError::NoRecord { pos })
-            }
+            Err(StorageError::Corrupt { .. }) if !in_damage(pos) => return Err(StorageError::NoRecord { pos }),
             Err(e) => return Err(e),
         };
         let msg = record::decode(&frame).map_err(|error| StorageError::Corrupt {
@@ -440,13 +430,7 @@ impl Store {
                 break;
             }
             match self.read(pos) {
-                Ok(m)
-                    if m.key
-                        .as_deref()
-                        .is_some_and(|k| key_index::words(k).any(|w| w == key)) =>
-                {
-                    out.push((pos, m))
-                }
+                Ok(m) if m.key.as_deref().is_some_and(|k| key_index::words(k).any(|w| w == key)) => out.push((pos, m)),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(pos, error = %e, "key index candidate unreadable"),
             }
@@ -455,17 +439,57 @@ impl Store {
     }
 
     /// The consume-queue entry for a queue offset.
-    pub fn queue_entry(
-        &self,
-        topic: &str,
-        queue_id: u32,
-        offset: u64,
-    ) -> Result<Option<QueueEntry>, StorageError> {
+    pub fn queue_entry(&self, topic: &str, queue_id: u32, offset: u64) -> Result<Option<QueueEntry>, StorageError> {
         let w = self.shared.lock_writer();
         match w.queues.get(&(topic.to_string(), queue_id)) {
             Some(q) => q.get(offset),
             None => Ok(None),
         }
+    }
+
+    /// Up to `max` messages of a queue from queue offset `from`, in order,
+    /// with their log positions. Stops at the first message not yet
+    /// readable (sync flush: not yet fsynced). Holes (records lost to
+    /// corruption) are skipped. Returns the messages and the offset after
+    /// the last one examined.
+    pub fn read_queue(&self, topic: &str, queue_id: u32, from: u64, max: usize) -> Result<QueueBatch, StorageError> {
+        let readable = self.shared.readable_end.load(Ordering::Acquire);
+        let entries: Vec<(u64, QueueEntry)> = {
+            let w = self.shared.lock_writer();
+            let Some(q) = w.queues.get(&(topic.to_string(), queue_id)) else {
+                return Ok((Vec::new(), from));
+            };
+            let end = q.next_offset().min(from.saturating_add(max as u64));
+            let mut v = Vec::new();
+            for off in from..end {
+                match q.get(off)? {
+                    Some(e) => v.push((off, e)),
+                    None => break,
+                }
+            }
+            v
+        };
+        let mut out = Vec::new();
+        let mut next = from;
+        for (off, e) in entries {
+            if e.is_hole() {
+                tracing::warn!(topic, queue_id, offset = off, "skipping a message lost to corruption");
+                next = off + 1;
+                continue;
+            }
+            if e.pos + u64::from(e.size) > readable {
+                break;
+            }
+            match self.read(e.pos) {
+                Ok(m) => out.push((off, e.pos, m)),
+                Err(StorageError::Corrupt { .. }) => {
+                    tracing::error!(topic, queue_id, offset = off, pos = e.pos, "corrupt record skipped");
+                }
+                Err(err) => return Err(err),
+            }
+            next = off + 1;
+        }
+        Ok((out, next))
     }
 
     /// Next offset to be assigned in a queue (its length).
@@ -506,11 +530,7 @@ impl Store {
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             fsync_nanos: c.fsync_nanos.load(Ordering::Relaxed),
             synced_msgs: c.synced_msgs.load(Ordering::Relaxed),
-            fsync_hist: c
-                .fsync_hist
-                .iter()
-                .map(|a| a.load(Ordering::Relaxed))
-                .collect(),
+            fsync_hist: c.fsync_hist.iter().map(|a| a.load(Ordering::Relaxed)).collect(),
             log_end: self.shared.appended_end.load(Ordering::Acquire),
             flushed: self.shared.flushed.pos(),
             indexed_upto: self.shared.indexed_upto.load(Ordering::Acquire),
@@ -577,14 +597,7 @@ fn index_replayed(
     size: u32,
     msg: &StoredMessage,
 ) -> Result<(), StorageError> {
-    let q = queue_mut(
-        fs,
-        queues_dir,
-        &mut w.queues,
-        &mut w.new_dirs,
-        &msg.topic,
-        msg.queue_id,
-    )?;
+    let q = queue_mut(fs, queues_dir, &mut w.queues, &mut w.new_dirs, &msg.topic, msg.queue_id)?;
     let next = q.next_offset();
     if msg.queue_offset < next {
         tracing::warn!(pos, topic = %msg.topic, queue = msg.queue_id, offset = msg.queue_offset, "record already indexed; skipped");

@@ -1,0 +1,553 @@
+//! The client protocol's requests and responses, and their payload codecs.
+//!
+//! Requests carry a `request_id` (in the frame header); the broker answers
+//! each with a response frame of the same id, in any order, so a connection
+//! pipelines many requests. A oneway produce gets no answer at all.
+//!
+//! Property names the broker sets on retried and dead-lettered messages
+//! follow RocketMQ's: see the `PROP_*` constants.
+
+use std::collections::BTreeMap;
+
+use crate::wire::{Reader, WireError, Writer};
+use crate::SendStatus;
+
+/// Original message id of a retried, dead-lettered or replayed message.
+pub const PROP_ORIGIN_ID: &str = "ORIGIN_MESSAGE_ID";
+/// Original topic of a retried, dead-lettered or replayed message.
+pub const PROP_ORIGIN_TOPIC: &str = "RETRY_TOPIC";
+/// Times the message was handed back for reconsumption.
+pub const PROP_RECONSUME_TIMES: &str = "RECONSUME_TIME";
+/// Wall-clock time (ms) before which a retry is not delivered.
+pub const PROP_DELAY_UNTIL: &str = "DELAY_UNTIL_MS";
+/// Delay level of a retry (1-based, RocketMQ's numbering).
+pub const PROP_DELAY_LEVEL: &str = "DELAY";
+/// Last failure reason of a dead-lettered message.
+pub const PROP_DLQ_REASON: &str = "DLQ_ORIGIN_REASON";
+/// The dead letter a replay was made from.
+pub const PROP_REPLAY_OF: &str = "REPLAY_OF";
+
+/// A message as a producer sends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    pub key: Option<String>,
+    pub tags: Option<String>,
+    pub producer: Option<String>,
+    pub properties: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+    /// Creation time at the producer (ms since the epoch).
+    pub born_ms: i64,
+}
+
+/// A message as a consumer receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// The message's id as its producer was told; the same across retries.
+    pub id: String,
+    /// Id of this delivery's record (differs from `id` for retries).
+    pub record_id: String,
+    /// The topic the producer sent to.
+    pub topic: String,
+    /// Where this record sits (for commits): topic and queue.
+    pub queue_topic: String,
+    pub queue_id: u32,
+    pub queue_offset: u64,
+    pub reconsume_times: u32,
+    pub stored_ms: i64,
+    pub message: Message,
+}
+
+/// Result of one message of a produce request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Produced {
+    pub status: SendStatus,
+    pub id: String,
+    pub queue_id: u32,
+    pub queue_offset: u64,
+}
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Produce {
+        topic: String,
+        /// No response is sent (RocketMQ's oneway).
+        oneway: bool,
+        messages: Vec<Message>,
+    },
+    /// Joins or stays in a consumer group; answered with the assignment.
+    Heartbeat {
+        group: String,
+        client_id: String,
+        topic: String,
+        auto_commit: bool,
+    },
+    /// Leaves a group at once (no timeout wait).
+    Leave { group: String, client_id: String },
+    /// Reads from one queue; waits up to `wait_ms` when nothing is there.
+    Pull {
+        group: String,
+        topic: String,
+        queue_id: u32,
+        offset: u64,
+        max: u32,
+        wait_ms: u32,
+    },
+    Commit {
+        group: String,
+        topic: String,
+        queue_id: u32,
+        offset: u64,
+    },
+    QueryOffset {
+        group: String,
+        topic: String,
+        queue_id: u32,
+    },
+    /// The handler failed: schedule a retry (or dead-letter) for the
+    /// delivered record `record_id`.
+    SendBack {
+        group: String,
+        record_id: String,
+        reason: String,
+    },
+}
+
+/// What the broker answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Produced(Vec<Produced>),
+    Assignment(Vec<(String, u32)>),
+    Messages { messages: Vec<Delivered>, next_offset: u64 },
+    Offset(Option<u64>),
+    Ok,
+    Error { code: ErrorCode, message: String },
+}
+
+/// Error classes a client can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request was wrong; retrying it unchanged will fail again.
+    BadRequest = 1,
+    /// The broker cannot serve now (storage failed, shutting down): try
+    /// another broker.
+    Unavailable = 2,
+    NotFound = 3,
+    Internal = 4,
+}
+
+impl ErrorCode {
+    fn from_u8(v: u8) -> Result<Self, WireError> {
+        Ok(match v {
+            1 => ErrorCode::BadRequest,
+            2 => ErrorCode::Unavailable,
+            3 => ErrorCode::NotFound,
+            4 => ErrorCode::Internal,
+            _ => return Err(WireError::Payload("unknown error code")),
+        })
+    }
+}
+
+// Frame kinds. Requests below 64, responses from 64.
+const K_PRODUCE: u8 = 1;
+const K_HEARTBEAT: u8 = 2;
+const K_LEAVE: u8 = 3;
+const K_PULL: u8 = 4;
+const K_COMMIT: u8 = 5;
+const K_QUERY_OFFSET: u8 = 6;
+const K_SEND_BACK: u8 = 7;
+const K_PRODUCED: u8 = 64;
+const K_ASSIGNMENT: u8 = 65;
+const K_MESSAGES: u8 = 66;
+const K_OFFSET: u8 = 67;
+const K_OK: u8 = 68;
+const K_ERROR: u8 = 69;
+
+fn put_message(w: &mut Writer, m: &Message) {
+    w.opt_str(m.key.as_deref())
+        .opt_str(m.tags.as_deref())
+        .opt_str(m.producer.as_deref())
+        .u32(m.properties.len() as u32);
+    for (k, v) in &m.properties {
+        w.str(k).str(v);
+    }
+    w.bytes(&m.body).i64(m.born_ms);
+}
+
+fn get_message(r: &mut Reader<'_>) -> Result<Message, WireError> {
+    let key = r.opt_str()?;
+    let tags = r.opt_str()?;
+    let producer = r.opt_str()?;
+    let n = r.count(8)?;
+    let mut properties = BTreeMap::new();
+    for _ in 0..n {
+        let k = r.str()?;
+        let v = r.str()?;
+        properties.insert(k, v);
+    }
+    Ok(Message {
+        key,
+        tags,
+        producer,
+        properties,
+        body: r.bytes()?,
+        born_ms: r.i64()?,
+    })
+}
+
+fn status_code(s: SendStatus) -> u8 {
+    match s {
+        SendStatus::SendOk => 0,
+        SendStatus::FlushDiskTimeout => 1,
+        SendStatus::FlushSlaveTimeout => 2,
+        SendStatus::SlaveNotAvailable => 3,
+    }
+}
+
+fn status_from(v: u8) -> Result<SendStatus, WireError> {
+    Ok(match v {
+        0 => SendStatus::SendOk,
+        1 => SendStatus::FlushDiskTimeout,
+        2 => SendStatus::FlushSlaveTimeout,
+        3 => SendStatus::SlaveNotAvailable,
+        _ => return Err(WireError::Payload("unknown send status")),
+    })
+}
+
+impl Request {
+    /// Frame kind and payload.
+    pub fn encode(&self) -> (u8, Vec<u8>) {
+        let mut w = Writer::default();
+        let kind = match self {
+            Request::Produce {
+                topic,
+                oneway,
+                messages,
+            } => {
+                w.str(topic).u8(u8::from(*oneway)).u32(messages.len() as u32);
+                for m in messages {
+                    put_message(&mut w, m);
+                }
+                K_PRODUCE
+            }
+            Request::Heartbeat {
+                group,
+                client_id,
+                topic,
+                auto_commit,
+            } => {
+                w.str(group).str(client_id).str(topic).u8(u8::from(*auto_commit));
+                K_HEARTBEAT
+            }
+            Request::Leave { group, client_id } => {
+                w.str(group).str(client_id);
+                K_LEAVE
+            }
+            Request::Pull {
+                group,
+                topic,
+                queue_id,
+                offset,
+                max,
+                wait_ms,
+            } => {
+                w.str(group)
+                    .str(topic)
+                    .u32(*queue_id)
+                    .u64(*offset)
+                    .u32(*max)
+                    .u32(*wait_ms);
+                K_PULL
+            }
+            Request::Commit {
+                group,
+                topic,
+                queue_id,
+                offset,
+            } => {
+                w.str(group).str(topic).u32(*queue_id).u64(*offset);
+                K_COMMIT
+            }
+            Request::QueryOffset { group, topic, queue_id } => {
+                w.str(group).str(topic).u32(*queue_id);
+                K_QUERY_OFFSET
+            }
+            Request::SendBack {
+                group,
+                record_id,
+                reason,
+            } => {
+                w.str(group).str(record_id).str(reason);
+                K_SEND_BACK
+            }
+        };
+        (kind, w.buf)
+    }
+
+    /// Decodes a request payload of frame kind `kind`.
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Request, WireError> {
+        let mut r = Reader::new(payload);
+        let req = match kind {
+            K_PRODUCE => {
+                let topic = r.str()?;
+                let oneway = r.bool()?;
+                let n = r.count(19)?;
+                let mut messages = Vec::with_capacity(n);
+                for _ in 0..n {
+                    messages.push(get_message(&mut r)?);
+                }
+                Request::Produce {
+                    topic,
+                    oneway,
+                    messages,
+                }
+            }
+            K_HEARTBEAT => Request::Heartbeat {
+                group: r.str()?,
+                client_id: r.str()?,
+                topic: r.str()?,
+                auto_commit: r.bool()?,
+            },
+            K_LEAVE => Request::Leave {
+                group: r.str()?,
+                client_id: r.str()?,
+            },
+            K_PULL => Request::Pull {
+                group: r.str()?,
+                topic: r.str()?,
+                queue_id: r.u32()?,
+                offset: r.u64()?,
+                max: r.u32()?,
+                wait_ms: r.u32()?,
+            },
+            K_COMMIT => Request::Commit {
+                group: r.str()?,
+                topic: r.str()?,
+                queue_id: r.u32()?,
+                offset: r.u64()?,
+            },
+            K_QUERY_OFFSET => Request::QueryOffset {
+                group: r.str()?,
+                topic: r.str()?,
+                queue_id: r.u32()?,
+            },
+            K_SEND_BACK => Request::SendBack {
+                group: r.str()?,
+                record_id: r.str()?,
+                reason: r.str()?,
+            },
+            other => return Err(WireError::Kind(other)),
+        };
+        r.finish()?;
+        Ok(req)
+    }
+}
+
+impl Response {
+    pub fn encode(&self) -> (u8, Vec<u8>) {
+        let mut w = Writer::default();
+        let kind = match self {
+            Response::Produced(results) => {
+                w.u32(results.len() as u32);
+                for p in results {
+                    w.u8(status_code(p.status))
+                        .str(&p.id)
+                        .u32(p.queue_id)
+                        .u64(p.queue_offset);
+                }
+                K_PRODUCED
+            }
+            Response::Assignment(queues) => {
+                w.u32(queues.len() as u32);
+                for (t, q) in queues {
+                    w.str(t).u32(*q);
+                }
+                K_ASSIGNMENT
+            }
+            Response::Messages { messages, next_offset } => {
+                w.u64(*next_offset).u32(messages.len() as u32);
+                for d in messages {
+                    w.str(&d.id)
+                        .str(&d.record_id)
+                        .str(&d.topic)
+                        .str(&d.queue_topic)
+                        .u32(d.queue_id)
+                        .u64(d.queue_offset)
+                        .u32(d.reconsume_times)
+                        .i64(d.stored_ms);
+                    put_message(&mut w, &d.message);
+                }
+                K_MESSAGES
+            }
+            Response::Offset(o) => {
+                match o {
+                    Some(v) => w.u8(1).u64(*v),
+                    None => w.u8(0),
+                };
+                K_OFFSET
+            }
+            Response::Ok => K_OK,
+            Response::Error { code, message } => {
+                w.u8(*code as u8).str(message);
+                K_ERROR
+            }
+        };
+        (kind, w.buf)
+    }
+
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Response, WireError> {
+        let mut r = Reader::new(payload);
+        let resp = match kind {
+            K_PRODUCED => {
+                let n = r.count(17)?;
+                let mut out = Vec::with_capacity(n);
+                for _ in 0..n {
+                    out.push(Produced {
+                        status: status_from(r.u8()?)?,
+                        id: r.str()?,
+                        queue_id: r.u32()?,
+                        queue_offset: r.u64()?,
+                    });
+                }
+                Response::Produced(out)
+            }
+            K_ASSIGNMENT => {
+                let n = r.count(8)?;
+                let mut out = Vec::with_capacity(n);
+                for _ in 0..n {
+                    out.push((r.str()?, r.u32()?));
+                }
+                Response::Assignment(out)
+            }
+            K_MESSAGES => {
+                let next_offset = r.u64()?;
+                let n = r.count(59)?;
+                let mut messages = Vec::with_capacity(n);
+                for _ in 0..n {
+                    messages.push(Delivered {
+                        id: r.str()?,
+                        record_id: r.str()?,
+                        topic: r.str()?,
+                        queue_topic: r.str()?,
+                        queue_id: r.u32()?,
+                        queue_offset: r.u64()?,
+                        reconsume_times: r.u32()?,
+                        stored_ms: r.i64()?,
+                        message: get_message(&mut r)?,
+                    });
+                }
+                Response::Messages { messages, next_offset }
+            }
+            K_OFFSET => Response::Offset(if r.bool()? { Some(r.u64()?) } else { None }),
+            K_OK => Response::Ok,
+            K_ERROR => Response::Error {
+                code: ErrorCode::from_u8(r.u8()?)?,
+                message: r.str()?,
+            },
+            other => return Err(WireError::Kind(other)),
+        };
+        r.finish()?;
+        Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Message {
+        Message {
+            key: Some("k".into()),
+            tags: None,
+            producer: Some("p".into()),
+            properties: [("a".to_string(), "b".to_string())].into(),
+            body: b"body".to_vec(),
+            born_ms: 42,
+        }
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let reqs = vec![
+            Request::Produce {
+                topic: "t".into(),
+                oneway: false,
+                messages: vec![sample(), Message::default()],
+            },
+            Request::Heartbeat {
+                group: "g".into(),
+                client_id: "c".into(),
+                topic: "t".into(),
+                auto_commit: true,
+            },
+            Request::Pull {
+                group: "g".into(),
+                topic: "t".into(),
+                queue_id: 1,
+                offset: 2,
+                max: 3,
+                wait_ms: 4,
+            },
+            Request::SendBack {
+                group: "g".into(),
+                record_id: "r".into(),
+                reason: "x".into(),
+            },
+        ];
+        for req in reqs {
+            let (kind, payload) = req.encode();
+            assert_eq!(Request::decode(kind, &payload), Ok(req));
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let resps = vec![
+            Response::Produced(vec![Produced {
+                status: SendStatus::FlushDiskTimeout,
+                id: "i".into(),
+                queue_id: 1,
+                queue_offset: 9,
+            }]),
+            Response::Assignment(vec![("t".into(), 0), ("%RETRY%g".into(), 3)]),
+            Response::Messages {
+                messages: vec![Delivered {
+                    id: "i".into(),
+                    record_id: "r".into(),
+                    topic: "t".into(),
+                    queue_topic: "t".into(),
+                    queue_id: 0,
+                    queue_offset: 5,
+                    reconsume_times: 2,
+                    stored_ms: 7,
+                    message: sample(),
+                }],
+                next_offset: 6,
+            },
+            Response::Offset(None),
+            Response::Offset(Some(3)),
+            Response::Ok,
+            Response::Error {
+                code: ErrorCode::Unavailable,
+                message: "down".into(),
+            },
+        ];
+        for resp in resps {
+            let (kind, payload) = resp.encode();
+            assert_eq!(Response::decode(kind, &payload), Ok(resp));
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_request_is_an_error() {
+        let (kind, payload) = Request::Produce {
+            topic: "t".into(),
+            oneway: false,
+            messages: vec![sample()],
+        }
+        .encode();
+        for n in 0..payload.len() {
+            assert!(Request::decode(kind, &payload[..n]).is_err(), "prefix {n} decoded");
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Dead letters over HTTP: list, replay one, replay many.
+//!
+//! `GET /api/v1/dlq?group=G` → `{"messages": [...]}`;
+//! `POST /api/v1/dlq/{id}/replay[?force=true]` → `{"id", "replay_of", ...}`;
+//! `POST /api/v1/dlq/replay?group=G[&key=K&from=&to=&dry_run=true&rate=N]`
+//! replays every dead (not yet replayed, not quarantined) letter matching
+//! the filter, at most `rate` per second. Who replayed is taken from the
+//! `X-Waybill-User` header (default `anonymous`) and recorded.
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::broker::dlq::ReplayFilter;
+
+#[derive(Debug, Deserialize)]
+pub struct GroupQuery {
+    pub group: Option<String>,
+}
+
+fn group_of(q: Option<String>) -> Result<String, ApiError> {
+    q.filter(|g| !g.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("the group query parameter is required".into()))
+}
+
+fn who(headers: &HeaderMap) -> String {
+    headers
+        .get("x-waybill-user")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("anonymous")
+        .chars()
+        .take(128)
+        .collect()
+}
+
+pub async fn list(State(state): State<AppState>, Query(q): Query<GroupQuery>) -> Result<Json<Value>, ApiError> {
+    let group = group_of(q.group)?;
+    let letters = state.broker.dead_letters(&group)?;
+    Ok(Json(json!({ "group": group, "messages": letters })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReplayOne {
+    #[serde(default)]
+    pub force: bool,
+}
+
+pub async fn replay_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ReplayOne>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let r = state.broker.replay(&id, &who(&headers), q.force).await?;
+    Ok(Json(json!({
+        "id": r.new_id,
+        "replay_of": r.dlq_id,
+        "group": r.group,
+        "by": r.by,
+        "at": super::messages::rfc3339(r.at_ms),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReplayMany {
+    pub group: Option<String>,
+    pub key: Option<String>,
+    /// RFC 3339 or milliseconds since the epoch.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Replays per second (default 100).
+    pub rate: Option<u32>,
+}
+
+/// Parses a time bound given as RFC 3339 or epoch milliseconds.
+pub fn parse_time(s: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| ApiError::BadRequest(format!("bad time {s:?}: {e}")))
+}
+
+/// Default bulk replay rate: gentle on a recovering consumer.
+const DEFAULT_RATE: u32 = 100;
+
+pub async fn replay_many(
+    State(state): State<AppState>,
+    Query(q): Query<ReplayMany>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let group = group_of(q.group)?;
+    let filter = ReplayFilter {
+        key: q.key,
+        from_ms: q.from.as_deref().map(parse_time).transpose()?,
+        to_ms: q.to.as_deref().map(parse_time).transpose()?,
+    };
+    let (chosen, done) = state
+        .broker
+        .replay_all(
+            &group,
+            &filter,
+            &who(&headers),
+            q.dry_run,
+            Some(q.rate.unwrap_or(DEFAULT_RATE)),
+        )
+        .await?;
+    let replayed: Vec<Value> = done
+        .iter()
+        .map(|r| json!({"id": r.new_id, "replay_of": r.dlq_id}))
+        .collect();
+    Ok(Json(json!({
+        "group": group,
+        "dry_run": q.dry_run,
+        "matched": chosen.len(),
+        "would_replay": if q.dry_run { json!(chosen) } else { Value::Null },
+        "replayed": replayed,
+    })))
+}
+
+pub async fn consumers(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "groups": state.broker.groups().views() }))
+}

@@ -1,0 +1,100 @@
+//! Reading queues for consumers.
+//!
+//! A pull returns up to `max` messages of one queue from an offset. It
+//! waits (long polling) up to `wait` when there is nothing to return, woken
+//! by every newly stored message. On a retry queue it returns only messages
+//! that are due and stops at the first one that is not (each retry queue
+//! holds one delay level, so due times are in order); it then sleeps until
+//! that one is due or the wait ends.
+
+use std::time::Duration;
+
+use waybill_client::protocol::{Delivered, Message};
+
+use super::retry::{self, origin_of};
+use super::{now_ms, Broker, BrokerError, MessageId};
+use crate::storage::StoredMessage;
+
+impl Broker {
+    /// One pull (see the module doc). Returns the messages and the offset
+    /// to pull from next.
+    pub async fn pull(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max: usize,
+        wait: Duration,
+    ) -> Result<(Vec<Delivered>, u64), BrokerError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let is_retry = topic.starts_with("%RETRY%");
+        loop {
+            // Register for wake-ups before looking, so a message stored
+            // between the look and the wait is not missed.
+            let notified = self.appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let (batch, next) = self.store.read_queue(topic, queue_id, offset, max.clamp(1, 1024))?;
+            let now = now_ms();
+            let mut out = Vec::with_capacity(batch.len());
+            let mut next_offset = next;
+            let mut not_due_until = None;
+            for (off, pos, m) in batch {
+                if is_retry {
+                    if let Some(due) = retry::due_ms(&m) {
+                        if due > now {
+                            next_offset = off;
+                            not_due_until = Some(due);
+                            break;
+                        }
+                    }
+                }
+                out.push(delivered(pos, off, m));
+            }
+            if !out.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok((out, next_offset));
+            }
+            let wake = match not_due_until {
+                Some(due) => {
+                    let until_due = Duration::from_millis(due.saturating_sub(now).max(1) as u64);
+                    deadline.min(tokio::time::Instant::now() + until_due)
+                }
+                None => deadline,
+            };
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+}
+
+/// Builds what a consumer sees from a stored record at `pos`.
+pub fn delivered(pos: u64, queue_offset: u64, m: StoredMessage) -> Delivered {
+    let record_id = MessageId {
+        node: m.node,
+        epoch: m.epoch,
+        pos,
+    }
+    .to_string();
+    let origin = origin_of(&record_id, &m);
+    Delivered {
+        id: origin.id,
+        record_id,
+        topic: origin.topic,
+        queue_topic: m.topic,
+        queue_id: m.queue_id,
+        queue_offset,
+        reconsume_times: origin.reconsume_times,
+        stored_ms: m.stored_ms,
+        message: Message {
+            key: m.key,
+            tags: m.tags,
+            producer: m.producer,
+            properties: m.properties,
+            body: m.body,
+            born_ms: m.born_ms,
+        },
+    }
+}

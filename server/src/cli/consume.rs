@@ -1,0 +1,154 @@
+//! `waybill consume`: a push consumer for one group.
+//!
+//! With `--exec CMD`, each message's body goes to `sh -c CMD` on stdin with
+//! `WAYBILL_MSG_ID`, `WAYBILL_MSG_KEY`, `WAYBILL_TOPIC` and
+//! `WAYBILL_RECONSUME_TIMES` set; exit 0 is CONSUME_SUCCESS, anything else
+//! RECONSUME_LATER. Without it each message is printed as a JSON line and
+//! succeeds.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::Args;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+use waybill_client::{ConsumeResult, ConsumerOptions, Delivered, PushConsumer};
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    #[arg(long, default_value = "127.0.0.1:9876")]
+    pub broker: String,
+    #[arg(long)]
+    pub topic: String,
+    #[arg(long)]
+    pub group: String,
+    /// Handler command, run with `sh -c` per message.
+    #[arg(long)]
+    pub exec: Option<String>,
+    /// Exit after this many successfully consumed messages.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Exit after this many milliseconds with nothing to consume.
+    #[arg(long)]
+    pub idle_exit_ms: Option<u64>,
+    /// Commit on delivery, before the handler runs (lossy: flagged as a loss point).
+    #[arg(long)]
+    pub auto_commit: bool,
+    /// Messages per pull.
+    #[arg(long, default_value_t = 32)]
+    pub batch: u32,
+    /// Heartbeat period in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    /// A handler running longer than this counts as failed.
+    #[arg(long, default_value_t = 60_000)]
+    pub handler_timeout_ms: u64,
+    /// Member id in the group (default: unique per process).
+    #[arg(long)]
+    pub client_id: Option<String>,
+}
+
+async fn run_exec(cmd: &str, d: &Delivered) -> ConsumeResult {
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("WAYBILL_MSG_ID", &d.id)
+        .env("WAYBILL_MSG_KEY", d.message.key.as_deref().unwrap_or(""))
+        .env("WAYBILL_TOPIC", &d.topic)
+        .env("WAYBILL_RECONSUME_TIMES", d.reconsume_times.to_string())
+        .stdin(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("waybill consume: cannot run {cmd:?}: {e}");
+            return ConsumeResult::ReconsumeLater;
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        // A handler that ignores its stdin closes the pipe early: not an error.
+        let _ = stdin.write_all(&d.message.body).await;
+    }
+    match child.wait().await {
+        Ok(status) if status.success() => ConsumeResult::Success,
+        _ => ConsumeResult::ReconsumeLater,
+    }
+}
+
+pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
+    let mut opts = ConsumerOptions::new(args.broker.clone(), args.group.clone(), args.topic.clone());
+    opts.auto_commit = args.auto_commit;
+    opts.batch = args.batch.max(1);
+    opts.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(10));
+    opts.handler_timeout = Duration::from_millis(args.handler_timeout_ms.max(1));
+    if let Some(id) = args.client_id.clone() {
+        opts.client_id = id;
+    }
+    let successes = Arc::new(AtomicU64::new(0));
+    // Last delivery time, for --idle-exit-ms; std Instant behind a tokio
+    // Mutex because handlers update it from many tasks.
+    let last = Arc::new(Mutex::new(Instant::now()));
+    let exec = args.exec.clone();
+    let (s, l) = (successes.clone(), last.clone());
+    let consumer = PushConsumer::start(opts, move |d: Delivered| {
+        let (exec, s, l) = (exec.clone(), s.clone(), l.clone());
+        async move {
+            *l.lock().await = Instant::now();
+            let result = match &exec {
+                Some(cmd) => run_exec(cmd, &d).await,
+                None => {
+                    println!(
+                        "{}",
+                        json!({
+                            "id": d.id,
+                            "key": d.message.key,
+                            "topic": d.topic,
+                            "queue_id": d.queue_id,
+                            "queue_offset": d.queue_offset,
+                            "reconsume_times": d.reconsume_times,
+                            "body": String::from_utf8_lossy(&d.message.body),
+                        })
+                    );
+                    ConsumeResult::Success
+                }
+            };
+            if result == ConsumeResult::Success {
+                s.fetch_add(1, Ordering::Relaxed);
+            }
+            *l.lock().await = Instant::now();
+            result
+        }
+    })
+    .await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if args.count.is_some_and(|n| successes.load(Ordering::Relaxed) >= n) {
+            break;
+        }
+        if let Some(ms) = args.idle_exit_ms {
+            if last.lock().await.elapsed() >= Duration::from_millis(ms) {
+                break;
+            }
+        }
+        if args.count.is_none() && args.idle_exit_ms.is_none() {
+            // Runs until interrupted.
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            }
+        }
+    }
+    consumer.shutdown().await;
+    if let Some(n) = args.count {
+        let got = successes.load(Ordering::Relaxed);
+        if got < n {
+            bail!("consumed {got} of {n} messages");
+        }
+    }
+    Ok(())
+}

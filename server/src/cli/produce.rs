@@ -1,0 +1,160 @@
+//! `waybill produce`: sends messages and prints one JSON line per result.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use waybill_client::{Message, Producer, ProducerOptions, SendResult, SendStatus};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Wait for each result.
+    Sync,
+    /// Results arrive through callbacks, in completion order.
+    Async,
+    /// Fire and forget: no result, nothing printed (an unconfirmed send).
+    Oneway,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Broker client-protocol address.
+    #[arg(long, default_value = "127.0.0.1:9876")]
+    pub broker: String,
+    #[arg(long)]
+    pub topic: String,
+    /// Message key (searchable; several keys separated by spaces).
+    #[arg(long)]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Property `NAME=VALUE`, repeatable.
+    #[arg(long = "property", value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
+    /// Body text; without it (and without --size) the body is read from stdin.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Generate a body of this many bytes instead.
+    #[arg(long)]
+    pub size: Option<usize>,
+    #[arg(long, value_enum, default_value_t = Mode::Sync)]
+    pub mode: Mode,
+    #[arg(long, default_value_t = 1)]
+    pub count: u64,
+    /// Sends in flight at once.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// RocketMQ's retryTimesWhenSendFailed.
+    #[arg(long, default_value_t = 2)]
+    pub retries: u32,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("property {s:?} must look like NAME=VALUE"))
+}
+
+fn line(r: &SendResult, key: Option<&str>) -> String {
+    json!({
+        "id": r.id,
+        "key": key,
+        "status": r.status.name(),
+        "queue_id": r.queue_id,
+        "queue_offset": r.queue_offset,
+        "attempt": r.attempt,
+    })
+    .to_string()
+}
+
+pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let body = match (&args.body, args.size) {
+        (Some(b), _) => b.clone().into_bytes(),
+        (None, Some(n)) => (0..n).map(|i| b'a' + (i % 26) as u8).collect(),
+        (None, None) => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read the body from stdin")?;
+            buf
+        }
+    };
+    let mut opts = ProducerOptions::new(args.broker.clone());
+    opts.retry_times_when_send_failed = args.retries;
+    opts.producer_id = Some(format!("cli-{}", std::process::id()));
+    let producer = Arc::new(Producer::new(opts)?);
+    let message = Message {
+        key: args.key.clone(),
+        tags: args.tag.clone(),
+        properties: args.properties.iter().cloned().collect(),
+        body,
+        ..Message::default()
+    };
+    let failed = Arc::new(AtomicBool::new(false));
+    let permits = Arc::new(Semaphore::new(args.concurrency));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..args.count {
+        let permit = permits.clone().acquire_owned().await?;
+        let (producer, message, failed, done) = (producer.clone(), message.clone(), failed.clone(), done.clone());
+        let topic = args.topic.clone();
+        let key = args.key.clone();
+        let failed_oneway = failed.clone();
+        let report = move |r: Result<SendResult, waybill_client::ClientError>| {
+            match r {
+                Ok(r) => {
+                    println!("{}", line(&r, key.as_deref()));
+                    if r.status != SendStatus::SendOk {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("waybill produce: send failed: {e}");
+                    failed.store(true, Ordering::Relaxed);
+                }
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+        };
+        match args.mode {
+            Mode::Sync => tasks.push(tokio::spawn(async move {
+                report(producer.send(&topic, message).await);
+                drop(permit);
+            })),
+            Mode::Async => producer.send_async(&topic, message, move |r| {
+                report(r);
+                drop(permit);
+            }),
+            Mode::Oneway => tasks.push(tokio::spawn(async move {
+                if let Err(e) = producer.send_oneway(&topic, message).await {
+                    eprintln!("waybill produce: oneway send failed: {e}");
+                    failed_oneway.store(true, Ordering::Relaxed);
+                }
+                drop(permit);
+            })),
+        }
+    }
+    for t in tasks {
+        t.await?;
+    }
+    if args.mode == Mode::Async {
+        while done.load(Ordering::Relaxed) < args.count {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    if args.mode == Mode::Oneway {
+        // Let the writer task put the last frames on the wire.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if failed.load(Ordering::Relaxed) {
+        bail!("some messages were not acknowledged with SEND_OK");
+    }
+    Ok(())
+}
