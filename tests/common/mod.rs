@@ -18,6 +18,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Node {
     pub child: Child,
     pub http: String,
+    /// Client protocol address (`host:port`).
+    pub broker: String,
     pub data_dir: PathBuf,
 }
 
@@ -41,12 +43,13 @@ impl Node {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("http=")) {
-                    let _ = tx.send(addr.to_string());
+                let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).map(str::to_string);
+                if let (Some(http), Some(broker)) = (field("http="), field("broker=")) {
+                    let _ = tx.send((http, broker));
                 }
             }
         });
-        let http = match rx.recv_timeout(READY_TIMEOUT) {
+        let (http, broker) = match rx.recv_timeout(READY_TIMEOUT) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -57,6 +60,7 @@ impl Node {
         Ok(Node {
             child,
             http: format!("http://{http}"),
+            broker,
             data_dir: data_dir.to_path_buf(),
         })
     }
