@@ -183,6 +183,11 @@ fn get_message(r: &mut Reader<'_>) -> Result<Message, WireError> {
     for _ in 0..n {
         let k = r.str()?;
         let v = r.str()?;
+        // Canonical form only: keys strictly increasing (what a BTreeMap
+        // encodes), so one message has exactly one encoding.
+        if properties.last_key_value().is_some_and(|(last, _)| *last >= k) {
+            return Err(WireError::Payload("property keys not sorted and unique"));
+        }
         properties.insert(k, v);
     }
     Ok(Message {
