@@ -72,7 +72,9 @@ async fn given_a_handler_failing_one_key_should_walk_the_retry_levels_dead_lette
     let producer = Producer::new(ProducerOptions::new(node.broker.clone()))?;
     let mut ids = Vec::new();
     for i in 0..50 {
-        let r = producer.send("orders", message(&format!("k{i}"), &format!("order {i}"))).await?;
+        let r = producer
+            .send("orders", message(&format!("k{i}"), &format!("order {i}")))
+            .await?;
         assert_eq!(r.status, SendStatus::SendOk);
         ids.push(r.id);
     }
@@ -104,7 +106,10 @@ async fn given_a_handler_failing_one_key_should_walk_the_retry_levels_dead_lette
         if done && dlq["messages"].as_array().is_some_and(|m| m.len() == 1) {
             break;
         }
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "no dead letter after 30 s: {dlq}");
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "no dead letter after 30 s: {dlq}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let dlq = get_json(dlq_url.clone()).await?;
@@ -148,7 +153,11 @@ async fn given_a_handler_failing_one_key_should_walk_the_retry_levels_dead_lette
 
     let s = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let unique: HashSet<&String> = s.successes.iter().collect();
-    println!("successful deliveries {}, unique ids {}", s.successes.len(), unique.len());
+    println!(
+        "successful deliveries {}, unique ids {}",
+        s.successes.len(),
+        unique.len()
+    );
     assert_eq!(s.successes.len(), 51, "no loss, no duplicate in the successful set");
     assert_eq!(unique.len(), 51);
     let dlq = get_json(dlq_url).await?;
@@ -212,7 +221,11 @@ async fn given_messages_waiting_in_a_retry_level_when_the_broker_restarts_should
     consumer.shutdown().await;
     let first = deliveries.lock().map(|d| d.clone()).unwrap_or_default();
     let after = after.lock().map(|d| d.clone()).unwrap_or_default();
-    let retried: HashSet<String> = after.iter().filter(|(_, n, _)| *n == 1).map(|(id, _, _)| id.clone()).collect();
+    let retried: HashSet<String> = after
+        .iter()
+        .filter(|(_, n, _)| *n == 1)
+        .map(|(id, _, _)| id.clone())
+        .collect();
     assert_eq!(retried, ids, "every pending retry delivered after the restart");
     assert!(after.iter().all(|(_, n, _)| *n == 1), "no first delivery repeated");
     for (id, _, at) in &after {
@@ -240,7 +253,11 @@ async fn given_the_first_broker_down_when_sending_should_retry_on_the_next_and_s
     assert_eq!(r.attempt, 2, "first try on the dead broker, second on the live one");
     assert_eq!(r.broker, node.broker);
     let found = get_json(format!("{}/api/v1/messages?key=pay-1", node.http)).await?;
-    assert_eq!(found["messages"].as_array().map(Vec::len), Some(1), "exactly one copy: {found}");
+    assert_eq!(
+        found["messages"].as_array().map(Vec::len),
+        Some(1),
+        "exactly one copy: {found}"
+    );
     assert_eq!(found["messages"][0]["id"].as_str(), Some(r.id.as_str()));
 
     // With every broker down the send fails after 1 + retry_times tries.

@@ -27,7 +27,16 @@ const MESSAGES: usize = 30;
 fn consumer(node: &Node, client_id: &str, exec: &str, extra: &[&str]) -> anyhow::Result<Child> {
     Ok(Command::new(env!("CARGO_BIN_EXE_waybill"))
         .args(["consume", "--broker", &node.broker, "--topic", "tasks", "--group", "g"])
-        .args(["--batch", "4", "--heartbeat-ms", "200", "--client-id", client_id, "--exec", exec])
+        .args([
+            "--batch",
+            "4",
+            "--heartbeat-ms",
+            "200",
+            "--client-id",
+            client_id,
+            "--exec",
+            exec,
+        ])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -36,7 +45,9 @@ fn consumer(node: &Node, client_id: &str, exec: &str, extra: &[&str]) -> anyhow:
 }
 
 fn kill_group(child: &mut Child) {
-    let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{}", child.id())]).status();
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+        .status();
     let _ = child.wait();
 }
 
@@ -81,17 +92,26 @@ async fn given_a_consumer_sigkilled_mid_batch_should_redeliver_only_its_uncommit
     let mut a = consumer(&node, "z", &a_exec, &[])?;
     let start = Instant::now();
     while lines(&a_log).len() < 10 {
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(20), "consumer A never reached message 10");
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(20),
+            "consumer A never reached message 10"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let groups: serde_json::Value = reqwest::get(format!("{}/api/v1/consumers", node.http)).await?.json().await?;
+    let groups: serde_json::Value = reqwest::get(format!("{}/api/v1/consumers", node.http))
+        .await?
+        .json()
+        .await?;
     let committed = groups["groups"][0]["offsets"]
         .as_array()
         .and_then(|o| o.iter().find(|e| e[0] == "tasks"))
         .and_then(|e| e[2].as_u64())
         .unwrap_or(0) as usize;
-    println!("--- SIGKILL consumer A: handled {}, committed offset {committed}", lines(&a_log).len());
+    println!(
+        "--- SIGKILL consumer A: handled {}, committed offset {committed}",
+        lines(&a_log).len()
+    );
     kill_group(&mut a);
     assert_eq!(committed, 8, "two batches of 4 committed, the third in progress");
 
@@ -115,10 +135,21 @@ async fn given_a_consumer_sigkilled_mid_batch_should_redeliver_only_its_uncommit
     let b_seen = lines(&b_log);
     println!("A handled {}, B handled {}", a_seen.len(), b_seen.len());
     assert_eq!(a_seen, ids[..10].to_vec());
-    assert_eq!(b_seen, ids[committed..].to_vec(), "B gets exactly the uncommitted tail, in order");
+    assert_eq!(
+        b_seen,
+        ids[committed..].to_vec(),
+        "B gets exactly the uncommitted tail, in order"
+    );
     let b_set: HashSet<&String> = b_seen.iter().collect();
-    assert!(ids[..committed].iter().all(|id| !b_set.contains(id)), "a committed message came back");
+    assert!(
+        ids[..committed].iter().all(|id| !b_set.contains(id)),
+        "a committed message came back"
+    );
     let redelivered: Vec<&String> = a_seen.iter().filter(|id| b_set.contains(id)).collect();
-    assert_eq!(redelivered.len(), 10 - committed, "handled-but-uncommitted messages are redelivered");
+    assert_eq!(
+        redelivered.len(),
+        10 - committed,
+        "handled-but-uncommitted messages are redelivered"
+    );
     Ok(())
 }

@@ -128,7 +128,9 @@ async fn given_10000_garbage_frames_should_stay_healthy_and_leave_stored_data_un
     let mut threads = Vec::new();
     for t in 0..THREADS {
         let addr = node.broker.clone();
-        threads.push(std::thread::spawn(move || blast(addr, 0x5eed + t as u64, FRAMES / THREADS)));
+        threads.push(std::thread::spawn(move || {
+            blast(addr, 0x5eed + t as u64, FRAMES / THREADS)
+        }));
     }
     let mut answered = 0;
     for t in threads {
@@ -140,7 +142,10 @@ async fn given_10000_garbage_frames_should_stay_healthy_and_leave_stored_data_un
     assert_eq!(after["status"], "ok");
     assert_eq!(after["log_end"], before["log_end"], "garbage reached the log");
     for (id, body) in &stored {
-        let m: serde_json::Value = reqwest::get(format!("{}/api/v1/messages/{id}", node.http)).await?.json().await?;
+        let m: serde_json::Value = reqwest::get(format!("{}/api/v1/messages/{id}", node.http))
+            .await?
+            .json()
+            .await?;
         assert_eq!(m["body"].as_str(), Some(body.as_str()));
     }
     // Well-formed clients are still served.
