@@ -1,0 +1,187 @@
+//! The `waybill produce` / `consume` / `dlq` commands as scripts use them.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::Node;
+use serde_json::Value;
+
+fn waybill(args: &[&str]) -> anyhow::Result<Output> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?)
+}
+
+fn json_lines(out: &Output) -> anyhow::Result<Vec<Value>> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(anyhow::Error::from))
+        .collect()
+}
+
+#[test]
+fn given_each_send_mode_produce_prints_one_result_per_acknowledged_message_and_consume_sees_them_all(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(
+        &tmp.path().join("node"),
+        &["--retry-delays", "10ms", "--max-reconsume-times", "1"],
+    )?;
+    let b = node.broker.as_str();
+
+    let sync = waybill(&[
+        "produce", "--broker", b, "--topic", "cli", "--key", "k-sync", "--body", "s", "--count", "3",
+    ])?;
+    assert!(sync.status.success(), "{}", String::from_utf8_lossy(&sync.stderr));
+    let lines = json_lines(&sync)?;
+    assert_eq!(lines.len(), 3);
+    assert!(lines
+        .iter()
+        .all(|l| l["status"] == "SEND_OK" && l["key"] == "k-sync" && l["id"].is_string()));
+
+    let asynced = waybill(&[
+        "produce",
+        "--broker",
+        b,
+        "--topic",
+        "cli",
+        "--key",
+        "k-async",
+        "--size",
+        "100",
+        "--mode",
+        "async",
+        "--count",
+        "4",
+        "--concurrency",
+        "4",
+    ])?;
+    assert!(asynced.status.success());
+    assert_eq!(json_lines(&asynced)?.len(), 4);
+
+    let oneway = waybill(&[
+        "produce", "--broker", b, "--topic", "cli", "--key", "k-oneway", "--body", "o", "--mode", "oneway",
+    ])?;
+    assert!(oneway.status.success());
+    assert!(json_lines(&oneway)?.is_empty(), "oneway has no result to print");
+
+    // A failing handler for one key; the environment carries the message.
+    let seen = tmp.path().join("seen.txt");
+    let exec = format!(
+        "echo \"$WAYBILL_TOPIC $WAYBILL_MSG_KEY $WAYBILL_RECONSUME_TIMES $(cat)\" >> {}; test \"$WAYBILL_MSG_KEY\" != k-oneway",
+        seen.display()
+    );
+    let consumed = waybill(&[
+        "consume",
+        "--broker",
+        b,
+        "--topic",
+        "cli",
+        "--group",
+        "cli-g",
+        "--exec",
+        &exec,
+        "--idle-exit-ms",
+        "1500",
+        "--heartbeat-ms",
+        "100",
+    ])?;
+    assert!(
+        consumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&consumed.stderr)
+    );
+    let text = std::fs::read_to_string(&seen)?;
+    let rows: Vec<&str> = text.lines().collect();
+    println!("{text}");
+    assert_eq!(rows.iter().filter(|r| r.starts_with("cli k-sync 0 s")).count(), 3);
+    assert_eq!(rows.iter().filter(|r| r.starts_with("cli k-async 0 ")).count(), 4);
+    // The oneway message failed twice (reconsume 0 and 1) and was dead-lettered.
+    assert!(rows.contains(&"cli k-oneway 0 o") && rows.contains(&"cli k-oneway 1 o"));
+
+    let list = waybill(&["dlq", "list", "--group", "cli-g", "--http", &node.http, "--json"])?;
+    assert!(list.status.success());
+    let v: Value = serde_json::from_slice(&list.stdout)?;
+    assert_eq!(v["messages"].as_array().map(Vec::len), Some(1));
+    let dlq_id = v["messages"][0]["id"].as_str().unwrap_or_default().to_string();
+
+    let dry = waybill(&[
+        "dlq",
+        "replay",
+        "--group",
+        "cli-g",
+        "--all",
+        "--dry-run",
+        "--http",
+        &node.http,
+    ])?;
+    let dry: Value = serde_json::from_slice(&dry.stdout)?;
+    assert_eq!(dry["matched"], 1);
+    assert_eq!(dry["replayed"].as_array().map(Vec::len), Some(0));
+
+    let one = waybill(&[
+        "dlq", "replay", "--group", "cli-g", "--id", &dlq_id, "--http", &node.http,
+    ])?;
+    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    let one: Value = serde_json::from_slice(&one.stdout)?;
+    assert_eq!(one["replay_of"].as_str(), Some(dlq_id.as_str()));
+
+    // Without --exec, consume prints each message as a JSON line.
+    let printed = waybill(&[
+        "consume", "--broker", b, "--topic", "cli", "--group", "printer", "--count", "8",
+    ])?;
+    assert!(printed.status.success());
+    let msgs = json_lines(&printed)?;
+    assert_eq!(msgs.len(), 8);
+    assert!(msgs.iter().any(|m| m["body"] == "o"));
+    Ok(())
+}
+
+#[test]
+fn given_bad_arguments_commands_fail_with_a_message_and_a_nonzero_exit() -> anyhow::Result<()> {
+    let no_topic = waybill(&["produce", "--body", "x"])?;
+    assert!(!no_topic.status.success());
+    assert!(String::from_utf8_lossy(&no_topic.stderr).contains("--topic"));
+
+    let unreachable = waybill(&[
+        "produce",
+        "--broker",
+        "127.0.0.1:1",
+        "--topic",
+        "t",
+        "--body",
+        "x",
+        "--retries",
+        "0",
+    ])?;
+    assert!(!unreachable.status.success());
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("waybill"));
+
+    let zero = waybill(&[
+        "produce",
+        "--broker",
+        "127.0.0.1:1",
+        "--topic",
+        "t",
+        "--body",
+        "x",
+        "--concurrency",
+        "0",
+    ])?;
+    assert!(!zero.status.success());
+
+    let bad_delays = waybill(&[
+        "serve",
+        "--retry-delays",
+        "5 parsecs",
+        "--data-dir",
+        "/nonexistent/never",
+    ])?;
+    assert!(!bad_delays.status.success());
+    assert!(String::from_utf8_lossy(&bad_delays.stderr).contains("retry_delays"));
+    Ok(())
+}
