@@ -4,6 +4,8 @@
 //! - [`storage`]: commit log segments, CRC'd records, group-commit flusher,
 //!   consume queue and key indexes, checkpoint, crash recovery, fault FS.
 //! - [`broker`]: topic rules, queue choice, message ids, `SendStatus`.
+//! - [`trace`]: the tracer: trace store (sqlx), timelines, loss points,
+//!   audit, search.
 //! - [`api`]: the axum HTTP API (`app()`), errors as `{"error": ...}`.
 //! - [`config`]: defaults ← TOML file ← command-line flags.
 //! - [`server`]: wires config, store, broker and HTTP into a running node.
@@ -13,3 +15,4 @@ pub mod broker;
 pub mod config;
 pub mod server;
 pub mod storage;
+pub mod trace;

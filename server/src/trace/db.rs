@@ -1,0 +1,76 @@
+//! The trace database: SQLite (embedded default) or PostgreSQL, via sqlx.
+//!
+//! One `AnyPool` and portable SQL (`$n` placeholders work on both); the
+//! migrations differ per backend and are embedded in the binary. SQLite runs
+//! in WAL mode with `synchronous = NORMAL`: the trace is evidence, not the
+//! message store, so a power loss may cost its last moments, never the
+//! messages themselves.
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::AnyPool;
+
+use super::TraceError;
+
+/// Which backend a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn backend_of(url: &str) -> Result<Backend, TraceError> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(TraceError::Url(url.chars().take(200).collect()))
+    }
+}
+
+/// Connects and migrates.
+pub async fn connect(url: &str) -> Result<AnyPool, TraceError> {
+    sqlx::any::install_default_drivers();
+    let backend = backend_of(url)?;
+    let url = match backend {
+        // Create the file if missing; WAL so readers never block the writer.
+        Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+        _ => url.to_string(),
+    };
+    let pool = AnyPoolOptions::new()
+        .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await?;
+    match backend {
+        Backend::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await?,
+        Backend::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await?,
+    }
+    Ok(pool)
+}
+
+/// Reads an optional string column.
+pub fn opt_str(row: &AnyRow, col: &str) -> Option<String> {
+    use sqlx::Row;
+    row.try_get::<Option<String>, _>(col).ok().flatten()
+}
+
+/// Reads an integer column (0 when absent or null).
+pub fn int(row: &AnyRow, col: &str) -> i64 {
+    use sqlx::Row;
+    row.try_get::<Option<i64>, _>(col).ok().flatten().unwrap_or(0)
+}
+
+/// Reads a string column ("" when absent or null).
+pub fn text(row: &AnyRow, col: &str) -> String {
+    opt_str(row, col).unwrap_or_default()
+}

@@ -1,0 +1,425 @@
+//! A message's timeline: stages in order, status overall and per group, and
+//! loss points (risks its path carried, and losses the audit found).
+//!
+//! Derived stages: *flush* is the first sampled flushed watermark at or past
+//! the message's end (an upper bound on when the fsync happened); a
+//! *delivery* of a first-time record is a pull range covering its queue
+//! offset; a delivered record is *consumed* by a group when that group
+//! committed past it and did not hand it back for retry.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::any::AnyRow;
+use sqlx::AnyPool;
+
+use super::db::{int, opt_str, text};
+use super::TraceError;
+
+/// One stage as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stage {
+    pub stage: String,
+    pub at: String,
+    #[serde(skip)]
+    pub at_ms: i64,
+    pub node: Option<String>,
+    pub outcome: String,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// A loss point: a `risk` the path carried or an actual loss (`lost`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LossPoint {
+    pub stage: String,
+    pub kind: &'static str,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// Per-group outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatus {
+    pub group: String,
+    pub status: &'static str,
+    pub attempts: u32,
+}
+
+/// What the trace knows about one message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    pub id: String,
+    pub topic: String,
+    pub key: Option<String>,
+    pub tags: Option<String>,
+    pub status: &'static str,
+    pub stages: Vec<Stage>,
+    pub loss_points: Vec<LossPoint>,
+    pub groups: Vec<GroupStatus>,
+    /// Periods overlapping this message in which the tracer shed events.
+    pub gaps: Vec<Value>,
+    pub send_mode: String,
+    pub flush_mode: String,
+}
+
+fn rfc3339(ms: i64) -> String {
+    crate::api::messages::rfc3339(ms)
+}
+
+fn stage(stage: &str, at_ms: i64, node: Option<String>, outcome: &str, detail: String, group: Option<String>) -> Stage {
+    Stage {
+        stage: stage.to_string(),
+        at: rfc3339(at_ms),
+        at_ms,
+        node,
+        outcome: outcome.to_string(),
+        detail,
+        group,
+    }
+}
+
+/// Order of stages with equal times.
+fn rank(s: &str) -> u8 {
+    match s {
+        "produce" => 0,
+        "store" => 1,
+        "flush" => 2,
+        "replicate" => 3,
+        "deliver" => 4,
+        "consume" => 5,
+        "retry" => 6,
+        "dlq" => 7,
+        "replay" => 8,
+        _ => 9,
+    }
+}
+
+/// Per-group bookkeeping while assembling.
+#[derive(Default)]
+struct GroupState {
+    attempts: u32,
+    consumed: bool,
+    retrying: bool,
+    dead: bool,
+    replayed: bool,
+    auto_commit: bool,
+}
+
+/// Builds the timeline of message `id`; `Ok(None)` when the trace has no
+/// row for it (yet).
+pub async fn load(pool: &AnyPool, id: &str) -> Result<Option<Timeline>, TraceError> {
+    let Some(m) = sqlx::query("SELECT * FROM trace_messages WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let node = int(&m, "node");
+    let topic = text(&m, "topic");
+    let queue_id = int(&m, "queue_id");
+    let queue_offset = int(&m, "queue_offset");
+    let end = int(&m, "end_pos");
+    let born = int(&m, "born_at");
+    let stored = int(&m, "stored_at");
+    let send_mode = text(&m, "send_mode");
+    let flush_mode = text(&m, "flush_mode");
+    let send_status = text(&m, "send_status");
+    let node_s = Some(node.to_string());
+
+    let mut stages = vec![
+        stage(
+            "produce",
+            born,
+            opt_str(&m, "producer"),
+            if send_mode == "oneway" { "unconfirmed" } else { "ok" },
+            format!("{send_mode} send"),
+            None,
+        ),
+        stage(
+            "store",
+            stored,
+            node_s.clone(),
+            "ok",
+            format!(
+                "queue {queue_id} offset {queue_offset}, log position {}; answered {send_status}",
+                int(&m, "pos")
+            ),
+            None,
+        ),
+    ];
+    let mut loss = Vec::new();
+    if send_mode == "oneway" {
+        loss.push(LossPoint {
+            stage: "produce".into(),
+            kind: "risk",
+            reason: "oneway send: the producer never learns whether the broker stored it".into(),
+            group: None,
+        });
+    }
+
+    let flushed_at: Option<i64> = sqlx::query(
+        "SELECT MIN(at) AS at FROM trace_watermarks WHERE node = $1 AND kind = 'flushed' AND position >= $2",
+    )
+    .bind(node)
+    .bind(end)
+    .fetch_one(pool)
+    .await
+    .ok()
+    .and_then(|r| sqlx::Row::try_get::<Option<i64>, _>(&r, "at").ok().flatten());
+    match (flush_mode.as_str(), flushed_at) {
+        ("sync", at) => stages.push(stage(
+            "flush",
+            at.unwrap_or(stored).max(stored),
+            node_s.clone(),
+            "ok",
+            "covered by an fsync before the acknowledgement (sync flush)".into(),
+            None,
+        )),
+        (_, Some(at)) => {
+            stages.push(stage(
+                "flush",
+                at,
+                node_s.clone(),
+                "ok",
+                "covered by a periodic fsync (time is the sampled watermark)".into(),
+                None,
+            ));
+            loss.push(LossPoint {
+                stage: "flush".into(),
+                kind: "risk",
+                reason: format!(
+                    "async flush: acknowledged before the fsync; at risk of a power loss until {}",
+                    rfc3339(at)
+                ),
+                group: None,
+            });
+        }
+        (_, None) => loss.push(LossPoint {
+            stage: "flush".into(),
+            kind: "risk",
+            reason: "async flush: acknowledged before the fsync and not yet flushed; a power loss now loses it".into(),
+            group: None,
+        }),
+    }
+
+    let mut groups: BTreeMap<String, GroupState> = BTreeMap::new();
+    // First-time deliveries: pull ranges over the message's own queue slot.
+    let deliveries = sqlx::query(
+        "SELECT grp, at, node FROM trace_deliveries WHERE topic = $1 AND queue_id = $2 AND from_offset <= $3 \
+         AND to_offset > $3 ORDER BY at",
+    )
+    .bind(&topic)
+    .bind(queue_id)
+    .bind(queue_offset)
+    .fetch_all(pool)
+    .await?;
+    for d in &deliveries {
+        let g = text(d, "grp");
+        let st = groups.entry(g.clone()).or_default();
+        st.attempts += 1;
+        let detail = if st.attempts > 1 {
+            "delivered again (redelivery of an uncommitted message)".to_string()
+        } else {
+            "delivered".to_string()
+        };
+        stages.push(stage(
+            "deliver",
+            int(d, "at"),
+            Some(int(d, "node").to_string()),
+            "ok",
+            detail,
+            Some(g),
+        ));
+    }
+    let events = sqlx::query("SELECT * FROM trace_events WHERE message_id = $1 ORDER BY at, seq")
+        .bind(id)
+        .fetch_all(pool)
+        .await?;
+    // Records delivered to each group: the original, then retry records.
+    let mut delivered: Vec<(String, String, String, i64, i64)> = groups
+        .keys()
+        .map(|g| (g.clone(), id.to_string(), topic.clone(), queue_id, queue_offset))
+        .collect();
+    let mut failed_records: Vec<(String, String)> = Vec::new();
+    for e in &events {
+        let st = text(e, "stage");
+        let g = opt_str(e, "grp");
+        let at = int(e, "at");
+        let outcome = text(e, "outcome");
+        let detail = text(e, "detail");
+        match st.as_str() {
+            "deliver" => {
+                if let Some(g) = &g {
+                    groups.entry(g.clone()).or_default().attempts += 1;
+                    delivered.push((
+                        g.clone(),
+                        text(e, "record_id"),
+                        text(e, "rec_topic"),
+                        int(e, "rec_queue"),
+                        int(e, "rec_offset"),
+                    ));
+                }
+            }
+            "retry" | "dlq" => {
+                if let Some(g) = &g {
+                    let s = groups.entry(g.clone()).or_default();
+                    if st == "dlq" {
+                        s.dead = true;
+                        s.retrying = false;
+                    } else {
+                        s.retrying = true;
+                    }
+                    failed_records.push((g.clone(), text(e, "record_id")));
+                }
+            }
+            "replay" => {
+                if let Some(g) = &g {
+                    let s = groups.entry(g.clone()).or_default();
+                    s.replayed = true;
+                    s.dead = false;
+                }
+            }
+            _ if outcome == "lost" => loss.push(LossPoint {
+                stage: st.clone(),
+                kind: "lost",
+                reason: detail.clone(),
+                group: g.clone(),
+            }),
+            _ => {}
+        }
+        stages.push(stage(&st, at, Some(int(e, "node").to_string()), &outcome, detail, g));
+    }
+    // Consumption: committed past a delivered record not handed back.
+    for (g, record_id, rtopic, rqueue, roffset) in &delivered {
+        if failed_records.iter().any(|(fg, fr)| fg == g && fr == record_id) {
+            continue;
+        }
+        let commit = sqlx::query(
+            "SELECT at, auto_commit FROM trace_commits WHERE grp = $1 AND topic = $2 AND queue_id = $3 \
+             AND queue_offset > $4 ORDER BY at LIMIT 1",
+        )
+        .bind(g)
+        .bind(rtopic)
+        .bind(*rqueue)
+        .bind(*roffset)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(c) = commit {
+            let auto = int(&c, "auto_commit") != 0;
+            let s = groups.entry(g.clone()).or_default();
+            s.consumed = true;
+            s.retrying = false;
+            s.auto_commit |= auto;
+            stages.push(stage(
+                "consume",
+                int(&c, "at"),
+                node_s.clone(),
+                if auto { "committed" } else { "ok" },
+                if auto {
+                    "offset auto-committed on delivery; the handler's result is unknown".into()
+                } else {
+                    "handled with CONSUME_SUCCESS; offset committed".into()
+                },
+                Some(g.clone()),
+            ));
+        }
+    }
+    let mut group_status = Vec::new();
+    for (g, s) in &groups {
+        let status = if s.dead {
+            "dead"
+        } else if s.consumed {
+            "consumed"
+        } else if s.retrying {
+            "retrying"
+        } else if s.replayed {
+            "replayed"
+        } else {
+            "delivered"
+        };
+        if s.auto_commit {
+            loss.push(LossPoint {
+                stage: "consume".into(),
+                kind: "risk",
+                reason: "auto-commit: the offset was committed before the handler succeeded".into(),
+                group: Some(g.clone()),
+            });
+        }
+        if s.attempts > 1 {
+            loss.push(LossPoint {
+                stage: "deliver".into(),
+                kind: "risk",
+                reason: format!(
+                    "delivered {} times to this group without idempotent handling: duplicate effects possible",
+                    s.attempts
+                ),
+                group: Some(g.clone()),
+            });
+        }
+        if s.dead {
+            loss.push(LossPoint {
+                stage: "dlq".into(),
+                kind: "risk",
+                reason: "dead letter not replayed: the group never processed it".into(),
+                group: Some(g.clone()),
+            });
+        }
+        group_status.push(GroupStatus {
+            group: g.clone(),
+            status,
+            attempts: s.attempts,
+        });
+    }
+    let lost = loss.iter().any(|l| l.kind == "lost");
+    let status = if lost {
+        "lost"
+    } else if group_status.is_empty() {
+        "stored"
+    } else if group_status.iter().any(|g| g.status == "dead") {
+        "dead"
+    } else if group_status.iter().any(|g| g.status == "retrying") {
+        "retrying"
+    } else if group_status.iter().all(|g| g.status == "consumed") {
+        "consumed"
+    } else if group_status.iter().any(|g| g.status == "replayed") {
+        "replayed"
+    } else {
+        "delivered"
+    };
+    let gaps = sqlx::query("SELECT from_at, to_at, dropped FROM trace_gaps WHERE from_at <= $1 AND to_at >= $2")
+        .bind(stored.max(born) + 60_000)
+        .bind(born)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(gap_json)
+        .collect();
+    stages.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then(rank(&a.stage).cmp(&rank(&b.stage))));
+    Ok(Some(Timeline {
+        id: id.to_string(),
+        topic,
+        key: opt_str(&m, "msg_key"),
+        tags: opt_str(&m, "tags"),
+        status,
+        stages,
+        loss_points: loss,
+        groups: group_status,
+        gaps,
+        send_mode,
+        flush_mode,
+    }))
+}
+
+fn gap_json(r: &AnyRow) -> Value {
+    json!({
+        "from": rfc3339(int(r, "from_at")),
+        "to": rfc3339(int(r, "to_at")),
+        "dropped": int(r, "dropped"),
+        "note": "the tracer shed events in this period: stages may be missing",
+    })
+}

@@ -1,0 +1,228 @@
+//! The writer task: drains the trace queue into the database in batches.
+//!
+//! A batch is whatever arrived within [`BATCH_WINDOW`] of its first event
+//! (at most [`MAX_BATCH`] events), written in one transaction with
+//! multi-row inserts. Each round also samples the store's flushed
+//! watermark (one row when it moved) and writes a gap row when events were
+//! shed since the last round. A failed write is logged and its events are
+//! counted as shed: the tracer degrades, the broker never waits for it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{Any, AnyPool, QueryBuilder};
+use tokio::sync::{mpsc, watch};
+
+use super::event::{MessageEvent, Stored, TraceEvent};
+use super::{Shared, TraceError};
+use crate::storage::Store;
+
+/// How long a batch collects after its first event.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+/// Most events per batch (bounded by the databases' bind-parameter limits:
+/// 16 columns × 1000 rows stays under SQLite's 32,766 and PostgreSQL's 65,535).
+const MAX_BATCH: usize = 1000;
+/// Watermark sampling period when no events arrive.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+
+pub(crate) async fn run(
+    pool: AnyPool,
+    mut rx: mpsc::Receiver<TraceEvent>,
+    shared: Arc<Shared>,
+    written: watch::Sender<u64>,
+    store: Arc<Store>,
+    node: u16,
+) {
+    let mut last_flushed = u64::MAX;
+    let mut total = 0u64;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let first = tokio::time::timeout(IDLE_TICK, rx.recv()).await;
+        match first {
+            Ok(Some(ev)) => {
+                batch.push(ev);
+                let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+                while batch.len() < MAX_BATCH {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(ev)) => batch.push(ev),
+                        _ => break,
+                    }
+                }
+            }
+            Ok(None) => return,
+            Err(_) => {}
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        let flushed = store.stats().flushed;
+        let watermark = (flushed != last_flushed).then_some(flushed);
+        let shed_since = shared.shed_since.swap(0, Ordering::Relaxed);
+        let n = batch.len() as u64;
+        if let Err(e) = write(&pool, &batch, node, now, watermark, shed_since, &shared).await {
+            tracing::warn!(error = %e, events = n, "trace write failed; events dropped");
+            shared.shed.fetch_add(n, Ordering::Relaxed);
+        } else if let Some(f) = watermark {
+            last_flushed = f;
+        }
+        batch.clear();
+        total += n;
+        written.send_replace(total);
+    }
+}
+
+async fn write(
+    pool: &AnyPool,
+    batch: &[TraceEvent],
+    node: u16,
+    now: i64,
+    watermark: Option<u64>,
+    shed_since: i64,
+    shared: &Shared,
+) -> Result<(), TraceError> {
+    let mut stored: Vec<&Stored> = Vec::new();
+    let mut events: Vec<&MessageEvent> = Vec::new();
+    let mut deliveries = Vec::new();
+    let mut commits = Vec::new();
+    for ev in batch {
+        match ev {
+            TraceEvent::Stored(s) => stored.push(s),
+            TraceEvent::Message(m) => events.push(m),
+            TraceEvent::Delivered { .. } => deliveries.push(ev),
+            TraceEvent::Committed { .. } => commits.push(ev),
+        }
+    }
+    let node = i64::from(node);
+    let mut tx = pool.begin().await?;
+    if !stored.is_empty() {
+        let mut q: QueryBuilder<Any> = QueryBuilder::new(
+            "INSERT INTO trace_messages (id, node, topic, msg_key, tags, queue_id, queue_offset, pos, end_pos, \
+             born_at, stored_at, producer, send_mode, flush_mode, send_status, traceparent) ",
+        );
+        q.push_values(&stored, |mut b, s| {
+            b.push_bind(s.id.clone())
+                .push_bind(node)
+                .push_bind(s.topic.clone())
+                .push_bind(s.key.clone())
+                .push_bind(s.tags.clone())
+                .push_bind(i64::from(s.queue_id))
+                .push_bind(s.queue_offset as i64)
+                .push_bind(s.pos as i64)
+                .push_bind(s.end as i64)
+                .push_bind(s.born_ms)
+                .push_bind(s.stored_ms)
+                .push_bind(s.producer.clone())
+                .push_bind(s.send_mode.clone())
+                .push_bind(s.flush_mode)
+                .push_bind(s.send_status)
+                .push_bind(s.traceparent.clone());
+        });
+        q.push(" ON CONFLICT (id) DO NOTHING");
+        q.build().execute(&mut *tx).await?;
+        let keys: Vec<(String, &str, i64)> = stored
+            .iter()
+            .flat_map(|s| {
+                s.key
+                    .as_deref()
+                    .map(|k| crate::storage::key_index::words(k).map(|w| (w.to_string(), s.id.as_str(), s.stored_ms)))
+                    .into_iter()
+                    .flatten()
+            })
+            .collect();
+        for chunk in keys.chunks(MAX_BATCH) {
+            let mut q: QueryBuilder<Any> = QueryBuilder::new("INSERT INTO trace_keys (msg_key, id, stored_at) ");
+            q.push_values(chunk, |mut b, (k, id, at)| {
+                b.push_bind(k.clone()).push_bind(id.to_string()).push_bind(*at);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+    }
+    if !events.is_empty() {
+        let mut q: QueryBuilder<Any> = QueryBuilder::new(
+            "INSERT INTO trace_events (message_id, stage, at, node, grp, outcome, detail, record_id, rec_topic, \
+             rec_queue, rec_offset, attempt) ",
+        );
+        q.push_values(&events, |mut b, e| {
+            let r = e.record.as_ref();
+            b.push_bind(e.message_id.clone())
+                .push_bind(e.stage)
+                .push_bind(e.at_ms)
+                .push_bind(node)
+                .push_bind(e.group.clone())
+                .push_bind(e.outcome)
+                .push_bind(e.detail.clone())
+                .push_bind(r.map(|r| r.id.clone()))
+                .push_bind(r.map(|r| r.topic.clone()))
+                .push_bind(r.map(|r| i64::from(r.queue_id)))
+                .push_bind(r.map(|r| r.queue_offset as i64))
+                .push_bind(e.attempt.map(i64::from));
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    if !deliveries.is_empty() {
+        let mut q: QueryBuilder<Any> =
+            QueryBuilder::new("INSERT INTO trace_deliveries (grp, topic, queue_id, from_offset, to_offset, at, node) ");
+        q.push_values(&deliveries, |mut b, ev| {
+            if let TraceEvent::Delivered {
+                group,
+                topic,
+                queue_id,
+                from,
+                to,
+                at_ms,
+            } = ev
+            {
+                b.push_bind(group.clone())
+                    .push_bind(topic.clone())
+                    .push_bind(i64::from(*queue_id))
+                    .push_bind(*from as i64)
+                    .push_bind(*to as i64)
+                    .push_bind(*at_ms)
+                    .push_bind(node);
+            }
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    if !commits.is_empty() {
+        let mut q: QueryBuilder<Any> =
+            QueryBuilder::new("INSERT INTO trace_commits (grp, topic, queue_id, queue_offset, at, auto_commit) ");
+        q.push_values(&commits, |mut b, ev| {
+            if let TraceEvent::Committed {
+                group,
+                topic,
+                queue_id,
+                offset,
+                at_ms,
+                auto_commit,
+            } = ev
+            {
+                b.push_bind(group.clone())
+                    .push_bind(topic.clone())
+                    .push_bind(i64::from(*queue_id))
+                    .push_bind(*offset as i64)
+                    .push_bind(*at_ms)
+                    .push_bind(i64::from(*auto_commit));
+            }
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    if let Some(pos) = watermark {
+        sqlx::query("INSERT INTO trace_watermarks (node, kind, position, at) VALUES ($1, 'flushed', $2, $3)")
+            .bind(node)
+            .bind(pos as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if shed_since != 0 {
+        let dropped = shared.shed.load(Ordering::Relaxed) as i64;
+        sqlx::query("INSERT INTO trace_gaps (node, from_at, to_at, dropped) VALUES ($1, $2, $3, $4)")
+            .bind(node)
+            .bind(shed_since)
+            .bind(now)
+            .bind(dropped)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
