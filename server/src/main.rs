@@ -32,6 +32,8 @@ enum Command {
     Consume(cli::consume::ConsumeArgs),
     /// Dead letters: list and replay.
     Dlq(cli::dlq::DlqArgs),
+    /// Measure throughput and latency (own node or --broker), optionally against NATS JetStream.
+    Bench(cli::bench::BenchArgs),
 }
 
 /// Flags of `waybill serve`; each overrides the same-named key of `--config`.
@@ -124,7 +126,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn,async_nats=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -147,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => runtime()?.block_on(cli::produce::run(args)),
         Command::Consume(args) => runtime()?.block_on(cli::consume::run(args)),
         Command::Dlq(args) => runtime()?.block_on(cli::dlq::run(args)),
+        Command::Bench(args) => runtime()?.block_on(cli::bench::run(args)),
         Command::Serve(args) => {
             let cfg = args.into_config()?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -3,7 +3,19 @@
 //! - [`produce`]: `waybill produce`, over the client protocol.
 //! - [`consume`]: `waybill consume`, a push consumer with `--exec`.
 //! - [`dlq`]: `waybill dlq list|replay`, over the HTTP API.
+//! - [`bench`]: `waybill bench`, throughput and latency of a node (own or
+//!   given), beside a disk probe ([`bench_probe`]) and optionally NATS
+//!   JetStream ([`bench_nats`], [`bench_nats_server`]); the closed-loop
+//!   driver is [`bench_load`], the node process [`bench_node`], the output
+//!   [`bench_report`].
 
+pub mod bench;
+pub mod bench_load;
+pub mod bench_nats;
+pub mod bench_nats_server;
+pub mod bench_node;
+pub mod bench_probe;
+pub mod bench_report;
 pub mod consume;
 pub mod dlq;
 pub mod produce;

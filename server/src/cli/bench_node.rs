@@ -1,0 +1,188 @@
+//! The node `waybill bench` measures: its own child process, and the
+//! node's fsync counters read over HTTP.
+//!
+//! Without `--broker` the bench starts the current executable as
+//! `waybill serve --data-dir TMP/data --http-addr 127.0.0.1:0
+//! --broker-addr 127.0.0.1:0 --flush MODE` (a real process, as users run
+//! it), waits for its `waybill ready http=… broker=…` line, and kills it at
+//! the end; the temp dir (data, the node's log, the probe file) goes with
+//! the [`OwnNode`]. A node that exits or stays silent fails the bench with
+//! its log.
+//!
+//! Fsync figures come from `GET /metrics` before and after the run:
+//! `waybill_fsync_seconds_count` (one per group commit) and
+//! `waybill_messages_flushed_total` (messages those fsyncs covered).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long a fresh node gets to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A `waybill serve` child in a temp dir; killed on drop.
+pub struct OwnNode {
+    child: Child,
+    pub http: String,
+    pub broker: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnNode {
+    /// Starts a node with `--flush flush` (`sync` or `async`).
+    pub async fn start(flush: &str) -> anyhow::Result<OwnNode> {
+        let dir = tempfile::Builder::new()
+            .prefix("waybill-bench-")
+            .tempdir()
+            .context("cannot create a temp dir for the node")?;
+        let data_dir = dir.path().join("data");
+        let log = dir.path().join("node.log");
+        let exe = std::env::current_exe().context("cannot find the waybill executable")?;
+        let log_file = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let mut child = Command::new(&exe)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--broker-addr",
+                "127.0.0.1:0",
+                "--flush",
+                flush,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {} serve", exe.display()))?;
+        let stdout = child.stdout.take().context("the node has no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(READY_TIMEOUT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("waybill ready") {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        let line = match ready {
+            Ok(Some(line)) => line,
+            Ok(None) => bail!("the node exited before it was ready; its log:\n{}", read_log(&log)),
+            Err(_) => bail!(
+                "the node was not ready after {READY_TIMEOUT:?}; its log:\n{}",
+                read_log(&log)
+            ),
+        };
+        // Keep draining stdout so the node never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .map(str::to_string)
+                .with_context(|| format!("no {name} in the node's ready line {line:?}"))
+        };
+        Ok(OwnNode {
+            http: field("http=")?,
+            broker: field("broker=")?,
+            child,
+            log,
+            _dir: dir,
+        })
+    }
+
+    /// Fails with the node's log when it is no longer running.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => bail!("the node exited ({status}); its log:\n{}", read_log(&self.log)),
+            Err(e) => bail!("cannot check on the node: {e}"),
+        }
+    }
+
+    /// Kills the node and waits for it; the temp dir is removed on drop.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    // The tail is what explains a failure.
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The node's fsync counters at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsyncCounters {
+    pub fsyncs: u64,
+    pub synced_msgs: u64,
+}
+
+/// `http://ADDR` for a bare `ADDR`.
+pub fn http_base(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.trim_end_matches('/').to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Reads the fsync counters from `GET {http}/metrics`.
+pub async fn scrape(client: &reqwest::Client, http: &str) -> anyhow::Result<FsyncCounters> {
+    let url = format!("{}/metrics", http_base(http));
+    let resp = client
+        .get(&url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .with_context(|| format!("cannot read {url}"))?;
+    if !resp.status().is_success() {
+        bail!("{url} answered {}", resp.status());
+    }
+    let text = resp.text().await.with_context(|| format!("cannot read {url}"))?;
+    parse_metrics(&text).with_context(|| format!("{url} lacks the fsync counters"))
+}
+
+fn parse_metrics(text: &str) -> Option<FsyncCounters> {
+    let value = |name: &str| {
+        text.lines().find_map(|l| {
+            let mut parts = l.split_whitespace();
+            (parts.next() == Some(name))
+                .then(|| parts.next().and_then(|v| v.parse::<f64>().ok()))
+                .flatten()
+        })
+    };
+    Some(FsyncCounters {
+        fsyncs: value("waybill_fsync_seconds_count")? as u64,
+        synced_msgs: value("waybill_messages_flushed_total")? as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_fsync_counters() {
+        let text = "# HELP waybill_messages_flushed_total x\nwaybill_messages_flushed_total 5120\n\
+                    waybill_fsync_seconds_bucket{le=\"+Inf\"} 20\nwaybill_fsync_seconds_count 20\n";
+        let c = parse_metrics(text).map(|c| (c.fsyncs, c.synced_msgs));
+        assert_eq!(c, Some((20, 5120)));
+        assert!(parse_metrics("nothing here").is_none());
+    }
+
+    #[test]
+    fn bare_addresses_get_a_scheme() {
+        assert_eq!(http_base("127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(http_base("http://h:1/"), "http://h:1");
+    }
+}
