@@ -73,7 +73,9 @@ impl Connection {
             message: e.to_string(),
         })?;
         let _ = stream.set_nodelay(true);
-        let (mut rd, wr) = stream.into_split();
+        let (rd, wr) = stream.into_split();
+        // Buffered: a header and its payload usually arrive in one read.
+        let mut rd = tokio::io::BufReader::with_capacity(256 * 1024, rd);
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));

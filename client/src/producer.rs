@@ -7,12 +7,20 @@
 //! A send that *reached* the broker and came back with a non-`SEND_OK`
 //! status is not retried: the message is stored, and a retry would store a
 //! second copy. Only `SendOk` counts as success; the caller decides.
+//!
+//! Natural batching: concurrent `send`s on one producer are queued and a
+//! batcher task packs whatever is waiting (same topic, up to
+//! [`MAX_BATCH_MESSAGES`] / [`MAX_BATCH_BYTES`]) into one produce request,
+//! with at most [`MAX_REQUESTS_IN_FLIGHT`] requests outstanding. Nothing
+//! waits for a batch to fill (no linger): a lone send goes out at once,
+//! and under load every request carries what queued up meanwhile, so the
+//! per-request cost (syscalls, frames, the broker's fsync wait) is shared.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot, Mutex, OnceCell, Semaphore};
 
 use crate::connection::{ClientError, Connection};
 use crate::protocol::{Message, Request, Response};
@@ -53,7 +61,28 @@ impl ProducerOptions {
     }
 }
 
+/// Most messages one batched request carries.
+pub const MAX_BATCH_MESSAGES: usize = 512;
+/// Most body bytes one batched request carries (well under the frame limit).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Batched requests outstanding at once per producer.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 4;
+
+/// One queued sync send waiting for the batcher.
+struct Queued {
+    topic: String,
+    message: Message,
+    reply: oneshot::Sender<Result<SendResult, ClientError>>,
+}
+
 pub struct Producer {
+    inner: Arc<Inner>,
+    /// The batcher's queue, created with the batcher on first send (that
+    /// needs a running runtime, which `new` does not).
+    queue: OnceCell<mpsc::Sender<Queued>>,
+}
+
+struct Inner {
     opts: ProducerOptions,
     // tokio Mutex: held across the connect await so concurrent senders do
     // not open one connection each.
@@ -80,12 +109,136 @@ impl Producer {
         }
         let conns = opts.brokers.iter().map(|_| Mutex::new(None)).collect();
         Ok(Producer {
-            opts,
-            conns,
-            preferred: AtomicUsize::new(0),
+            inner: Arc::new(Inner {
+                opts,
+                conns,
+                preferred: AtomicUsize::new(0),
+            }),
+            queue: OnceCell::new(),
         })
     }
 
+    /// Sync send: waits for the broker's result, retrying failed tries.
+    /// Concurrent calls share requests (see the module doc).
+    pub async fn send(&self, topic: &str, message: Message) -> Result<SendResult, ClientError> {
+        let queue = self
+            .queue
+            .get_or_init(|| async {
+                let (tx, rx) = mpsc::channel(MAX_BATCH_MESSAGES * MAX_REQUESTS_IN_FLIGHT);
+                tokio::spawn(batcher(self.inner.clone(), rx));
+                tx
+            })
+            .await;
+        let (reply, result) = oneshot::channel();
+        let queued = Queued {
+            topic: topic.to_string(),
+            message: self.inner.stamp(message),
+            reply,
+        };
+        if queue.send(queued).await.is_err() {
+            return Err(ClientError::Unexpected("producer batcher stopped".into()));
+        }
+        result
+            .await
+            .unwrap_or_else(|_| Err(ClientError::Unexpected("producer batcher dropped a send".into())))
+    }
+
+    /// Sends several messages in one request (one round trip); each gets its
+    /// own result. Retries as [`Producer::send`] does.
+    pub async fn send_batch(&self, topic: &str, messages: Vec<Message>) -> Result<Vec<SendResult>, ClientError> {
+        let messages = messages.into_iter().map(|m| self.inner.stamp(m)).collect();
+        self.inner.send_batch(topic, messages).await
+    }
+
+    /// Async send: returns at once; `callback` gets the result (RocketMQ's
+    /// SendCallback). Needs a running tokio runtime.
+    pub fn send_async<F>(self: &Arc<Self>, topic: &str, message: Message, callback: F)
+    where
+        F: FnOnce(Result<SendResult, ClientError>) + Send + 'static,
+    {
+        let me = self.clone();
+        let topic = topic.to_string();
+        tokio::spawn(async move {
+            callback(me.send(&topic, message).await);
+        });
+    }
+
+    /// Oneway send: writes the request and returns; the broker sends no
+    /// result, so nobody learns whether it was stored (a loss point).
+    pub async fn send_oneway(&self, topic: &str, message: Message) -> Result<(), ClientError> {
+        let inner = &self.inner;
+        let req = Request::Produce {
+            topic: topic.to_string(),
+            oneway: true,
+            messages: vec![inner.stamp(message)],
+        };
+        let i = inner.preferred.load(Ordering::Relaxed) % inner.opts.brokers.len();
+        inner.connection(i).await?.send_only(&req).await
+    }
+}
+
+/// Packs queued sends into batched requests until the producer is dropped.
+async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Queued>) {
+    let permits = Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT));
+    let mut carry: Option<Queued> = None;
+    loop {
+        // Take a request slot first: while all slots are busy, sends queue
+        // up and the next request carries them together.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let first = match carry.take() {
+            Some(q) => q,
+            None => match rx.recv().await {
+                Some(q) => q,
+                None => return,
+            },
+        };
+        let topic = first.topic.clone();
+        let mut bytes = first.message.body.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(q) if q.topic == topic => {
+                    bytes += q.message.body.len();
+                    batch.push(q);
+                }
+                Ok(q) => {
+                    // Another topic starts the next request.
+                    carry = Some(q);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let (messages, replies): (Vec<Message>, Vec<_>) = batch.into_iter().map(|q| (q.message, q.reply)).unzip();
+            match inner.send_batch(&topic, messages).await {
+                Ok(results) if results.len() == replies.len() => {
+                    for (reply, r) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(r));
+                    }
+                }
+                Ok(results) => {
+                    let e =
+                        ClientError::Unexpected(format!("{} results for {} messages", results.len(), replies.len()));
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+impl Inner {
     async fn connection(&self, i: usize) -> Result<Arc<Connection>, ClientError> {
         let mut slot = self.conns[i].lock().await;
         if let Some(c) = slot.as_ref() {
@@ -108,18 +261,8 @@ impl Producer {
         m
     }
 
-    /// Sync send: waits for the broker's result, retrying failed tries.
-    pub async fn send(&self, topic: &str, message: Message) -> Result<SendResult, ClientError> {
-        let mut results = self.send_batch(topic, vec![message]).await?;
-        results
-            .pop()
-            .ok_or_else(|| ClientError::Unexpected("empty produce result".into()))
-    }
-
-    /// Sends several messages in one request (one round trip); each gets its
-    /// own result. Retries as [`Producer::send`] does.
-    pub async fn send_batch(&self, topic: &str, messages: Vec<Message>) -> Result<Vec<SendResult>, ClientError> {
-        let messages: Vec<Message> = messages.into_iter().map(|m| self.stamp(m)).collect();
+    /// One produce request for already-stamped messages, with retries.
+    async fn send_batch(&self, topic: &str, messages: Vec<Message>) -> Result<Vec<SendResult>, ClientError> {
         let req = Request::Produce {
             topic: topic.to_string(),
             oneway: false,
@@ -161,30 +304,5 @@ impl Producer {
             }
         }
         Err(last.unwrap_or_else(|| ClientError::Unexpected("no attempt made".into())))
-    }
-
-    /// Async send: returns at once; `callback` gets the result (RocketMQ's
-    /// SendCallback). Needs a running tokio runtime.
-    pub fn send_async<F>(self: &Arc<Self>, topic: &str, message: Message, callback: F)
-    where
-        F: FnOnce(Result<SendResult, ClientError>) + Send + 'static,
-    {
-        let me = self.clone();
-        let topic = topic.to_string();
-        tokio::spawn(async move {
-            callback(me.send(&topic, message).await);
-        });
-    }
-
-    /// Oneway send: writes the request and returns; the broker sends no
-    /// result, so nobody learns whether it was stored (a loss point).
-    pub async fn send_oneway(&self, topic: &str, message: Message) -> Result<(), ClientError> {
-        let req = Request::Produce {
-            topic: topic.to_string(),
-            oneway: true,
-            messages: vec![self.stamp(message)],
-        };
-        let i = self.preferred.load(Ordering::Relaxed) % self.opts.brokers.len();
-        self.connection(i).await?.send_only(&req).await
     }
 }

@@ -48,7 +48,9 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
 }
 
 async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), String> {
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    // Buffered: pipelined frames are parsed out of few large reads.
+    let mut rd = tokio::io::BufReader::with_capacity(256 * 1024, rd);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
     let writer = tokio::spawn(async move {
         let mut out = BufWriter::with_capacity(256 * 1024, wr);

@@ -355,10 +355,29 @@ async fn run_waybill(
     })
 }
 
-/// One sync send of `bodies` (one request); anything but `SEND_OK` for
-/// every message is a failure.
-async fn send(p: Arc<Producer>, topic: Arc<str>, bodies: Vec<Vec<u8>>) -> Result<(), String> {
+/// One sync send of `bodies`: a single body goes through `Producer::send`
+/// (what applications call; concurrent sends share requests), several
+/// through `send_batch` (one request). Anything but `SEND_OK` for every
+/// message is a failure.
+async fn send(p: Arc<Producer>, topic: Arc<str>, mut bodies: Vec<Vec<u8>>) -> Result<(), String> {
     let n = bodies.len();
+    if n == 1 {
+        let body = bodies.pop().unwrap_or_default();
+        let r = p
+            .send(
+                &topic,
+                Message {
+                    body,
+                    ..Message::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        return match r.status {
+            SendStatus::SendOk => Ok(()),
+            other => Err(format!("the broker answered {other}")),
+        };
+    }
     let messages = bodies
         .into_iter()
         .map(|body| Message {
