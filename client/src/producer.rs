@@ -152,10 +152,13 @@ impl Producer {
 
     /// Async send: returns at once; `callback` gets the result (RocketMQ's
     /// SendCallback). Needs a running tokio runtime.
-    pub fn send_async<F>(self: &Arc<Self>, topic: &str, message: Message, callback: F)
+    pub fn send_async<F>(self: &Arc<Self>, topic: &str, mut message: Message, callback: F)
     where
         F: FnOnce(Result<SendResult, ClientError>) + Send + 'static,
     {
+        message
+            .properties
+            .insert(crate::protocol::PROP_SEND_MODE.into(), "async".into());
         let me = self.clone();
         let topic = topic.to_string();
         tokio::spawn(async move {

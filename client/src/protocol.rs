@@ -24,6 +24,8 @@ pub const PROP_DELAY_UNTIL: &str = "DELAY_UNTIL_MS";
 pub const PROP_DELAY_LEVEL: &str = "DELAY";
 /// Last failure reason of a dead-lettered message.
 pub const PROP_DLQ_REASON: &str = "DLQ_ORIGIN_REASON";
+/// How the producer sent the message (`async` for `send_async`), for the trace.
+pub const PROP_SEND_MODE: &str = "WAYBILL_SEND_MODE";
 /// The dead letter a replay was made from.
 pub const PROP_REPLAY_OF: &str = "REPLAY_OF";
 

@@ -52,6 +52,9 @@ pub struct Config {
     /// Dead letters of a message that reached the DLQ more than this many
     /// times are quarantined rather than replayed.
     pub replay_guard: u32,
+    /// Trace store: `sqlite://FILE`, `postgres://…`, or `none` to turn
+    /// tracing off. Default: `sqlite://<data_dir>/trace.db`.
+    pub trace_db: Option<String>,
 }
 
 impl Default for Config {
@@ -72,6 +75,7 @@ impl Default for Config {
             max_reconsume_times: 16,
             client_timeout_ms: 30_000,
             replay_guard: 3,
+            trace_db: None,
         }
     }
 }
@@ -131,6 +135,15 @@ impl Config {
         }
         self.retry_policy()?;
         Ok(())
+    }
+
+    /// The trace store URL, or `None` when tracing is off.
+    pub fn trace_url(&self) -> Option<String> {
+        match self.trace_db.as_deref() {
+            Some("none") | Some("off") => None,
+            Some(url) => Some(url.to_string()),
+            None => Some(format!("sqlite://{}", self.data_dir.join("trace.db").display())),
+        }
     }
 
     /// The retry policy these settings describe.

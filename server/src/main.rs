@@ -32,6 +32,8 @@ enum Command {
     Consume(cli::consume::ConsumeArgs),
     /// Dead letters: list and replay.
     Dlq(cli::dlq::DlqArgs),
+    /// A message's timeline (by id or key).
+    Trace(cli::trace::TraceArgs),
     /// Measure throughput and latency (own node or --broker), optionally against NATS JetStream.
     Bench(cli::bench::BenchArgs),
 }
@@ -87,6 +89,9 @@ struct ServeArgs {
     /// Quarantine dead letters of messages that reached the DLQ more than N times [default: 3].
     #[arg(long)]
     replay_guard: Option<u32>,
+    /// Trace store: sqlite://FILE, postgres://…, or `none` [default: sqlite://<data-dir>/trace.db].
+    #[arg(long)]
+    trace_db: Option<String>,
 }
 
 impl ServeArgs {
@@ -116,6 +121,9 @@ impl ServeArgs {
         );
         if self.retry_delays.is_some() {
             c.retry_delays = self.retry_delays;
+        }
+        if self.trace_db.is_some() {
+            c.trace_db = self.trace_db;
         }
         c.validate()?;
         Ok(c)
@@ -150,6 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => runtime()?.block_on(cli::produce::run(args)),
         Command::Consume(args) => runtime()?.block_on(cli::consume::run(args)),
         Command::Dlq(args) => runtime()?.block_on(cli::dlq::run(args)),
+        Command::Trace(args) => runtime()?.block_on(cli::trace::run(args)),
         Command::Bench(args) => runtime()?.block_on(cli::bench::run(args)),
         Command::Serve(args) => {
             let cfg = args.into_config()?;

@@ -11,6 +11,7 @@ use crate::broker::{Broker, BrokerOptions};
 use crate::config::Config;
 use crate::storage::fs::RealFs;
 use crate::storage::{StorageError, Store, StoreOptions};
+use crate::trace::{audit, Tracer};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -32,6 +33,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("trace store: {0}")]
+    Trace(#[source] crate::trace::TraceError),
     #[error("cannot restore broker state: {0}")]
     Broker(#[source] crate::broker::BrokerError),
     #[error("HTTP server failed: {0}")]
@@ -77,6 +80,16 @@ pub async fn serve(
         )
         .map_err(ServeError::Broker)?,
     );
+    if let Some(url) = cfg.trace_url() {
+        let tracer = Tracer::start(&url, store.clone()).await.map_err(ServeError::Trace)?;
+        // Before any new write: which acknowledged messages did the last
+        // crash take?
+        let report = audit::run(tracer.pool(), &store).await.map_err(ServeError::Trace)?;
+        tracing::info!(checked = report.checked, lost = report.lost.len(), "trace audit done");
+        broker.set_tracer(tracer);
+    } else {
+        tracing::warn!("tracing is off (--trace-db none)");
+    }
     let bind = |addr| async move {
         TcpListener::bind(addr)
             .await

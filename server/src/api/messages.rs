@@ -21,6 +21,7 @@ use super::json::ApiJson;
 use super::AppState;
 use crate::broker::{MessageId, Outgoing};
 use crate::storage::{Flush, StoredMessage};
+use crate::trace::{search, timeline};
 
 /// Body of a send.
 #[derive(Debug, Deserialize)]
@@ -59,6 +60,7 @@ pub async fn send(
             properties: req.properties,
             body: req.body.into_bytes(),
             born_ms: None,
+            send_mode: Some("sync"),
         })
         .await?;
     Ok(Json(SendAnswer {
@@ -74,42 +76,137 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     let parsed: MessageId = id
         .parse()
         .map_err(|e: crate::broker::BadId| ApiError::BadRequest(e.to_string()))?;
-    let msg = state
-        .broker
-        .get(&parsed)?
-        .ok_or_else(|| ApiError::NotFound(format!("no message with id {id}")))?;
-    Ok(Json(message_json(&state, &parsed, &msg)))
+    let stored = state.broker.get(&parsed)?;
+    let (timeline, trace_error) = match state.broker.tracer() {
+        Some(t) => match timeline::load(t.pool(), &id).await {
+            Ok(tl) => (tl, None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+        None => (None, None),
+    };
+    match (stored, timeline) {
+        (Some(m), tl) => Ok(Json(message_json(&state, &parsed, &m, tl.as_ref(), trace_error))),
+        // Acknowledged once, absent from the log now: the trace knows why.
+        (None, Some(tl)) => Ok(Json(lost_json(&tl))),
+        (None, None) => match trace_error {
+            Some(e) => Err(ApiError::Unavailable(format!(
+                "message {id} is not in the log and the trace store failed: {e}"
+            ))),
+            None => Err(ApiError::NotFound(format!(
+                "no message with id {id} (not in the log, not in the trace)"
+            ))),
+        },
+    }
 }
 
 #[derive(Debug, Deserialize)]
 pub struct SearchQuery {
     pub key: Option<String>,
     pub id: Option<String>,
+    pub topic: Option<String>,
+    pub tag: Option<String>,
+    pub status: Option<String>,
+    /// RFC 3339 or epoch milliseconds.
+    pub from: Option<String>,
+    pub to: Option<String>,
     pub limit: Option<usize>,
+    pub cursor: Option<String>,
 }
 
-/// Default and largest page of a search.
+/// Default and largest page of a search (pages are unlimited in number).
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 1000;
 
 pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let Some(tracer) = state.broker.tracer() else {
+        return search_log(&state, &q, limit);
+    };
+    let cursor = match q.cursor.as_deref() {
+        Some(c) => Some(search::parse_cursor(c).ok_or_else(|| ApiError::BadRequest(format!("bad cursor {c:?}")))?),
+        None => None,
+    };
+    let query = search::Query {
+        key: q.key.clone(),
+        id: q.id.clone(),
+        topic: q.topic.clone(),
+        tag: q.tag.clone(),
+        from_ms: q.from.as_deref().map(super::dlq::parse_time).transpose()?,
+        to_ms: q.to.as_deref().map(super::dlq::parse_time).transpose()?,
+        limit,
+        cursor,
+    };
+    let (hits, more) = search::run(tracer.pool(), &query)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("trace store query failed: {e}")))?;
+    let next_cursor = if more { hits.last().map(search::cursor_of) } else { None };
+    let mut out = Vec::with_capacity(hits.len());
+    let mut seen = std::collections::HashSet::new();
+    for h in hits {
+        let status = match timeline::load(tracer.pool(), &h.id).await {
+            Ok(Some(tl)) => tl.status,
+            Ok(None) => "stored",
+            Err(e) => return Err(ApiError::Unavailable(format!("trace store query failed: {e}"))),
+        };
+        if q.status.as_deref().is_some_and(|s| s != status) {
+            continue;
+        }
+        seen.insert(h.id.clone());
+        out.push(json!({
+            "id": h.id, "topic": h.topic, "key": h.key, "tags": h.tags,
+            "born_at": rfc3339(h.born_ms), "stored_at": rfc3339(h.stored_ms), "status": status, "traced": true,
+        }));
+    }
+    // Messages stored but not yet written to the trace ("found, no trace yet").
+    if q.cursor.is_none() && q.status.is_none() && q.topic.is_none() && q.tag.is_none() {
+        let fresh: Vec<(MessageId, StoredMessage)> = match (&q.key, &q.id) {
+            (Some(k), _) => state.broker.find_by_key(k, limit),
+            (None, Some(id)) => match id.parse::<MessageId>() {
+                Ok(parsed) => state.broker.get(&parsed)?.map(|m| (parsed, m)).into_iter().collect(),
+                Err(e) => return Err(ApiError::BadRequest(e.to_string())),
+            },
+            _ => Vec::new(),
+        };
+        // System-topic copies (retries, dead letters) carry the key too; they
+        // are part of the original message's timeline, not search hits.
+        for (id, m) in fresh.into_iter().filter(|(_, m)| !m.topic.starts_with('%')) {
+            if seen.insert(id.to_string()) && out.len() < limit {
+                out.push(json!({
+                    "id": id.to_string(), "topic": m.topic, "key": m.key, "tags": m.tags,
+                    "born_at": rfc3339(m.born_ms), "stored_at": rfc3339(m.stored_ms), "status": "stored",
+                    "traced": false,
+                }));
+            }
+        }
+    }
+    Ok(Json(json!({ "messages": out, "next_cursor": next_cursor })))
+}
+
+/// Search without a trace store: key and id through the log's own indexes.
+fn search_log(state: &AppState, q: &SearchQuery, limit: usize) -> Result<Json<Value>, ApiError> {
     let mut found = Vec::new();
     if let Some(id) = &q.id {
         let parsed: MessageId = id
             .parse()
             .map_err(|e: crate::broker::BadId| ApiError::BadRequest(e.to_string()))?;
         if let Some(m) = state.broker.get(&parsed)? {
-            found.push(message_json(&state, &parsed, &m));
+            found.push(message_json(state, &parsed, &m, None, None));
         }
     } else if let Some(key) = &q.key {
-        for (id, m) in state.broker.find_by_key(key, limit) {
-            found.push(message_json(&state, &id, &m));
+        for (id, m) in state
+            .broker
+            .find_by_key(key, limit)
+            .into_iter()
+            .filter(|(_, m)| !m.topic.starts_with('%'))
+        {
+            found.push(message_json(state, &id, &m, None, None));
         }
     } else {
-        return Err(ApiError::BadRequest("give key= or id= to search".into()));
+        return Err(ApiError::BadRequest(
+            "tracing is off: only key= or id= searches are possible".into(),
+        ));
     }
-    Ok(Json(json!({ "messages": found })))
+    Ok(Json(json!({ "messages": found, "next_cursor": null })))
 }
 
 pub fn rfc3339(ms: i64) -> String {
@@ -119,7 +216,13 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn message_json(state: &AppState, id: &MessageId, m: &StoredMessage) -> Value {
+fn message_json(
+    state: &AppState,
+    id: &MessageId,
+    m: &StoredMessage,
+    tl: Option<&timeline::Timeline>,
+    trace_error: Option<String>,
+) -> Value {
     let store = state.broker.store();
     let node = m.node.to_string();
     let (body, body_base64) = match std::str::from_utf8(&m.body) {
@@ -129,18 +232,7 @@ fn message_json(state: &AppState, id: &MessageId, m: &StoredMessage) -> Value {
             Value::String(base64::engine::general_purpose::STANDARD.encode(&m.body)),
         ),
     };
-    let flushed = store.stats().flushed > id.pos;
-    let mut loss_points = Vec::new();
-    if let Flush::Async { .. } = store.flush_mode() {
-        if !flushed {
-            loss_points.push(json!({
-                "stage": "flush",
-                "kind": "risk",
-                "reason": "acknowledged before fsync (async flush): a power loss now would lose it",
-            }));
-        }
-    }
-    json!({
+    let mut v = json!({
         "id": id.to_string(),
         "topic": m.topic,
         "key": m.key,
@@ -152,12 +244,53 @@ fn message_json(state: &AppState, id: &MessageId, m: &StoredMessage) -> Value {
         "stored_at": rfc3339(m.stored_ms),
         "queue_id": m.queue_id,
         "queue_offset": m.queue_offset,
-        "status": "stored",
-        "stages": [
-            {"stage": "produce", "at": rfc3339(m.born_ms), "node": m.producer, "outcome": "ok", "detail": "born at the producer"},
-            {"stage": "store", "at": rfc3339(m.stored_ms), "node": node, "outcome": "ok",
-             "detail": format!("log position {}, queue {} offset {}", id.pos, m.queue_id, m.queue_offset)},
-        ],
-        "loss_points": loss_points,
+    });
+    match tl {
+        Some(tl) => {
+            v["status"] = json!(tl.status);
+            v["stages"] = json!(tl.stages);
+            v["loss_points"] = json!(tl.loss_points);
+            v["groups"] = json!(tl.groups);
+            v["gaps"] = json!(tl.gaps);
+            v["send_mode"] = json!(tl.send_mode);
+            v["flush_mode"] = json!(tl.flush_mode);
+            v["traced"] = json!(true);
+        }
+        None => {
+            // No trace (yet, or tracing off): what the record itself proves.
+            let flushed = store.stats().flushed > id.pos;
+            let mut loss_points = Vec::new();
+            if let Flush::Async { .. } = store.flush_mode() {
+                if !flushed {
+                    loss_points.push(json!({
+                        "stage": "flush", "kind": "risk",
+                        "reason": "acknowledged before fsync (async flush): a power loss now would lose it",
+                    }));
+                }
+            }
+            v["status"] = json!("stored");
+            v["stages"] = json!([
+                {"stage": "produce", "at": rfc3339(m.born_ms), "node": m.producer, "outcome": "ok", "detail": "born at the producer"},
+                {"stage": "store", "at": rfc3339(m.stored_ms), "node": node, "outcome": "ok",
+                 "detail": format!("log position {}, queue {} offset {}", id.pos, m.queue_id, m.queue_offset)},
+            ]);
+            v["loss_points"] = json!(loss_points);
+            v["groups"] = json!([]);
+            v["traced"] = json!(false);
+        }
+    }
+    if let Some(e) = trace_error {
+        v["trace_error"] = json!(e);
+    }
+    v
+}
+
+/// A message the trace knows but the log no longer has.
+fn lost_json(tl: &timeline::Timeline) -> Value {
+    json!({
+        "id": tl.id, "topic": tl.topic, "key": tl.key, "tags": tl.tags, "body": null,
+        "status": tl.status, "stages": tl.stages, "loss_points": tl.loss_points, "groups": tl.groups,
+        "gaps": tl.gaps, "send_mode": tl.send_mode, "flush_mode": tl.flush_mode, "traced": true,
+        "in_log": false,
     })
 }

@@ -205,6 +205,7 @@ impl Broker {
                     properties,
                     body: m.body,
                     born_ms: Some(m.born_ms),
+                    send_mode: None,
                 },
             )
             .await?;
@@ -227,6 +228,26 @@ impl Broker {
         )
         .await?;
         self.replays.add(record.clone());
+        let origin_id = m
+            .properties
+            .get(PROP_ORIGIN_ID)
+            .cloned()
+            .unwrap_or_else(|| dlq_id.to_string());
+        self.trace(|| {
+            crate::trace::TraceEvent::Message(Box::new(crate::trace::event::MessageEvent {
+                message_id: origin_id,
+                stage: "replay",
+                at_ms: record.at_ms,
+                group: Some(record.group.clone()),
+                outcome: "ok",
+                detail: format!(
+                    "replayed from dead letter {} as {} by {}",
+                    record.dlq_id, record.new_id, record.by
+                ),
+                record: None,
+                attempt: None,
+            }))
+        });
         tracing::info!(dlq_id, new_id = %record.new_id, by, "dead letter replayed");
         Ok(record)
     }

@@ -111,6 +111,13 @@ impl Groups {
         }
     }
 
+    /// Whether a live member of the group commits on delivery.
+    pub fn auto_commit(&self, group: &str) -> bool {
+        self.lock()
+            .get(group)
+            .is_some_and(|g| g.members.values().any(|m| m.auto_commit))
+    }
+
     pub fn offset(&self, group: &str, topic: &str, queue_id: u32) -> Option<u64> {
         self.lock()
             .get(group)

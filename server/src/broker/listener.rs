@@ -141,10 +141,26 @@ fn error(e: BrokerError) -> Response {
 
 async fn handle(broker: &Broker, req: Request) -> Response {
     match req {
-        Request::Produce { topic, messages, .. } => {
+        Request::Produce {
+            topic,
+            messages,
+            oneway,
+        } => {
             let msgs = messages
                 .into_iter()
                 .map(|m| Outgoing {
+                    send_mode: Some(if oneway {
+                        "oneway"
+                    } else if m
+                        .properties
+                        .get(waybill_client::protocol::PROP_SEND_MODE)
+                        .map(String::as_str)
+                        == Some("async")
+                    {
+                        "async"
+                    } else {
+                        "sync"
+                    }),
                     topic: topic.clone(),
                     key: m.key,
                     tags: m.tags,
@@ -190,15 +206,15 @@ async fn handle(broker: &Broker, req: Request) -> Response {
             Response::Ok
         }
         Request::Pull {
+            group,
             topic,
             queue_id,
             offset,
             max,
             wait_ms,
-            ..
         } => {
             let wait = Duration::from_millis(u64::from(wait_ms)).min(MAX_PULL_WAIT);
-            match broker.pull(&topic, queue_id, offset, max as usize, wait).await {
+            match broker.pull(&group, &topic, queue_id, offset, max as usize, wait).await {
                 Ok((messages, next_offset)) => Response::Messages { messages, next_offset },
                 Err(e) => error(e),
             }

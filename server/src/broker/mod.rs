@@ -31,6 +31,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::storage::{self, FlushOutcome, NewMessage, StorageError, Store, StoredMessage};
+use crate::trace::event::Stored;
+use crate::trace::{TraceEvent, Tracer};
 pub use id::{BadId, MessageId};
 pub use topic::TopicError;
 pub use waybill_client::SendStatus;
@@ -74,6 +76,20 @@ pub struct Outgoing {
     pub body: Vec<u8>,
     /// Producer-side creation time; the broker's clock when absent.
     pub born_ms: Option<i64>,
+    /// How the producer sent it (`sync`, `async`, `oneway`), for the trace;
+    /// `sync` when absent.
+    pub send_mode: Option<&'static str>,
+}
+
+/// Where an appended message landed (internal).
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    queue_id: u32,
+    queue_offset: u64,
+    pos: u64,
+    end: u64,
+    born_ms: i64,
+    stored_ms: i64,
 }
 
 /// What a send returns.
@@ -116,6 +132,8 @@ pub struct Broker {
     appended: Notify,
     groups: groups::Groups,
     replays: dlq::Replays,
+    /// Set once at start when tracing is on; never blocks the broker.
+    tracer: std::sync::OnceLock<Arc<Tracer>>,
 }
 
 impl Broker {
@@ -129,6 +147,7 @@ impl Broker {
             next_queue: AtomicU32::new(0),
             appended: Notify::new(),
             replays: dlq::Replays::default(),
+            tracer: std::sync::OnceLock::new(),
         };
         broker.restore()?;
         Ok(broker)
@@ -168,6 +187,22 @@ impl Broker {
         }
     }
 
+    /// Turns tracing on (once).
+    pub fn set_tracer(&self, tracer: Arc<Tracer>) {
+        let _ = self.tracer.set(tracer);
+    }
+
+    pub fn tracer(&self) -> Option<&Arc<Tracer>> {
+        self.tracer.get()
+    }
+
+    /// Hands an event to the tracer, if tracing is on.
+    fn trace(&self, ev: impl FnOnce() -> TraceEvent) {
+        if let Some(t) = self.tracer.get() {
+            t.record(ev());
+        }
+    }
+
     pub fn options(&self) -> &BrokerOptions {
         &self.opts
     }
@@ -199,7 +234,9 @@ impl Broker {
             return Err(BrokerError::KeyTooLong { max: MAX_KEY_LEN });
         }
         let queues = self.opts.queues_per_topic.max(1);
+        let tracing = self.tracer.get().is_some();
         let mut placed = Vec::with_capacity(msgs.len());
+        let mut traced = Vec::new();
         for msg in msgs {
             // Keyed messages hash to a fixed queue (per-key order, like
             // RocketMQ's SelectMessageQueueByHash); the rest go round robin.
@@ -207,13 +244,51 @@ impl Broker {
                 Some(k) => (storage::key_index::hash(k) % u64::from(queues)) as u32,
                 None => self.next_queue.fetch_add(1, Ordering::Relaxed) % queues,
             };
-            placed.push(self.append(topic, queue_id, msg)?);
+            let info = tracing.then(|| {
+                (
+                    msg.key.clone(),
+                    msg.tags.clone(),
+                    msg.producer.clone(),
+                    msg.send_mode.unwrap_or("sync"),
+                    msg.properties.get("traceparent").cloned(),
+                )
+            });
+            let (r, appended) = self.append(topic, queue_id, msg)?;
+            if let Some(info) = info {
+                traced.push((r.id, appended, info));
+            }
+            placed.push((r, appended.end));
         }
         let status = match placed.last() {
             Some((_, end)) => self.durability(*end).await,
             None => SendStatus::SendOk,
         };
         self.appended.notify_waiters();
+        if let Some(t) = self.tracer.get() {
+            let flush_mode = match self.store.flush_mode() {
+                storage::Flush::Sync => "sync",
+                storage::Flush::Async { .. } => "async",
+            };
+            for (id, a, (key, tags, producer, send_mode, traceparent)) in traced {
+                t.record(TraceEvent::Stored(Box::new(Stored {
+                    id: id.to_string(),
+                    topic: topic.to_string(),
+                    key,
+                    tags,
+                    queue_id: a.queue_id,
+                    queue_offset: a.queue_offset,
+                    pos: a.pos,
+                    end: a.end,
+                    born_ms: a.born_ms,
+                    stored_ms: a.stored_ms,
+                    producer,
+                    send_mode: send_mode.to_string(),
+                    flush_mode,
+                    send_status: if send_mode == "oneway" { "NONE" } else { status.name() },
+                    traceparent,
+                })));
+            }
+        }
         Ok(placed
             .into_iter()
             .map(|(mut r, _)| {
@@ -225,7 +300,8 @@ impl Broker {
 
     /// Appends one message to a given queue (system topics included); the
     /// result's status is not yet meaningful. Returns it with the frame end.
-    fn append(&self, topic: &str, queue_id: u32, msg: Outgoing) -> Result<(SendResult, u64), BrokerError> {
+    fn append(&self, topic: &str, queue_id: u32, msg: Outgoing) -> Result<(SendResult, Placed), BrokerError> {
+        let born_ms = msg.born_ms.unwrap_or_else(now_ms);
         let appended = self.store.append(NewMessage {
             topic: topic.to_string(),
             queue_id,
@@ -234,7 +310,7 @@ impl Broker {
             producer: msg.producer,
             properties: msg.properties,
             body: msg.body,
-            born_ms: msg.born_ms.unwrap_or_else(now_ms),
+            born_ms,
         })?;
         let id = MessageId {
             node: appended.node,
@@ -248,7 +324,14 @@ impl Broker {
                 queue_id,
                 queue_offset: appended.queue_offset,
             },
-            appended.end,
+            Placed {
+                queue_id,
+                queue_offset: appended.queue_offset,
+                pos: appended.pos,
+                end: appended.end,
+                born_ms,
+                stored_ms: appended.stored_ms,
+            },
         ))
     }
 
@@ -271,8 +354,8 @@ impl Broker {
     /// changes (retries, dead letters, replays) are acknowledged only when
     /// they are as durable as a producer's message would be.
     async fn append_durable(&self, topic: &str, queue_id: u32, msg: Outgoing) -> Result<SendResult, BrokerError> {
-        let (mut r, end) = self.append(topic, queue_id, msg)?;
-        r.status = self.durability(end).await;
+        let (mut r, placed) = self.append(topic, queue_id, msg)?;
+        r.status = self.durability(placed.end).await;
         self.appended.notify_waiters();
         if r.status != SendStatus::SendOk {
             return Err(BrokerError::Storage(StorageError::Failed(format!(
@@ -287,6 +370,14 @@ impl Broker {
     pub fn commit(&self, group: &str, topic: &str, queue_id: u32, offset: u64) -> Result<(), BrokerError> {
         topic::validate_group(group)?;
         self.groups.set_offset(group, topic, queue_id, offset);
+        self.trace(|| TraceEvent::Committed {
+            group: group.to_string(),
+            topic: topic.to_string(),
+            queue_id,
+            offset,
+            at_ms: now_ms(),
+            auto_commit: self.groups.auto_commit(group),
+        });
         // Not waited for: a lost commit means a redelivery, never a loss.
         self.append(
             groups::OFFSETS_TOPIC,

@@ -14,12 +14,15 @@ use waybill_client::protocol::{Delivered, Message};
 use super::retry::{self, origin_of};
 use super::{now_ms, Broker, BrokerError, MessageId};
 use crate::storage::StoredMessage;
+use crate::trace::event::{MessageEvent, RecordRef};
+use crate::trace::TraceEvent;
 
 impl Broker {
     /// One pull (see the module doc). Returns the messages and the offset
     /// to pull from next.
     pub async fn pull(
         &self,
+        group: &str,
         topic: &str,
         queue_id: u32,
         offset: u64,
@@ -53,6 +56,7 @@ impl Broker {
                 out.push(delivered(pos, off, m));
             }
             if !out.is_empty() || tokio::time::Instant::now() >= deadline {
+                self.trace_delivery(group, topic, queue_id, offset, next_offset, &out);
                 return Ok((out, next_offset));
             }
             let wake = match not_due_until {
@@ -66,6 +70,47 @@ impl Broker {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(wake) => {}
             }
+        }
+    }
+}
+
+impl Broker {
+    /// First deliveries are traced as one range per pull; deliveries of
+    /// retry records (a message's own events) one row each.
+    fn trace_delivery(&self, group: &str, topic: &str, queue_id: u32, from: u64, to: u64, out: &[Delivered]) {
+        if out.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        if !topic.starts_with('%') {
+            self.trace(|| TraceEvent::Delivered {
+                group: group.to_string(),
+                topic: topic.to_string(),
+                queue_id,
+                from,
+                to,
+                at_ms: now,
+            });
+            return;
+        }
+        for d in out {
+            self.trace(|| {
+                TraceEvent::Message(Box::new(MessageEvent {
+                    message_id: d.id.clone(),
+                    stage: "deliver",
+                    at_ms: now,
+                    group: Some(group.to_string()),
+                    outcome: "ok",
+                    detail: format!("delivered again (attempt {})", d.reconsume_times + 1),
+                    record: Some(RecordRef {
+                        id: d.record_id.clone(),
+                        topic: d.queue_topic.clone(),
+                        queue_id: d.queue_id,
+                        queue_offset: d.queue_offset,
+                    }),
+                    attempt: Some(d.reconsume_times + 1),
+                }))
+            });
         }
     }
 }

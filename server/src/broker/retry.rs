@@ -189,15 +189,35 @@ impl super::Broker {
             .ok_or_else(|| BrokerError::NotFound(format!("no record {record_id} to send back")))?;
         let origin = origin_of(record_id, &m);
         let policy = &self.opts.retry;
-        let (topic, queue, properties) = if origin.reconsume_times >= policy.max_reconsume_times {
+        let failed = crate::trace::event::RecordRef {
+            id: record_id.to_string(),
+            topic: m.topic.clone(),
+            queue_id: m.queue_id,
+            queue_offset: m.queue_offset,
+        };
+        let attempt = origin.reconsume_times + 1;
+        let (topic, queue, properties, stage, detail) = if origin.reconsume_times >= policy.max_reconsume_times {
             tracing::info!(group, id = %origin.id, times = origin.reconsume_times, "dead-lettered");
-            (dlq_topic(group), 0, dlq_properties(&m.properties, &origin, reason))
+            let detail = format!(
+                "attempt {attempt} failed ({reason}); retries exhausted (max_reconsume_times {}): dead-lettered",
+                policy.max_reconsume_times
+            );
+            (
+                dlq_topic(group),
+                0,
+                dlq_properties(&m.properties, &origin, reason),
+                "dlq",
+                detail,
+            )
         } else {
             let level = policy.level_for(origin.reconsume_times);
-            let due = super::now_ms() + policy.delay_of(level).as_millis() as i64;
+            let delay = policy.delay_of(level);
+            let due = super::now_ms() + delay.as_millis() as i64;
             let props = retry_properties(&m.properties, &origin, origin.reconsume_times + 1, level, due);
-            (retry_topic(group), level - 1, props)
+            let detail = format!("attempt {attempt} failed ({reason}); retry at level {level} in {delay:?}");
+            (retry_topic(group), level - 1, props, "retry", detail)
         };
+        let origin_id = origin.id.clone();
         let r = self
             .append_durable(
                 &topic,
@@ -210,9 +230,22 @@ impl super::Broker {
                     properties,
                     body: m.body,
                     born_ms: Some(m.born_ms),
+                    send_mode: None,
                 },
             )
             .await?;
+        self.trace(|| {
+            crate::trace::TraceEvent::Message(Box::new(crate::trace::event::MessageEvent {
+                message_id: origin_id,
+                stage,
+                at_ms: super::now_ms(),
+                group: Some(group.to_string()),
+                outcome: if stage == "dlq" { "dead" } else { "failed" },
+                detail: format!("{detail}; new record {}", r.id),
+                record: Some(failed),
+                attempt: Some(attempt),
+            }))
+        });
         Ok(r.id.to_string())
     }
 }

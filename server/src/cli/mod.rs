@@ -2,6 +2,7 @@
 //!
 //! - [`produce`]: `waybill produce`, over the client protocol.
 //! - [`consume`]: `waybill consume`, a push consumer with `--exec`.
+//! - [`trace`]: `waybill trace ID|--key K`, a timeline in the terminal.
 //! - [`dlq`]: `waybill dlq list|replay`, over the HTTP API.
 //! - [`bench`]: `waybill bench`, throughput and latency of a node (own or
 //!   given), beside a disk probe ([`bench_probe`]) and optionally NATS
@@ -19,3 +20,4 @@ pub mod bench_report;
 pub mod consume;
 pub mod dlq;
 pub mod produce;
+pub mod trace;
