@@ -15,6 +15,7 @@ CREATE TABLE trace_messages (
     end_pos BIGINT NOT NULL,
     born_at BIGINT NOT NULL,
     stored_at BIGINT NOT NULL,
+    acked_at BIGINT NOT NULL,
     producer TEXT,
     send_mode TEXT NOT NULL,
     flush_mode TEXT NOT NULL,

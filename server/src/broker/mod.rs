@@ -265,6 +265,7 @@ impl Broker {
         };
         self.appended.notify_waiters();
         if let Some(t) = self.tracer.get() {
+            let acked_ms = now_ms();
             let flush_mode = match self.store.flush_mode() {
                 storage::Flush::Sync => "sync",
                 storage::Flush::Async { .. } => "async",
@@ -281,6 +282,7 @@ impl Broker {
                     end: a.end,
                     born_ms: a.born_ms,
                     stored_ms: a.stored_ms,
+                    acked_ms,
                     producer,
                     send_mode: send_mode.to_string(),
                     flush_mode,

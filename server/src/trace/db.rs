@@ -74,3 +74,33 @@ pub fn int(row: &AnyRow, col: &str) -> i64 {
 pub fn text(row: &AnyRow, col: &str) -> String {
     opt_str(row, col).unwrap_or_default()
 }
+
+/// `($1, $2, …), (…)` for `rows` rows of `cols` values: the `$n` form both
+/// backends accept (sqlx's `QueryBuilder` over `Any` emits `?`, which
+/// PostgreSQL rejects).
+pub fn values(rows: usize, cols: usize) -> String {
+    let mut out = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * cols + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_number_placeholders_row_by_row() {
+        assert_eq!(super::values(2, 2), "($1, $2), ($3, $4)");
+    }
+}

@@ -14,6 +14,8 @@ pub struct Stored {
     pub end: u64,
     pub born_ms: i64,
     pub stored_ms: i64,
+    /// When the producer was answered (after the fsync in sync flush mode).
+    pub acked_ms: i64,
     pub producer: Option<String>,
     /// `sync`, `async` or `oneway`, as the producer declared it.
     pub send_mode: String,

@@ -1,7 +1,7 @@
 //! Search over the trace: by key (through the key index), id, topic, tag,
 //! time range; newest first, paged with an opaque cursor, no fixed cap.
 
-use sqlx::{Any, AnyPool, QueryBuilder};
+use sqlx::{AnyPool, AssertSqlSafe};
 
 use super::db::{int, opt_str, text};
 use super::TraceError;
@@ -42,40 +42,57 @@ pub fn cursor_of(h: &Hit) -> String {
 
 /// Runs the search; returns up to `limit` hits and whether more follow.
 pub async fn run(pool: &AnyPool, q: &Query) -> Result<(Vec<Hit>, bool), TraceError> {
-    let mut b: QueryBuilder<Any> =
-        QueryBuilder::new("SELECT m.id, m.topic, m.msg_key, m.tags, m.born_at, m.stored_at FROM trace_messages m");
-    if let Some(k) = &q.key {
-        b.push(" JOIN trace_keys k ON k.id = m.id AND k.msg_key = ")
-            .push_bind(k.clone());
+    // Values bound in order; `$n` placeholders numbered as they are added.
+    enum V {
+        S(String),
+        I(i64),
     }
-    b.push(" WHERE 1 = 1");
+    let mut binds: Vec<V> = Vec::new();
+    let next = |v: V, binds: &mut Vec<V>| {
+        binds.push(v);
+        format!("${}", binds.len())
+    };
+    let mut sql = String::from("SELECT m.id, m.topic, m.msg_key, m.tags, m.born_at, m.stored_at FROM trace_messages m");
+    if let Some(k) = &q.key {
+        sql += &format!(
+            " JOIN trace_keys k ON k.id = m.id AND k.msg_key = {}",
+            next(V::S(k.clone()), &mut binds)
+        );
+    }
+    sql += " WHERE 1 = 1";
     if let Some(id) = &q.id {
-        b.push(" AND m.id = ").push_bind(id.clone());
+        sql += &format!(" AND m.id = {}", next(V::S(id.clone()), &mut binds));
     }
     if let Some(t) = &q.topic {
-        b.push(" AND m.topic = ").push_bind(t.clone());
+        sql += &format!(" AND m.topic = {}", next(V::S(t.clone()), &mut binds));
     }
     if let Some(t) = &q.tag {
-        b.push(" AND m.tags = ").push_bind(t.clone());
+        sql += &format!(" AND m.tags = {}", next(V::S(t.clone()), &mut binds));
     }
     if let Some(f) = q.from_ms {
-        b.push(" AND m.stored_at >= ").push_bind(f);
+        sql += &format!(" AND m.stored_at >= {}", next(V::I(f), &mut binds));
     }
     if let Some(t) = q.to_ms {
-        b.push(" AND m.stored_at <= ").push_bind(t);
+        sql += &format!(" AND m.stored_at <= {}", next(V::I(t), &mut binds));
     }
     if let Some((at, id)) = &q.cursor {
-        b.push(" AND (m.stored_at < ")
-            .push_bind(*at)
-            .push(" OR (m.stored_at = ")
-            .push_bind(*at)
-            .push(" AND m.id < ")
-            .push_bind(id.clone())
-            .push("))");
+        let a1 = next(V::I(*at), &mut binds);
+        let a2 = next(V::I(*at), &mut binds);
+        let i = next(V::S(id.clone()), &mut binds);
+        sql += &format!(" AND (m.stored_at < {a1} OR (m.stored_at = {a2} AND m.id < {i}))");
     }
-    b.push(" ORDER BY m.stored_at DESC, m.id DESC LIMIT ")
-        .push_bind((q.limit + 1) as i64);
-    let rows = b.build().fetch_all(pool).await?;
+    sql += &format!(
+        " ORDER BY m.stored_at DESC, m.id DESC LIMIT {}",
+        next(V::I((q.limit + 1) as i64), &mut binds)
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for v in binds {
+        query = match v {
+            V::S(s) => query.bind(s),
+            V::I(i) => query.bind(i),
+        };
+    }
+    let rows = query.fetch_all(pool).await?;
     let more = rows.len() > q.limit;
     let hits = rows
         .iter()

@@ -172,12 +172,12 @@ pub async fn load(pool: &AnyPool, id: &str) -> Result<Option<Timeline>, TraceErr
     .ok()
     .and_then(|r| sqlx::Row::try_get::<Option<i64>, _>(&r, "at").ok().flatten());
     match (flush_mode.as_str(), flushed_at) {
-        ("sync", at) => stages.push(stage(
+        ("sync", _) => stages.push(stage(
             "flush",
-            at.unwrap_or(stored).max(stored),
+            int(&m, "acked_at").max(stored),
             node_s.clone(),
             "ok",
-            "covered by an fsync before the acknowledgement (sync flush)".into(),
+            "covered by an fsync before the acknowledgement (sync flush; time of the ack)".into(),
             None,
         )),
         (_, Some(at)) => {

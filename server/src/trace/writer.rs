@@ -11,17 +11,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{Any, AnyPool, QueryBuilder};
+use sqlx::{AnyPool, AssertSqlSafe};
 use tokio::sync::{mpsc, watch};
 
+use super::db::values;
 use super::event::{MessageEvent, Stored, TraceEvent};
 use super::{Shared, TraceError};
 use crate::storage::Store;
 
 /// How long a batch collects after its first event.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
-/// Most events per batch (bounded by the databases' bind-parameter limits:
-/// 16 columns × 1000 rows stays under SQLite's 32,766 and PostgreSQL's 65,535).
+/// Most events per batch and rows per insert (bounded by the databases'
+/// bind-parameter limits: 17 columns × 1000 rows stays under SQLite's
+/// 32,766 and PostgreSQL's 65,535).
 const MAX_BATCH: usize = 1000;
 /// Watermark sampling period when no events arrive.
 const IDLE_TICK: Duration = Duration::from_millis(100);
@@ -93,75 +95,89 @@ async fn write(
     }
     let node = i64::from(node);
     let mut tx = pool.begin().await?;
-    if !stored.is_empty() {
-        let mut q: QueryBuilder<Any> = QueryBuilder::new(
+    for chunk in stored.chunks(MAX_BATCH) {
+        let sql = format!(
             "INSERT INTO trace_messages (id, node, topic, msg_key, tags, queue_id, queue_offset, pos, end_pos, \
-             born_at, stored_at, producer, send_mode, flush_mode, send_status, traceparent) ",
+             born_at, stored_at, acked_at, producer, send_mode, flush_mode, send_status, traceparent) VALUES {} \
+             ON CONFLICT (id) DO NOTHING",
+            values(chunk.len(), 17)
         );
-        q.push_values(&stored, |mut b, s| {
-            b.push_bind(s.id.clone())
-                .push_bind(node)
-                .push_bind(s.topic.clone())
-                .push_bind(s.key.clone())
-                .push_bind(s.tags.clone())
-                .push_bind(i64::from(s.queue_id))
-                .push_bind(s.queue_offset as i64)
-                .push_bind(s.pos as i64)
-                .push_bind(s.end as i64)
-                .push_bind(s.born_ms)
-                .push_bind(s.stored_ms)
-                .push_bind(s.producer.clone())
-                .push_bind(s.send_mode.clone())
-                .push_bind(s.flush_mode)
-                .push_bind(s.send_status)
-                .push_bind(s.traceparent.clone());
-        });
-        q.push(" ON CONFLICT (id) DO NOTHING");
-        q.build().execute(&mut *tx).await?;
-        let keys: Vec<(String, &str, i64)> = stored
-            .iter()
-            .flat_map(|s| {
-                s.key
-                    .as_deref()
-                    .map(|k| crate::storage::key_index::words(k).map(|w| (w.to_string(), s.id.as_str(), s.stored_ms)))
-                    .into_iter()
-                    .flatten()
-            })
-            .collect();
-        for chunk in keys.chunks(MAX_BATCH) {
-            let mut q: QueryBuilder<Any> = QueryBuilder::new("INSERT INTO trace_keys (msg_key, id, stored_at) ");
-            q.push_values(chunk, |mut b, (k, id, at)| {
-                b.push_bind(k.clone()).push_bind(id.to_string()).push_bind(*at);
-            });
-            q.build().execute(&mut *tx).await?;
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for s in chunk {
+            q = q
+                .bind(s.id.clone())
+                .bind(node)
+                .bind(s.topic.clone())
+                .bind(s.key.clone())
+                .bind(s.tags.clone())
+                .bind(i64::from(s.queue_id))
+                .bind(s.queue_offset as i64)
+                .bind(s.pos as i64)
+                .bind(s.end as i64)
+                .bind(s.born_ms)
+                .bind(s.stored_ms)
+                .bind(s.acked_ms)
+                .bind(s.producer.clone())
+                .bind(s.send_mode.clone())
+                .bind(s.flush_mode)
+                .bind(s.send_status)
+                .bind(s.traceparent.clone());
         }
+        q.execute(&mut *tx).await?;
     }
-    if !events.is_empty() {
-        let mut q: QueryBuilder<Any> = QueryBuilder::new(
-            "INSERT INTO trace_events (message_id, stage, at, node, grp, outcome, detail, record_id, rec_topic, \
-             rec_queue, rec_offset, attempt) ",
+    let keys: Vec<(String, String, i64)> = stored
+        .iter()
+        .flat_map(|s| {
+            s.key
+                .as_deref()
+                .map(|k| crate::storage::key_index::words(k).map(|w| (w.to_string(), s.id.clone(), s.stored_ms)))
+                .into_iter()
+                .flatten()
+        })
+        .collect();
+    for chunk in keys.chunks(MAX_BATCH) {
+        let sql = format!(
+            "INSERT INTO trace_keys (msg_key, id, stored_at) VALUES {}",
+            values(chunk.len(), 3)
         );
-        q.push_values(&events, |mut b, e| {
-            let r = e.record.as_ref();
-            b.push_bind(e.message_id.clone())
-                .push_bind(e.stage)
-                .push_bind(e.at_ms)
-                .push_bind(node)
-                .push_bind(e.group.clone())
-                .push_bind(e.outcome)
-                .push_bind(e.detail.clone())
-                .push_bind(r.map(|r| r.id.clone()))
-                .push_bind(r.map(|r| r.topic.clone()))
-                .push_bind(r.map(|r| i64::from(r.queue_id)))
-                .push_bind(r.map(|r| r.queue_offset as i64))
-                .push_bind(e.attempt.map(i64::from));
-        });
-        q.build().execute(&mut *tx).await?;
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (k, id, at) in chunk {
+            q = q.bind(k.clone()).bind(id.clone()).bind(*at);
+        }
+        q.execute(&mut *tx).await?;
     }
-    if !deliveries.is_empty() {
-        let mut q: QueryBuilder<Any> =
-            QueryBuilder::new("INSERT INTO trace_deliveries (grp, topic, queue_id, from_offset, to_offset, at, node) ");
-        q.push_values(&deliveries, |mut b, ev| {
+    for chunk in events.chunks(MAX_BATCH) {
+        let sql = format!(
+            "INSERT INTO trace_events (message_id, stage, at, node, grp, outcome, detail, record_id, rec_topic, \
+             rec_queue, rec_offset, attempt) VALUES {}",
+            values(chunk.len(), 12)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for e in chunk {
+            let r = e.record.as_ref();
+            q = q
+                .bind(e.message_id.clone())
+                .bind(e.stage)
+                .bind(e.at_ms)
+                .bind(node)
+                .bind(e.group.clone())
+                .bind(e.outcome)
+                .bind(e.detail.clone())
+                .bind(r.map(|r| r.id.clone()))
+                .bind(r.map(|r| r.topic.clone()))
+                .bind(r.map(|r| i64::from(r.queue_id)))
+                .bind(r.map(|r| r.queue_offset as i64))
+                .bind(e.attempt.map(i64::from));
+        }
+        q.execute(&mut *tx).await?;
+    }
+    for chunk in deliveries.chunks(MAX_BATCH) {
+        let sql = format!(
+            "INSERT INTO trace_deliveries (grp, topic, queue_id, from_offset, to_offset, at, node) VALUES {}",
+            values(chunk.len(), 7)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for ev in chunk {
             if let TraceEvent::Delivered {
                 group,
                 topic,
@@ -171,21 +187,25 @@ async fn write(
                 at_ms,
             } = ev
             {
-                b.push_bind(group.clone())
-                    .push_bind(topic.clone())
-                    .push_bind(i64::from(*queue_id))
-                    .push_bind(*from as i64)
-                    .push_bind(*to as i64)
-                    .push_bind(*at_ms)
-                    .push_bind(node);
+                q = q
+                    .bind(group.clone())
+                    .bind(topic.clone())
+                    .bind(i64::from(*queue_id))
+                    .bind(*from as i64)
+                    .bind(*to as i64)
+                    .bind(*at_ms)
+                    .bind(node);
             }
-        });
-        q.build().execute(&mut *tx).await?;
+        }
+        q.execute(&mut *tx).await?;
     }
-    if !commits.is_empty() {
-        let mut q: QueryBuilder<Any> =
-            QueryBuilder::new("INSERT INTO trace_commits (grp, topic, queue_id, queue_offset, at, auto_commit) ");
-        q.push_values(&commits, |mut b, ev| {
+    for chunk in commits.chunks(MAX_BATCH) {
+        let sql = format!(
+            "INSERT INTO trace_commits (grp, topic, queue_id, queue_offset, at, auto_commit) VALUES {}",
+            values(chunk.len(), 6)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for ev in chunk {
             if let TraceEvent::Committed {
                 group,
                 topic,
@@ -195,15 +215,16 @@ async fn write(
                 auto_commit,
             } = ev
             {
-                b.push_bind(group.clone())
-                    .push_bind(topic.clone())
-                    .push_bind(i64::from(*queue_id))
-                    .push_bind(*offset as i64)
-                    .push_bind(*at_ms)
-                    .push_bind(i64::from(*auto_commit));
+                q = q
+                    .bind(group.clone())
+                    .bind(topic.clone())
+                    .bind(i64::from(*queue_id))
+                    .bind(*offset as i64)
+                    .bind(*at_ms)
+                    .bind(i64::from(*auto_commit));
             }
-        });
-        q.build().execute(&mut *tx).await?;
+        }
+        q.execute(&mut *tx).await?;
     }
     if let Some(pos) = watermark {
         sqlx::query("INSERT INTO trace_watermarks (node, kind, position, at) VALUES ($1, 'flushed', $2, $3)")

@@ -1,0 +1,375 @@
+//! The tracer, end to end: a message's path in order (SQLite and
+//! PostgreSQL), risk loss points, the audit after a power loss, and search
+//! by key across restarts.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Node;
+use serde_json::Value;
+use waybill::broker::{Broker, BrokerOptions, Outgoing};
+use waybill::storage::faultfs::{FaultFs, PowerLoss};
+use waybill::storage::{Flush, Store, StoreOptions};
+use waybill::trace::{audit, timeline, Tracer};
+use waybill_client::{ConsumeResult, ConsumerOptions, Message, Producer, ProducerOptions, PushConsumer, SendStatus};
+
+async fn get_json(url: String) -> anyhow::Result<Value> {
+    Ok(reqwest::get(url).await?.json().await?)
+}
+
+/// Polls a message's timeline until `done` holds (the tracer writes in
+/// batches, off the hot path).
+async fn timeline_until(node: &Node, id: &str, done: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+    let start = Instant::now();
+    loop {
+        let v = get_json(format!("{}/api/v1/messages/{id}", node.http)).await?;
+        if done(&v) {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(15),
+            "timeline never completed: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn stage_names(v: &Value) -> Vec<String> {
+    v["stages"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["stage"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn consumer_options(node: &Node, group: &str, topic: &str) -> ConsumerOptions {
+    let mut o = ConsumerOptions::new(node.broker.clone(), group, topic);
+    o.heartbeat_interval = Duration::from_millis(100);
+    o.pull_wait = Duration::from_millis(200);
+    o
+}
+
+/// Produce one message, consume it, read its timeline.
+async fn full_path(extra: &[&str]) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(&tmp.path().join("node"), extra)?;
+    let producer = Producer::new(ProducerOptions::new(node.broker.clone()))?;
+    let sent = producer
+        .send(
+            "path",
+            Message {
+                key: Some("trace-me".into()),
+                body: b"follow me".to_vec(),
+                ..Message::default()
+            },
+        )
+        .await?;
+    assert_eq!(sent.status, SendStatus::SendOk);
+    let consumer = PushConsumer::start(consumer_options(&node, "readers", "path"), |_| async {
+        ConsumeResult::Success
+    })
+    .await?;
+    let v = timeline_until(&node, &sent.id, |v| stage_names(v).contains(&"consume".to_string())).await?;
+    consumer.shutdown().await;
+    println!("{}", serde_json::to_string_pretty(&v["stages"])?);
+    assert_eq!(stage_names(&v), vec!["produce", "store", "flush", "deliver", "consume"]);
+    let times: Vec<String> = v["stages"]
+        .as_array()
+        .map(|a| a.iter().map(|s| s["at"].as_str().unwrap_or("").to_string()).collect())
+        .unwrap_or_default();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "stages in time order");
+    assert!(times.iter().all(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()));
+    assert_eq!(v["status"], "consumed");
+    assert_eq!(v["groups"][0]["group"], "readers");
+    assert_eq!(v["groups"][0]["status"], "consumed");
+    assert_eq!(
+        v["loss_points"].as_array().map(Vec::len),
+        Some(0),
+        "sync path carries no risk: {v}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_sqlite_trace_store_a_consumed_message_shows_its_full_path_in_order() -> anyhow::Result<()> {
+    full_path(&[]).await
+}
+
+/// A fresh schema in PostgreSQL's `test` database, so tests run in parallel.
+async fn pg_schema() -> anyhow::Result<String> {
+    sqlx::any::install_default_drivers();
+    let name = format!(
+        "wb_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos()
+    );
+    let pool = sqlx::AnyPool::connect("postgres://postgres@127.0.0.1:5432/test").await?;
+    // The name is made of digits and a fixed prefix above: safe to splice.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+        .execute(&pool)
+        .await?;
+    Ok(format!(
+        "postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{name}"
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_postgres_trace_store_a_consumed_message_shows_its_full_path_in_order() -> anyhow::Result<()> {
+    let url = pg_schema().await?;
+    full_path(&["--trace-db", &url]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_oneway_send_and_an_auto_commit_consumer_their_risks_are_loss_points() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(&tmp.path().join("node"), &[])?;
+    let producer = Producer::new(ProducerOptions::new(node.broker.clone()))?;
+    producer
+        .send_oneway(
+            "risky",
+            Message {
+                key: Some("fire-and-forget".into()),
+                body: b"?".to_vec(),
+                ..Message::default()
+            },
+        )
+        .await?;
+    let safe = producer
+        .send(
+            "risky",
+            Message {
+                key: Some("acked".into()),
+                body: b"!".to_vec(),
+                ..Message::default()
+            },
+        )
+        .await?;
+    // Find the oneway message by its key (it has no result to carry an id).
+    let start = Instant::now();
+    let oneway_id = loop {
+        let v = get_json(format!("{}/api/v1/messages?key=fire-and-forget", node.http)).await?;
+        if let Some(id) = v["messages"][0]["id"].as_str() {
+            break id.to_string();
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(10), "oneway message never stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut opts = consumer_options(&node, "lossy", "risky");
+    opts.auto_commit = true;
+    let consumer = PushConsumer::start(opts, |_| async { ConsumeResult::Success }).await?;
+    let has_consume = |v: &Value| stage_names(v).contains(&"consume".to_string());
+    let oneway = timeline_until(&node, &oneway_id, has_consume).await?;
+    let acked = timeline_until(&node, &safe.id, has_consume).await?;
+    consumer.shutdown().await;
+
+    let risks = |v: &Value| -> Vec<(String, String)> {
+        v["loss_points"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|l| {
+                        (
+                            l["stage"].as_str().unwrap_or("").into(),
+                            l["kind"].as_str().unwrap_or("").into(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    println!("oneway: {}\nacked: {}", oneway["loss_points"], acked["loss_points"]);
+    assert!(
+        risks(&oneway).contains(&("produce".into(), "risk".into())),
+        "oneway is an unconfirmed send"
+    );
+    assert!(
+        !risks(&acked).contains(&("produce".into(), "risk".into())),
+        "a sync send is confirmed"
+    );
+    for v in [&oneway, &acked] {
+        assert!(
+            risks(v).contains(&("consume".into(), "risk".into())),
+            "auto-commit is a loss point: {v}"
+        );
+    }
+    assert_eq!(oneway["send_mode"], "oneway");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_async_flush_and_a_power_loss_the_audit_marks_exactly_the_unsynced_acknowledged_messages_lost(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db = format!("sqlite://{}", tmp.path().join("trace.db").display());
+    let fs = FaultFs::new();
+    let mut opts = StoreOptions::new(
+        "/data",
+        Flush::Async {
+            interval: Duration::from_millis(100),
+        },
+    );
+    opts.segment_bytes = 64 * 1024;
+    let store = Arc::new(Store::open(Arc::new(fs.clone()), opts.clone())?);
+    let broker = Broker::new(store.clone(), BrokerOptions::default())?;
+    let tracer = Tracer::start(&db, store.clone()).await?;
+    broker.set_tracer(tracer.clone());
+    // Acked messages with where they end; stop once an fsync happened and
+    // a good amount is still unsynced.
+    let mut acked = Vec::new();
+    loop {
+        let r = broker
+            .send(Outgoing {
+                topic: "audit".into(),
+                key: Some(format!("k{}", acked.len())),
+                body: vec![b'x'; 300],
+                ..Outgoing::default()
+            })
+            .await?;
+        assert_eq!(r.status, SendStatus::SendOk);
+        acked.push(r.id);
+        let s = store.stats();
+        if s.flushed > 0 && s.log_end > s.flushed + 16 * 1024 {
+            // The trace rows must be written before the plug is pulled (the
+            // trace store is on a real disk, the message store on the faulty
+            // one); then make sure unsynced data is still there.
+            assert!(tracer.flush(Duration::from_secs(10)).await);
+            if store.stats().flushed < store.stats().log_end {
+                break;
+            }
+        }
+    }
+    let report = fs.power_loss(PowerLoss::DropUnsynced);
+    drop(broker);
+    drop(store);
+    let durable: Vec<(u64, u64)> = report
+        .iter()
+        .filter(|(p, _)| p.starts_with("/data/log"))
+        .filter_map(|(p, f)| {
+            let base: u64 = p.file_stem()?.to_str()?.parse().ok()?;
+            Some((base, base + f.durable_len))
+        })
+        .collect();
+
+    let store = Arc::new(Store::open(Arc::new(fs), opts)?);
+    let tracer = Tracer::start(&db, store.clone()).await?;
+    let found = audit::run(tracer.pool(), &store).await?;
+    let mut expected = Vec::new();
+    for id in &acked {
+        let tl = timeline::load(tracer.pool(), &id.to_string())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no trace for {id}"))?;
+        let end = id.pos + 1; // any byte of the frame past the durable end loses it
+        let in_durable = durable.iter().any(|(from, to)| *from <= id.pos && end <= *to) && store.read(id.pos).is_ok();
+        if !in_durable {
+            expected.push(id.to_string());
+            assert_eq!(tl.status, "lost", "{id}");
+            let lp = tl.loss_points.iter().find(|l| l.kind == "lost");
+            assert_eq!(lp.map(|l| l.stage.as_str()), Some("flush"), "{id} lost at flush");
+        } else {
+            assert_ne!(tl.status, "lost", "{id} survived");
+        }
+    }
+    let mut lost = found.lost.clone();
+    lost.sort();
+    expected.sort();
+    println!("acknowledged {}, lost per audit {}", acked.len(), lost.len());
+    assert!(
+        !expected.is_empty(),
+        "the run must leave unsynced acknowledged messages"
+    );
+    assert_eq!(
+        lost, expected,
+        "the audit marks exactly the unsynced acknowledged messages"
+    );
+    // A second audit does not mark them twice.
+    assert!(audit::run(tracer.pool(), &store).await?.lost.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_keys_search_returns_all_and_only_their_messages_across_restarts() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("node");
+    let mut node = Node::start(&dir, &[])?;
+    let producer = Producer::new(ProducerOptions::new(node.broker.clone()))?;
+    let mut with_a = Vec::new();
+    let mut with_c = Vec::new();
+    for (i, key) in ["A", "B", "A", "A C", "B", "A"].iter().enumerate() {
+        let r = producer
+            .send(
+                "search",
+                Message {
+                    key: Some(key.to_string()),
+                    body: format!("m{i}").into_bytes(),
+                    ..Message::default()
+                },
+            )
+            .await?;
+        if key.split(' ').any(|w| w == "A") {
+            with_a.push(r.id.clone());
+        }
+        if key.contains('C') {
+            with_c.push(r.id);
+        }
+    }
+    let ids = |v: &Value| -> Vec<String> {
+        let mut out: Vec<String> = v["messages"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        out.sort();
+        out
+    };
+    with_a.sort();
+    // Wait until the trace has them all, then restart.
+    let start = Instant::now();
+    loop {
+        let v = get_json(format!("{}/api/v1/messages?key=A", node.http)).await?;
+        if v["messages"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|m| m["traced"] == true))
+            && ids(&v) == with_a
+        {
+            break;
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(10), "trace never caught up: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.sigkill()?;
+    drop(node);
+    let node = Node::start(&dir, &[])?;
+    let a = get_json(format!("{}/api/v1/messages?key=A", node.http)).await?;
+    assert_eq!(ids(&a), with_a, "all and only the messages keyed A");
+    let c = get_json(format!("{}/api/v1/messages?key=C", node.http)).await?;
+    assert_eq!(ids(&c), with_c);
+    let none = get_json(format!("{}/api/v1/messages?key=nobody", node.http)).await?;
+    assert!(ids(&none).is_empty());
+    // Paging: one per page, newest first, no fixed cap.
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{}/api/v1/messages?key=A&limit=1&cursor={c}", node.http),
+            None => format!("{}/api/v1/messages?key=A&limit=1", node.http),
+        };
+        let v = get_json(url).await?;
+        paged.extend(ids(&v));
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    paged.sort();
+    assert_eq!(paged, with_a);
+    Ok(())
+}
