@@ -24,7 +24,6 @@ CREATE TABLE trace_messages (
 );
 CREATE INDEX trace_messages_stored ON trace_messages (stored_at);
 CREATE INDEX trace_messages_topic ON trace_messages (topic, stored_at);
-CREATE INDEX trace_messages_queue ON trace_messages (topic, queue_id, queue_offset);
 
 -- Each word of a message's key, for search by key through an index.
 CREATE TABLE trace_keys (

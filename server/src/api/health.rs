@@ -79,6 +79,20 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "gauge",
         s.segments as u64,
     );
+    if let Some(t) = state.broker.tracer() {
+        counter(
+            "waybill_trace_queue_depth",
+            "Trace events waiting to be written.",
+            "gauge",
+            t.queue_depth(),
+        );
+        counter(
+            "waybill_trace_shed_total",
+            "Trace events dropped because the tracer queue was full (timelines show a gap).",
+            "counter",
+            t.shed_count(),
+        );
+    }
     counter(
         "waybill_storage_failed",
         "1 after an fsync error: the store refuses writes.",

@@ -71,11 +71,20 @@ impl Tracer {
     /// Connects to `url`, migrates, and starts the writer.
     pub async fn start(url: &str, store: Arc<Store>) -> Result<Arc<Tracer>, TraceError> {
         let pool = db::connect(url).await?;
+        let backend = db::backend_of(url)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let shared = Arc::new(Shared::default());
         let (written_tx, written) = watch::channel(0);
         let node = store.node_id();
-        tokio::spawn(writer::run(pool.clone(), rx, shared.clone(), written_tx, store, node));
+        tokio::spawn(writer::run(
+            pool.clone(),
+            backend,
+            rx,
+            shared.clone(),
+            written_tx,
+            store,
+            node,
+        ));
         Ok(Arc::new(Tracer {
             tx,
             shared,

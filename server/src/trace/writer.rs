@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::{AnyPool, AssertSqlSafe};
 use tokio::sync::{mpsc, watch};
 
-use super::db::values;
+use super::db::{values, Backend};
 use super::event::{MessageEvent, Stored, TraceEvent};
 use super::{Shared, TraceError};
 use crate::storage::Store;
@@ -30,6 +30,7 @@ const IDLE_TICK: Duration = Duration::from_millis(100);
 
 pub(crate) async fn run(
     pool: AnyPool,
+    backend: Backend,
     mut rx: mpsc::Receiver<TraceEvent>,
     shared: Arc<Shared>,
     written: watch::Sender<u64>,
@@ -60,7 +61,7 @@ pub(crate) async fn run(
         let watermark = (flushed != last_flushed).then_some(flushed);
         let shed_since = shared.shed_since.swap(0, Ordering::Relaxed);
         let n = batch.len() as u64;
-        if let Err(e) = write(&pool, &batch, node, now, watermark, shed_since, &shared).await {
+        if let Err(e) = write(&pool, backend, &batch, node, now, watermark, shed_since, &shared).await {
             tracing::warn!(error = %e, events = n, "trace write failed; events dropped");
             shared.shed.fetch_add(n, Ordering::Relaxed);
         } else if let Some(f) = watermark {
@@ -72,8 +73,10 @@ pub(crate) async fn run(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write(
     pool: &AnyPool,
+    backend: Backend,
     batch: &[TraceEvent],
     node: u16,
     now: i64,
@@ -100,7 +103,7 @@ async fn write(
             "INSERT INTO trace_messages (id, node, topic, msg_key, tags, queue_id, queue_offset, pos, end_pos, \
              born_at, stored_at, acked_at, producer, send_mode, flush_mode, send_status, traceparent) VALUES {} \
              ON CONFLICT (id) DO NOTHING",
-            values(chunk.len(), 17)
+            values(backend, chunk.len(), 17)
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for s in chunk {
@@ -138,7 +141,7 @@ async fn write(
     for chunk in keys.chunks(MAX_BATCH) {
         let sql = format!(
             "INSERT INTO trace_keys (msg_key, id, stored_at) VALUES {}",
-            values(chunk.len(), 3)
+            values(backend, chunk.len(), 3)
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for (k, id, at) in chunk {
@@ -150,7 +153,7 @@ async fn write(
         let sql = format!(
             "INSERT INTO trace_events (message_id, stage, at, node, grp, outcome, detail, record_id, rec_topic, \
              rec_queue, rec_offset, attempt) VALUES {}",
-            values(chunk.len(), 12)
+            values(backend, chunk.len(), 12)
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for e in chunk {
@@ -174,7 +177,7 @@ async fn write(
     for chunk in deliveries.chunks(MAX_BATCH) {
         let sql = format!(
             "INSERT INTO trace_deliveries (grp, topic, queue_id, from_offset, to_offset, at, node) VALUES {}",
-            values(chunk.len(), 7)
+            values(backend, chunk.len(), 7)
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for ev in chunk {
@@ -202,7 +205,7 @@ async fn write(
     for chunk in commits.chunks(MAX_BATCH) {
         let sql = format!(
             "INSERT INTO trace_commits (grp, topic, queue_id, queue_offset, at, auto_commit) VALUES {}",
-            values(chunk.len(), 6)
+            values(backend, chunk.len(), 6)
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for ev in chunk {
