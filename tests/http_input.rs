@@ -144,6 +144,18 @@ async fn given_bad_requests_should_answer_4xx_json_and_leave_the_log_unchanged()
         println!("{what}: {code} {msg:.100}");
     }
 
+    let (code, doc) = call(&app, Request::get("/api/openapi.json").body(Body::empty())?).await?;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.0.3");
+    for path in [
+        "/api/v1/topics/{topic}/messages",
+        "/api/v1/messages/{id}",
+        "/api/v1/dlq",
+        "/api/v1/events",
+    ] {
+        assert!(doc["paths"][path].is_object(), "OpenAPI lacks {path}");
+    }
+
     let after = store.stats();
     assert_eq!(after.appended_msgs, before.appended_msgs, "bad input stored something");
     assert_eq!(after.log_end, before.log_end);

@@ -373,3 +373,35 @@ async fn given_keys_search_returns_all_and_only_their_messages_across_restarts()
     assert_eq!(paged, with_a);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_live_listener_the_event_feed_streams_stages_and_stats() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(&tmp.path().join("node"), &[])?;
+    let mut feed = reqwest::get(format!("{}/api/v1/events", node.http)).await?;
+    assert_eq!(
+        feed.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let producer = Producer::new(ProducerOptions::new(node.broker.clone()))?;
+    let sent = producer
+        .send(
+            "live",
+            Message {
+                body: b"watch me".to_vec(),
+                ..Message::default()
+            },
+        )
+        .await?;
+    let mut text = String::new();
+    let start = Instant::now();
+    while !(text.contains(&sent.id) && text.contains("event: stats")) {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(10), "feed so far: {text}");
+        match tokio::time::timeout(Duration::from_secs(3), feed.chunk()).await {
+            Ok(Ok(Some(c))) => text.push_str(&String::from_utf8_lossy(&c)),
+            _ => anyhow::bail!("feed ended: {text}"),
+        }
+    }
+    assert!(text.contains("event: trace"));
+    Ok(())
+}

@@ -6,10 +6,12 @@
 //! - [`json`]: the JSON body extractor with JSON errors.
 //! - [`messages`]: send, read by id, search by key.
 //! - [`dlq`]: dead letters: list, replay one, replay many; consumer groups.
+//! - [`events`]: the live feed (server-sent events).
 //! - [`health`]: `/healthz` and `/metrics`.
 
 pub mod dlq;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod json;
 pub mod messages;
@@ -42,15 +44,25 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/dlq", get(dlq::list))
         .route("/dlq/replay", post(dlq::replay_many))
         .route("/dlq/{id}/replay", post(dlq::replay_one))
-        .route("/consumers", get(dlq::consumers));
+        .route("/consumers", get(dlq::consumers))
+        .route("/events", get(events::events));
     Router::new()
         .nest("/api/v1", api)
+        .route("/api/openapi.json", get(openapi))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The OpenAPI 3 description of this API (hand-kept next to the routes).
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

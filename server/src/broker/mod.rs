@@ -120,6 +120,9 @@ pub enum BrokerError {
     Invalid(String),
 }
 
+/// Live events buffered per listener before it lags.
+const LIVE_CAPACITY: usize = 1024;
+
 /// Longest key string accepted (the record stores it with a u16 length).
 pub const MAX_KEY_LEN: usize = 4096;
 
@@ -134,6 +137,10 @@ pub struct Broker {
     replays: dlq::Replays,
     /// Set once at start when tracing is on; never blocks the broker.
     tracer: std::sync::OnceLock<Arc<Tracer>>,
+    /// Live feed for the dashboard (`/api/v1/events`): a summary of every
+    /// traced event, sent only while someone listens; a slow listener
+    /// misses events (broadcast lag), the broker never waits.
+    live: tokio::sync::broadcast::Sender<serde_json::Value>,
 }
 
 impl Broker {
@@ -148,6 +155,7 @@ impl Broker {
             appended: Notify::new(),
             replays: dlq::Replays::default(),
             tracer: std::sync::OnceLock::new(),
+            live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
         };
         broker.restore()?;
         Ok(broker)
@@ -199,8 +207,22 @@ impl Broker {
     /// Hands an event to the tracer, if tracing is on.
     fn trace(&self, ev: impl FnOnce() -> TraceEvent) {
         if let Some(t) = self.tracer.get() {
-            t.record(ev());
+            let ev = ev();
+            self.publish(&ev);
+            t.record(ev);
         }
+    }
+
+    /// Sends a summary of `ev` to live listeners, if any.
+    fn publish(&self, ev: &TraceEvent) {
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(crate::trace::live::summary(ev));
+        }
+    }
+
+    /// Subscribes to the live event feed.
+    pub fn live(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
+        self.live.subscribe()
     }
 
     pub fn options(&self) -> &BrokerOptions {
@@ -271,7 +293,7 @@ impl Broker {
                 storage::Flush::Async { .. } => "async",
             };
             for (id, a, (key, tags, producer, send_mode, traceparent)) in traced {
-                t.record(TraceEvent::Stored(Box::new(Stored {
+                let ev = TraceEvent::Stored(Box::new(Stored {
                     id: id.to_string(),
                     topic: topic.to_string(),
                     key,
@@ -288,7 +310,9 @@ impl Broker {
                     flush_mode,
                     send_status: if send_mode == "oneway" { "NONE" } else { status.name() },
                     traceparent,
-                })));
+                }));
+                self.publish(&ev);
+                t.record(ev);
             }
         }
         Ok(placed

@@ -12,6 +12,7 @@
 //!
 //! # Layout
 //! - [`event`]: what the broker reports.
+//! - [`live`]: event summaries for the live feed.
 //! - [`db`]: connecting, migrations, row helpers.
 //! - [`writer`]: the batching writer task.
 //! - [`timeline`]: a message's stages, status and loss points.
@@ -21,6 +22,7 @@
 pub mod audit;
 pub mod db;
 pub mod event;
+pub mod live;
 pub mod search;
 pub mod timeline;
 pub mod writer;

@@ -1,0 +1,54 @@
+//! `GET /api/v1/events`: server-sent events for the live dashboard.
+//!
+//! Two event types: `trace` (a summary of each traced stage, as it happens)
+//! and `stats` (every second: log end, flushed position, messages stored,
+//! tracer queue depth and shed count, consumer groups). A listener that
+//! falls behind skips events (it is told how many) rather than slowing the
+//! broker.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+
+/// How often a `stats` event is sent.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+pub async fn events(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = state.broker.live();
+    let tick = tokio::time::interval(STATS_EVERY);
+    let stream = stream::unfold((rx, tick, state), |(mut rx, mut tick, state)| async move {
+        let event = tokio::select! {
+            r = rx.recv() => match r {
+                Ok(v) => Event::default().event("trace").data(v.to_string()),
+                Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(json!({"skipped": n}).to_string()),
+                Err(RecvError::Closed) => return None,
+            },
+            _ = tick.tick() => Event::default().event("stats").data(stats(&state).to_string()),
+        };
+        Some((Ok(event), (rx, tick, state)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+fn stats(state: &AppState) -> serde_json::Value {
+    let store = state.broker.store();
+    let s = store.stats();
+    let tracer = state.broker.tracer();
+    json!({
+        "at_ms": chrono::Utc::now().timestamp_millis(),
+        "log_end": s.log_end,
+        "flushed": s.flushed,
+        "messages_stored": s.appended_msgs,
+        "fsyncs": s.fsyncs,
+        "trace_queue_depth": tracer.map(|t| t.queue_depth()),
+        "trace_shed": tracer.map(|t| t.shed_count()),
+        "groups": state.broker.groups().views(),
+    })
+}
