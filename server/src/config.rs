@@ -55,6 +55,15 @@ pub struct Config {
     /// Trace store: `sqlite://FILE`, `postgres://…`, or `none` to turn
     /// tracing off. Default: `sqlite://<data_dir>/trace.db`.
     pub trace_db: Option<String>,
+    /// URL that gets a JSON POST when an alert fires or resolves.
+    pub alert_webhook: Option<String>,
+    /// Alert thresholds (0 turns a rule off): dead letters per group per
+    /// minute, consumer lag in messages, age (ms) of acknowledged data not
+    /// yet fsynced, sync-flush sends waiting for their fsync.
+    pub alert_dlq_inflow: u64,
+    pub alert_consumer_lag: u64,
+    pub alert_unflushed_ms: u64,
+    pub alert_flush_queue: u64,
 }
 
 impl Default for Config {
@@ -76,6 +85,11 @@ impl Default for Config {
             client_timeout_ms: 30_000,
             replay_guard: 3,
             trace_db: None,
+            alert_webhook: None,
+            alert_dlq_inflow: 1,
+            alert_consumer_lag: 10_000,
+            alert_unflushed_ms: 5_000,
+            alert_flush_queue: 10_000,
         }
     }
 }
@@ -143,6 +157,16 @@ impl Config {
             Some("none") | Some("off") => None,
             Some(url) => Some(url.to_string()),
             None => Some(format!("sqlite://{}", self.data_dir.join("trace.db").display())),
+        }
+    }
+
+    /// The alert rules these settings describe.
+    pub fn alert_rules(&self) -> crate::trace::alerts::AlertRules {
+        crate::trace::alerts::AlertRules {
+            dlq_inflow_per_min: self.alert_dlq_inflow,
+            consumer_lag: self.alert_consumer_lag,
+            unflushed_age_ms: self.alert_unflushed_ms,
+            flush_queue: self.alert_flush_queue,
         }
     }
 

@@ -92,6 +92,21 @@ struct ServeArgs {
     /// Trace store: sqlite://FILE, postgres://…, or `none` [default: sqlite://<data-dir>/trace.db].
     #[arg(long)]
     trace_db: Option<String>,
+    /// POST alerts (fired and resolved) as JSON to this URL.
+    #[arg(long)]
+    alert_webhook: Option<String>,
+    /// Alert when a group dead-letters this many messages in a minute (0: off) [default: 1].
+    #[arg(long)]
+    alert_dlq_inflow: Option<u64>,
+    /// Alert when a group lags this many messages behind (0: off) [default: 10000].
+    #[arg(long)]
+    alert_consumer_lag: Option<u64>,
+    /// Alert when acknowledged data stays un-fsynced this many ms (0: off) [default: 5000].
+    #[arg(long)]
+    alert_unflushed_ms: Option<u64>,
+    /// Alert when this many sync-flush sends wait for an fsync (0: off) [default: 10000].
+    #[arg(long)]
+    alert_flush_queue: Option<u64>,
 }
 
 impl ServeArgs {
@@ -117,8 +132,15 @@ impl ServeArgs {
             index_interval_ms,
             max_reconsume_times,
             client_timeout_ms,
-            replay_guard
+            replay_guard,
+            alert_dlq_inflow,
+            alert_consumer_lag,
+            alert_unflushed_ms,
+            alert_flush_queue
         );
+        if self.alert_webhook.is_some() {
+            c.alert_webhook = self.alert_webhook;
+        }
         if self.retry_delays.is_some() {
             c.retry_delays = self.retry_delays;
         }

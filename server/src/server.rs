@@ -90,6 +90,9 @@ pub async fn serve(
     } else {
         tracing::warn!("tracing is off (--trace-db none)");
     }
+    let alerts = crate::trace::alerts::Alerts::new(cfg.alert_rules(), cfg.alert_webhook.clone());
+    broker.set_alerts(alerts.clone());
+    alerts.spawn(broker.clone());
     let bind = |addr| async move {
         TcpListener::bind(addr)
             .await

@@ -50,5 +50,6 @@ fn stats(state: &AppState) -> serde_json::Value {
         "trace_queue_depth": tracer.map(|t| t.queue_depth()),
         "trace_shed": tracer.map(|t| t.shed_count()),
         "groups": state.broker.groups().views(),
+        "alerts": state.broker.alerts().map(|a| a.firing()).unwrap_or_default(),
     })
 }

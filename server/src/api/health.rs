@@ -41,6 +41,12 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// `GET /api/v1/alerts`: alerts firing now.
+pub async fn alerts(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let firing = state.broker.alerts().map(|a| a.firing()).unwrap_or_default();
+    Json(json!({ "alerts": firing }))
+}
+
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.broker.store();
     let s = store.stats();
@@ -122,5 +128,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let _ = writeln!(out, "waybill_fsync_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
     let _ = writeln!(out, "waybill_fsync_seconds_sum {}", s.fsync_nanos as f64 / 1e9);
     let _ = writeln!(out, "waybill_fsync_seconds_count {}", s.fsyncs);
+    if let Some(a) = state.broker.alerts() {
+        out.push_str(&a.metrics_text());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

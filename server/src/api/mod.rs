@@ -45,7 +45,8 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/dlq/replay", post(dlq::replay_many))
         .route("/dlq/{id}/replay", post(dlq::replay_one))
         .route("/consumers", get(dlq::consumers))
-        .route("/events", get(events::events));
+        .route("/events", get(events::events))
+        .route("/alerts", get(health::alerts));
     Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(openapi))

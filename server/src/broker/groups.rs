@@ -132,6 +132,18 @@ impl Groups {
             .insert((topic.to_string(), queue_id), offset);
     }
 
+    /// Topics each group's live members consume.
+    pub fn subscriptions(&self) -> Vec<(String, String)> {
+        let all = self.lock();
+        let mut out: Vec<(String, String)> = all
+            .iter()
+            .flat_map(|(g, grp)| grp.members.values().map(move |m| (g.clone(), m.topic.clone())))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     pub fn views(&self) -> Vec<GroupView> {
         let all = self.lock();
         let mut out: Vec<GroupView> = all

@@ -141,6 +141,10 @@ pub struct Broker {
     /// traced event, sent only while someone listens; a slow listener
     /// misses events (broadcast lag), the broker never waits.
     live: tokio::sync::broadcast::Sender<serde_json::Value>,
+    /// Times (ms) of recent dead-letterings per group, for the DLQ-inflow
+    /// alert; pruned to the last minute. std Mutex: push/prune only.
+    dlq_moves: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<i64>>>,
+    alerts: std::sync::OnceLock<Arc<crate::trace::alerts::Alerts>>,
 }
 
 impl Broker {
@@ -156,6 +160,8 @@ impl Broker {
             replays: dlq::Replays::default(),
             tracer: std::sync::OnceLock::new(),
             live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
+            dlq_moves: std::sync::Mutex::new(std::collections::HashMap::new()),
+            alerts: std::sync::OnceLock::new(),
         };
         broker.restore()?;
         Ok(broker)
@@ -218,6 +224,35 @@ impl Broker {
         if self.live.receiver_count() > 0 {
             let _ = self.live.send(crate::trace::live::summary(ev));
         }
+    }
+
+    /// Records a dead-lettering for the DLQ-inflow alert.
+    pub(crate) fn note_dead_letter(&self, group: &str) {
+        let now = now_ms();
+        let mut moves = self.dlq_moves.lock().unwrap_or_else(|p| p.into_inner());
+        let q = moves.entry(group.to_string()).or_default();
+        q.push_back(now);
+        while q.front().is_some_and(|t| now - *t > 60_000) {
+            q.pop_front();
+        }
+    }
+
+    /// Dead-letterings per group in the last minute.
+    pub fn dlq_inflow(&self) -> Vec<(String, u64)> {
+        let now = now_ms();
+        let moves = self.dlq_moves.lock().unwrap_or_else(|p| p.into_inner());
+        moves
+            .iter()
+            .map(|(g, q)| (g.clone(), q.iter().filter(|t| now - **t <= 60_000).count() as u64))
+            .collect()
+    }
+
+    pub fn set_alerts(&self, alerts: Arc<crate::trace::alerts::Alerts>) {
+        let _ = self.alerts.set(alerts);
+    }
+
+    pub fn alerts(&self) -> Option<&Arc<crate::trace::alerts::Alerts>> {
+        self.alerts.get()
     }
 
     /// Subscribes to the live event feed.

@@ -198,6 +198,7 @@ impl super::Broker {
         let attempt = origin.reconsume_times + 1;
         let (topic, queue, properties, stage, detail) = if origin.reconsume_times >= policy.max_reconsume_times {
             tracing::info!(group, id = %origin.id, times = origin.reconsume_times, "dead-lettered");
+            self.note_dead_letter(group);
             let detail = format!(
                 "attempt {attempt} failed ({reason}); retries exhausted (max_reconsume_times {}): dead-lettered",
                 policy.max_reconsume_times

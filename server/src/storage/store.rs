@@ -101,6 +101,8 @@ pub struct StoreStats {
     pub indexed_upto: u64,
     pub segments: usize,
     pub epoch: u32,
+    /// Sync-flush appends waiting for their fsync.
+    pub flush_waiters: usize,
 }
 
 /// State behind the writer lock.
@@ -536,6 +538,7 @@ impl Store {
             indexed_upto: self.shared.indexed_upto.load(Ordering::Acquire),
             segments: self.shared.log.segment_count(),
             epoch: self.shared.epoch,
+            flush_waiters: self.shared.flushed.waiters(),
         }
     }
 

@@ -80,6 +80,11 @@ impl Watermark {
         self.pos.load(Ordering::Acquire)
     }
 
+    /// Appends waiting for an fsync (the sync-flush queue depth).
+    pub fn waiters(&self) -> usize {
+        self.lock().waiters.len()
+    }
+
     pub fn failed(&self) -> Option<Arc<str>> {
         self.lock().failed.clone()
     }

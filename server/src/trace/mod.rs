@@ -16,9 +16,11 @@
 //! - [`db`]: connecting, migrations, row helpers.
 //! - [`writer`]: the batching writer task.
 //! - [`timeline`]: a message's stages, status and loss points.
+//! - [`alerts`]: threshold rules, webhook, metrics.
 //! - [`audit`]: after a restart, acknowledged messages missing from the log.
 //! - [`search`]: search by key, id, topic, tag, time, with a cursor.
 
+pub mod alerts;
 pub mod audit;
 pub mod db;
 pub mod event;
