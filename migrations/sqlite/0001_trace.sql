@@ -21,7 +21,7 @@ CREATE TABLE trace_messages (
     flush_mode TEXT NOT NULL,
     send_status TEXT NOT NULL,
     traceparent TEXT
-);
+) WITHOUT ROWID;
 CREATE INDEX trace_messages_stored ON trace_messages (stored_at);
 CREATE INDEX trace_messages_topic ON trace_messages (topic, stored_at);
 

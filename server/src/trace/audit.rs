@@ -31,17 +31,27 @@ pub async fn run(pool: &AnyPool, store: &Store) -> Result<AuditReport, TraceErro
     let log_end = stats.log_end as i64;
     let now = chrono::Utc::now().timestamp_millis();
     let mut report = AuditReport::default();
-    let mut candidates = sqlx::query(
-        "SELECT id, pos, end_pos, flush_mode FROM trace_messages WHERE node = $1 AND send_status = 'SEND_OK' \
-         AND end_pos > $2",
-    )
-    .bind(node)
-    .bind(log_end)
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .map(|r| (text(&r, "id"), int(&r, "pos"), text(&r, "flush_mode"), false))
-    .collect::<Vec<_>>();
+    // Ids sort as node | epoch | position (fixed-width hex), so for each
+    // earlier boot the frames past the recovered end are one range of the
+    // primary key: no scan of the whole table.
+    let mut candidates = Vec::new();
+    for epoch in 1..store.epoch() {
+        let from = format!("{:04X}{:08X}{:016X}", store.node_id(), epoch, log_end.max(0) as u64);
+        let to = format!("{:04X}{:08X}", store.node_id(), epoch.saturating_add(1));
+        let rows = sqlx::query(
+            "SELECT id, pos, end_pos, flush_mode FROM trace_messages WHERE id >= $1 AND id < $2 \
+             AND send_status = 'SEND_OK' AND end_pos > $3",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(log_end)
+        .fetch_all(pool)
+        .await?;
+        candidates.extend(
+            rows.into_iter()
+                .map(|r| (text(&r, "id"), int(&r, "pos"), text(&r, "flush_mode"), false)),
+        );
+    }
     for d in store.damage().iter().filter(|d| d.kind == DamageKind::Corrupt) {
         let rows = sqlx::query(
             "SELECT id, pos, flush_mode FROM trace_messages WHERE node = $1 AND send_status = 'SEND_OK' \
