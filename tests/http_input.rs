@@ -166,5 +166,9 @@ async fn given_bad_requests_should_answer_4xx_json_and_leave_the_log_unchanged()
     .await?;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(kept["body"], "kept");
+    // No traceparent came over HTTP: the broker created one.
+    assert!(kept["properties"]["traceparent"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("00-")));
     Ok(())
 }

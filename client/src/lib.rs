@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`wire`]: frame header, CRC, primitive codecs.
 //! - [`protocol`]: requests, responses and their payloads.
+//! - [`tracecontext`]: W3C `traceparent` on every message.
 //! - [`connection`]: one pipelined TCP connection (many requests in flight).
 //! - [`producer`]: the `Producer`.
 //! - [`consumer`]: the `PushConsumer`.
@@ -18,6 +19,7 @@ pub mod connection;
 pub mod consumer;
 pub mod producer;
 pub mod protocol;
+pub mod tracecontext;
 pub mod wire;
 
 pub use connection::{ClientError, Connection};

@@ -261,6 +261,10 @@ impl Inner {
         if m.producer.is_none() {
             m.producer.clone_from(&self.opts.producer_id);
         }
+        // Every message starts (or continues) a W3C trace.
+        m.properties
+            .entry(crate::tracecontext::PROP_TRACEPARENT.to_string())
+            .or_insert_with(crate::tracecontext::new_traceparent);
         m
     }
 

@@ -254,6 +254,7 @@ fn message_json(
             v["gaps"] = json!(tl.gaps);
             v["send_mode"] = json!(tl.send_mode);
             v["flush_mode"] = json!(tl.flush_mode);
+            v["trace_id"] = json!(tl.trace_id);
             v["traced"] = json!(true);
         }
         None => {
@@ -291,6 +292,7 @@ fn lost_json(tl: &timeline::Timeline) -> Value {
         "id": tl.id, "topic": tl.topic, "key": tl.key, "tags": tl.tags, "body": null,
         "status": tl.status, "stages": tl.stages, "loss_points": tl.loss_points, "groups": tl.groups,
         "gaps": tl.gaps, "send_mode": tl.send_mode, "flush_mode": tl.flush_mode, "traced": true,
+        "trace_id": tl.trace_id,
         "in_log": false,
     })
 }

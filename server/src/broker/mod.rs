@@ -294,7 +294,18 @@ impl Broker {
         let tracing = self.tracer.get().is_some();
         let mut placed = Vec::with_capacity(msgs.len());
         let mut traced = Vec::new();
-        for msg in msgs {
+        for mut msg in msgs {
+            // A message without a valid W3C trace context gets one here.
+            let tp = waybill_client::tracecontext::PROP_TRACEPARENT;
+            if msg
+                .properties
+                .get(tp)
+                .and_then(|v| waybill_client::tracecontext::parse(v))
+                .is_none()
+            {
+                msg.properties
+                    .insert(tp.to_string(), waybill_client::tracecontext::new_traceparent());
+            }
             // Keyed messages hash to a fixed queue (per-key order, like
             // RocketMQ's SelectMessageQueueByHash); the rest go round robin.
             let queue_id = match &msg.key {

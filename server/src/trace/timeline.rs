@@ -64,6 +64,8 @@ pub struct Timeline {
     pub gaps: Vec<Value>,
     pub send_mode: String,
     pub flush_mode: String,
+    /// W3C trace id the message's stages belong to.
+    pub trace_id: Option<String>,
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -412,6 +414,10 @@ pub async fn load(pool: &AnyPool, id: &str) -> Result<Option<Timeline>, TraceErr
         gaps,
         send_mode,
         flush_mode,
+        trace_id: opt_str(&m, "traceparent")
+            .as_deref()
+            .and_then(waybill_client::tracecontext::parse)
+            .map(|(t, _)| t.to_string()),
     }))
 }
 
