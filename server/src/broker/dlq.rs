@@ -193,20 +193,16 @@ impl Broker {
         properties.insert(PROP_REPLAY_OF.into(), dlq_id.to_string());
         properties.insert(waybill_client::protocol::PROP_DELAY_UNTIL.into(), now_ms().to_string());
         let topic = retry_topic(&group);
+        let origin_id = m
+            .properties
+            .get(PROP_ORIGIN_ID)
+            .cloned()
+            .unwrap_or_else(|| dlq_id.to_string());
         let r = self
             .append_durable(
                 &topic,
                 self.opts.retry.replay_queue(),
-                Outgoing {
-                    topic: topic.clone(),
-                    key: m.key,
-                    tags: m.tags,
-                    producer: m.producer,
-                    properties,
-                    body: m.body,
-                    born_ms: Some(m.born_ms),
-                    send_mode: None,
-                },
+                Outgoing::copy_of(m, &topic, properties),
             )
             .await?;
         let record = ReplayRecord {
@@ -228,11 +224,6 @@ impl Broker {
         )
         .await?;
         self.replays.add(record.clone());
-        let origin_id = m
-            .properties
-            .get(PROP_ORIGIN_ID)
-            .cloned()
-            .unwrap_or_else(|| dlq_id.to_string());
         self.trace(|| {
             crate::trace::TraceEvent::Message(Box::new(crate::trace::event::MessageEvent {
                 message_id: origin_id,

@@ -81,6 +81,24 @@ pub struct Outgoing {
     pub send_mode: Option<&'static str>,
 }
 
+impl Outgoing {
+    /// A system copy of a stored message (retry, dead letter, replay) for
+    /// `topic`, with new properties; key, tags, producer, body and birth
+    /// time carry over.
+    pub fn copy_of(m: StoredMessage, topic: &str, properties: BTreeMap<String, String>) -> Outgoing {
+        Outgoing {
+            topic: topic.to_string(),
+            key: m.key,
+            tags: m.tags,
+            producer: m.producer,
+            properties,
+            body: m.body,
+            born_ms: Some(m.born_ms),
+            send_mode: None,
+        }
+    }
+}
+
 /// Where an appended message landed (internal).
 #[derive(Debug, Clone, Copy)]
 struct Placed {

@@ -220,20 +220,7 @@ impl super::Broker {
         };
         let origin_id = origin.id.clone();
         let r = self
-            .append_durable(
-                &topic,
-                queue,
-                Outgoing {
-                    topic: topic.clone(),
-                    key: m.key,
-                    tags: m.tags,
-                    producer: m.producer,
-                    properties,
-                    body: m.body,
-                    born_ms: Some(m.born_ms),
-                    send_mode: None,
-                },
-            )
+            .append_durable(&topic, queue, Outgoing::copy_of(m, &topic, properties))
             .await?;
         self.trace(|| {
             crate::trace::TraceEvent::Message(Box::new(crate::trace::event::MessageEvent {

@@ -127,14 +127,7 @@ pub struct FsyncCounters {
     pub synced_msgs: u64,
 }
 
-/// `http://ADDR` for a bare `ADDR`.
-pub fn http_base(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.trim_end_matches('/').to_string()
-    } else {
-        format!("http://{addr}")
-    }
-}
+pub use super::http_base;
 
 /// Reads the fsync counters from `GET {http}/metrics`.
 pub async fn scrape(client: &reqwest::Client, http: &str) -> anyhow::Result<FsyncCounters> {

@@ -48,14 +48,6 @@ pub enum DlqCommand {
     },
 }
 
-fn base(http: &str) -> String {
-    if http.starts_with("http://") || http.starts_with("https://") {
-        http.trim_end_matches('/').to_string()
-    } else {
-        format!("http://{http}")
-    }
-}
-
 async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
     let status = resp.status();
     let v: Value = resp
@@ -70,7 +62,7 @@ async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
 
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
-    let base = base(&args.http);
+    let base = super::http_base(&args.http);
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     match args.command {
         DlqCommand::List { group, json } => {

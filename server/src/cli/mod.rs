@@ -21,3 +21,12 @@ pub mod consume;
 pub mod dlq;
 pub mod produce;
 pub mod trace;
+
+/// `http://host:port` from a bare `host:port` (or a URL as given).
+pub fn http_base(http: &str) -> String {
+    if http.starts_with("http://") || http.starts_with("https://") {
+        http.trim_end_matches('/').to_string()
+    } else {
+        format!("http://{http}")
+    }
+}

@@ -20,14 +20,6 @@ pub struct TraceArgs {
     pub json: bool,
 }
 
-fn base(http: &str) -> String {
-    if http.starts_with("http://") || http.starts_with("https://") {
-        http.trim_end_matches('/').to_string()
-    } else {
-        format!("http://{http}")
-    }
-}
-
 async fn get(client: &reqwest::Client, url: String) -> anyhow::Result<Value> {
     let resp = client
         .get(&url)
@@ -96,7 +88,7 @@ fn print_timeline(v: &Value) {
 
 pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
-    let base = base(&args.http);
+    let base = super::http_base(&args.http);
     let ids: Vec<String> = match (&args.id, &args.key) {
         (Some(id), _) => vec![id.clone()],
         (None, Some(key)) => {
