@@ -55,6 +55,8 @@ pub struct Config {
     /// Trace store: `sqlite://FILE`, `postgres://…`, or `none` to turn
     /// tracing off. Default: `sqlite://<data_dir>/trace.db`.
     pub trace_db: Option<String>,
+    /// OTLP/HTTP collector base URL (spans go to `<url>/v1/traces`).
+    pub otlp_endpoint: Option<String>,
     /// URL that gets a JSON POST when an alert fires or resolves.
     pub alert_webhook: Option<String>,
     /// Alert thresholds (0 turns a rule off): dead letters per group per
@@ -85,6 +87,7 @@ impl Default for Config {
             client_timeout_ms: 30_000,
             replay_guard: 3,
             trace_db: None,
+            otlp_endpoint: None,
             alert_webhook: None,
             alert_dlq_inflow: 1,
             alert_consumer_lag: 10_000,

@@ -92,6 +92,9 @@ struct ServeArgs {
     /// Trace store: sqlite://FILE, postgres://…, or `none` [default: sqlite://<data-dir>/trace.db].
     #[arg(long)]
     trace_db: Option<String>,
+    /// Export message spans over OTLP/HTTP to this collector (e.g. http://127.0.0.1:4318).
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
     /// POST alerts (fired and resolved) as JSON to this URL.
     #[arg(long)]
     alert_webhook: Option<String>,
@@ -138,6 +141,9 @@ impl ServeArgs {
             alert_unflushed_ms,
             alert_flush_queue
         );
+        if self.otlp_endpoint.is_some() {
+            c.otlp_endpoint = self.otlp_endpoint;
+        }
         if self.alert_webhook.is_some() {
             c.alert_webhook = self.alert_webhook;
         }

@@ -33,6 +33,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Otel(crate::trace::otel::OtelError),
     #[error("trace store: {0}")]
     Trace(#[source] crate::trace::TraceError),
     #[error("cannot restore broker state: {0}")]
@@ -90,6 +92,11 @@ pub async fn serve(
     } else {
         tracing::warn!("tracing is off (--trace-db none)");
     }
+    if let Some(endpoint) = &cfg.otlp_endpoint {
+        let otel = crate::trace::otel::Otel::new(endpoint).map_err(ServeError::Otel)?;
+        broker.set_otel(Arc::new(otel));
+        tracing::info!(%endpoint, "exporting message spans over OTLP/HTTP");
+    }
     let alerts = crate::trace::alerts::Alerts::new(cfg.alert_rules(), cfg.alert_webhook.clone());
     broker.set_alerts(alerts.clone());
     alerts.spawn(broker.clone());
@@ -109,6 +116,7 @@ pub async fn serve(
         cfg.data_dir.display()
     );
     tracing::info!(%http_addr, flush = ?cfg.flush_policy(), "serving");
+    let otel = broker.otel().cloned();
     let app = api::app(AppState { broker }, cfg.max_body_bytes);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let graceful = async move {
@@ -126,6 +134,10 @@ pub async fn serve(
         _ = forced => tracing::warn!("in-flight requests did not finish in time"),
     }
     wire_task.abort();
+    if let Some(otel) = otel {
+        // Flushes buffered spans; the exporter's own thread does the I/O.
+        let _ = tokio::task::spawn_blocking(move || otel.shutdown()).await;
+    }
     tokio::task::spawn_blocking(move || store.close())
         .await
         .map_err(|e| ServeError::Http(std::io::Error::other(e)))?;

@@ -163,6 +163,8 @@ pub struct Broker {
     /// alert; pruned to the last minute. std Mutex: push/prune only.
     dlq_moves: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<i64>>>,
     alerts: std::sync::OnceLock<Arc<crate::trace::alerts::Alerts>>,
+    /// Set once at start when `--otlp-endpoint` is given.
+    otel: std::sync::OnceLock<Arc<crate::trace::otel::Otel>>,
 }
 
 impl Broker {
@@ -180,6 +182,7 @@ impl Broker {
             live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
             dlq_moves: std::sync::Mutex::new(std::collections::HashMap::new()),
             alerts: std::sync::OnceLock::new(),
+            otel: std::sync::OnceLock::new(),
         };
         broker.restore()?;
         Ok(broker)
@@ -265,6 +268,15 @@ impl Broker {
             .collect()
     }
 
+    /// Turns OpenTelemetry export on (once).
+    pub fn set_otel(&self, otel: Arc<crate::trace::otel::Otel>) {
+        let _ = self.otel.set(otel);
+    }
+
+    pub fn otel(&self) -> Option<&Arc<crate::trace::otel::Otel>> {
+        self.otel.get()
+    }
+
     pub fn set_alerts(&self, alerts: Arc<crate::trace::alerts::Alerts>) {
         let _ = self.alerts.set(alerts);
     }
@@ -309,7 +321,7 @@ impl Broker {
             return Err(BrokerError::KeyTooLong { max: MAX_KEY_LEN });
         }
         let queues = self.opts.queues_per_topic.max(1);
-        let tracing = self.tracer.get().is_some();
+        let tracing = self.tracer.get().is_some() || self.otel.get().is_some();
         let mut placed = Vec::with_capacity(msgs.len());
         let mut traced = Vec::new();
         for mut msg in msgs {
@@ -350,8 +362,15 @@ impl Broker {
             None => SendStatus::SendOk,
         };
         self.appended.notify_waiters();
+        let acked_ms = now_ms();
+        if let Some(o) = self.otel.get() {
+            for (id, a, (_, _, _, _, traceparent)) in &traced {
+                if let Some(tp) = traceparent {
+                    o.stored(&id.to_string(), topic, tp, a.born_ms, a.stored_ms, acked_ms);
+                }
+            }
+        }
         if let Some(t) = self.tracer.get() {
-            let acked_ms = now_ms();
             let flush_mode = match self.store.flush_mode() {
                 storage::Flush::Sync => "sync",
                 storage::Flush::Async { .. } => "async",
@@ -460,6 +479,9 @@ impl Broker {
     pub fn commit(&self, group: &str, topic: &str, queue_id: u32, offset: u64) -> Result<(), BrokerError> {
         topic::validate_group(group)?;
         self.groups.set_offset(group, topic, queue_id, offset);
+        if let Some(o) = self.otel.get() {
+            o.committed(group, topic, queue_id, offset, now_ms());
+        }
         self.trace(|| TraceEvent::Committed {
             group: group.to_string(),
             topic: topic.to_string(),

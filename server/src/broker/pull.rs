@@ -82,6 +82,13 @@ impl Broker {
             return;
         }
         let now = now_ms();
+        if let Some(o) = self.otel() {
+            for d in out {
+                if let Some(tp) = d.message.properties.get(waybill_client::tracecontext::PROP_TRACEPARENT) {
+                    o.delivered(group, &d.queue_topic, d.queue_id, d.queue_offset, &d.id, tp, now);
+                }
+            }
+        }
         if !topic.starts_with('%') {
             self.trace(|| TraceEvent::Delivered {
                 group: group.to_string(),

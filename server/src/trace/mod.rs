@@ -13,6 +13,7 @@
 //! # Layout
 //! - [`event`]: what the broker reports.
 //! - [`live`]: event summaries for the live feed.
+//! - [`otel`]: OpenTelemetry spans over OTLP/HTTP.
 //! - [`db`]: connecting, migrations, row helpers.
 //! - [`writer`]: the batching writer task.
 //! - [`timeline`]: a message's stages, status and loss points.
@@ -25,6 +26,7 @@ pub mod audit;
 pub mod db;
 pub mod event;
 pub mod live;
+pub mod otel;
 pub mod search;
 pub mod timeline;
 pub mod writer;
