@@ -10,6 +10,7 @@
 //! - `consume` (same interval, the handler's run), child of `deliver`, only
 //!   when the group committed past it (a hand-back ends `deliver` with an
 //!   error status instead).
+//!
 //! Spans go through the SDK's batch processor (its own thread, bounded
 //! queue that drops when full) to `--otlp-endpoint` + `/v1/traces`, as JSON.
 //! Nothing here runs unless an endpoint is configured.
