@@ -84,9 +84,7 @@ impl Broker {
         let now = now_ms();
         if let Some(o) = self.otel() {
             for d in out {
-                if let Some(tp) = d.message.properties.get(waybill_client::tracecontext::PROP_TRACEPARENT) {
-                    o.delivered(group, &d.queue_topic, d.queue_id, d.queue_offset, &d.id, tp, now);
-                }
+                o.delivered(group, d, now);
             }
         }
         if !topic.starts_with('%') {

@@ -125,17 +125,12 @@ impl Otel {
         produce.end_with_timestamp(time(acked_ms));
     }
 
-    /// A pull handed `message_id` (at `offset` of a queue) to `group`.
-    pub fn delivered(
-        &self,
-        group: &str,
-        queue_topic: &str,
-        queue_id: u32,
-        offset: u64,
-        message_id: &str,
-        traceparent: &str,
-        at_ms: i64,
-    ) {
+    /// A pull handed the delivered record `d` to `group`.
+    pub fn delivered(&self, group: &str, d: &waybill_client::Delivered, at_ms: i64) {
+        let Some(traceparent) = d.message.properties.get(waybill_client::tracecontext::PROP_TRACEPARENT) else {
+            return;
+        };
+        let (queue_topic, queue_id, offset, message_id) = (&d.queue_topic, d.queue_id, d.queue_offset, &d.id);
         let Some(parent) = parent_of(traceparent) else {
             return;
         };
