@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: broker, HTTP API and dashboard.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Send messages; prints one JSON line per result.
     Produce(cli::produce::ProduceArgs),
     /// Consume a topic as a member of a consumer group.
@@ -189,7 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Trace(args) => runtime()?.block_on(cli::trace::run(args)),
         Command::Bench(args) => runtime()?.block_on(cli::bench::run(args)),
         Command::Serve(args) => {
-            let cfg = args.into_config()?;
+            let cfg = (*args).into_config()?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(waybill::server::serve(cfg, shutdown_signal()))?;
             Ok(())
