@@ -100,6 +100,9 @@ fn consumers_measure_end_to_end_latency() -> anyhow::Result<()> {
         "2",
         "--flush",
         "async",
+        // Also exercises the own node without a tracer.
+        "--trace-db",
+        "none",
     ])?;
     check_figures(&v, false)?;
     assert!(num(&v, "e2e_p99_ms")? > 0.0, "{v}");
@@ -142,6 +145,7 @@ fn bad_input_fails_with_a_message() -> anyhow::Result<()> {
         &["--vs", "http://127.0.0.1:4222"][..],
         &["--consumers", "1", "--size", "4"][..],
         &["--broker", "127.0.0.1:1", "--duration", "1", "--probe-secs", "0"][..],
+        &["--trace-db", "not-a-url", "--duration", "1"][..],
     ] {
         let out = bench(args)?;
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -50,7 +50,10 @@ async fn fill(pool: &sqlx::AnyPool) -> Result<(), Box<dyn std::error::Error>> {
                 .bind(None::<String>);
         }
         q.execute(&mut *tx).await?;
-        let sql = format!("INSERT INTO trace_keys (msg_key, id, stored_at) VALUES {}", db::values(db::Backend::Sqlite, n, 3));
+        let sql = format!(
+            "INSERT INTO trace_keys (msg_key, id, stored_at) VALUES {}",
+            db::values(db::Backend::Sqlite, n, 3)
+        );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for j in i..i + n {
             q = q
@@ -79,7 +82,9 @@ fn main() {
     let pool = match rt.block_on(async {
         let pool = db::connect(&url).await?;
         let started = Instant::now();
-        fill(&pool).await.map_err(|e| waybill::trace::TraceError::Url(e.to_string()))?;
+        fill(&pool)
+            .await
+            .map_err(|e| waybill::trace::TraceError::Url(e.to_string()))?;
         eprintln!("filled {MESSAGES} messages in {:?}", started.elapsed());
         Ok::<_, waybill::trace::TraceError>(pool)
     }) {
@@ -127,7 +132,10 @@ fn main() {
     let mut g = c.benchmark_group("trace_search");
     g.sample_size(50).measurement_time(Duration::from_secs(5));
     g.bench_function("by_key_1M", |b| {
-        b.iter(|| rt.block_on(search::run(&pool, &query(next_key()))).map(|(h, _)| h.len()))
+        b.iter(|| {
+            rt.block_on(search::run(&pool, &query(next_key())))
+                .map(|(h, _)| h.len())
+        })
     });
     g.finish();
     c.final_summary();

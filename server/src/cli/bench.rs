@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// Client-protocol address of a running node; without it the bench starts its own node in a temp dir.
     #[arg(long)]
     pub broker: Option<String>,
+    /// Trace store of the bench's own node (`none` measures without tracing; default: the node's SQLite).
+    #[arg(long, conflicts_with = "broker")]
+    pub trace_db: Option<String>,
     /// HTTP address of the `--broker` node, for its fsync counters (omitted: those figures are null).
     #[arg(long, requires = "broker")]
     pub http: Option<String>,
@@ -162,7 +165,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let mut own = match &args.broker {
         Some(_) => None,
-        None => Some(OwnNode::start(flush_name(args.flush)).await?),
+        None => Some(OwnNode::start(flush_name(args.flush), args.trace_db.as_deref()).await?),
     };
     let (broker, http) = match &own {
         Some(n) => (n.broker.clone(), Some(n.http.clone())),

@@ -34,8 +34,9 @@ pub struct OwnNode {
 }
 
 impl OwnNode {
-    /// Starts a node with `--flush flush` (`sync` or `async`).
-    pub async fn start(flush: &str) -> anyhow::Result<OwnNode> {
+    /// Starts a node with `--flush flush` (`sync` or `async`) and, when
+    /// given, `--trace-db trace_db` (e.g. `none` to measure without tracing).
+    pub async fn start(flush: &str, trace_db: Option<&str>) -> anyhow::Result<OwnNode> {
         let dir = tempfile::Builder::new()
             .prefix("waybill-bench-")
             .tempdir()
@@ -56,6 +57,7 @@ impl OwnNode {
                 "--flush",
                 flush,
             ])
+            .args(trace_db.map(|t| ["--trace-db", t]).into_iter().flatten())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
