@@ -1,8 +1,7 @@
 //! `waybill dlq list|replay`: dead letters through the HTTP API.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Subcommand};
-use serde_json::Value;
 
 #[derive(Debug, Args)]
 pub struct DlqArgs {
@@ -48,25 +47,13 @@ pub enum DlqCommand {
     },
 }
 
-async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
-    let status = resp.status();
-    let v: Value = resp
-        .json()
-        .await
-        .context("the server answered something that is not JSON")?;
-    if !status.is_success() {
-        bail!("{}: {}", status, v["error"].as_str().unwrap_or("request failed"));
-    }
-    Ok(v)
-}
-
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let base = super::http_base(&args.http);
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     match args.command {
         DlqCommand::List { group, json } => {
-            let v = answer(
+            let v = super::json_answer(
                 client
                     .get(format!("{base}/api/v1/dlq"))
                     .query(&[("group", &group)])
@@ -109,7 +96,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             let v = match (id, all) {
                 (Some(id), _) => {
                     if dry_run {
-                        let list = answer(
+                        let list = super::json_answer(
                             client
                                 .get(format!("{base}/api/v1/dlq"))
                                 .query(&[("group", &group)])
@@ -129,7 +116,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                             None => bail!("no dead letter {id} in group {group}"),
                         }
                     } else {
-                        answer(
+                        super::json_answer(
                             client
                                 .post(format!("{base}/api/v1/dlq/{id}/replay"))
                                 .query(&[("force", force.to_string())])
@@ -148,7 +135,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                     if let Some(r) = rate {
                         q.push(("rate", r.to_string()));
                     }
-                    answer(
+                    super::json_answer(
                         client
                             .post(format!("{base}/api/v1/dlq/replay"))
                             .query(&q)

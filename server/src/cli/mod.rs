@@ -30,3 +30,18 @@ pub fn http_base(http: &str) -> String {
         format!("http://{http}")
     }
 }
+
+/// The JSON body of an API answer; a non-2xx status becomes an error that
+/// carries the server's `{"error": …}` message.
+pub async fn json_answer(resp: reqwest::Response) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let status = resp.status();
+    let v: serde_json::Value = resp
+        .json()
+        .await
+        .context("the server answered something that is not JSON")?;
+    if !status.is_success() {
+        anyhow::bail!("{status}: {}", v["error"].as_str().unwrap_or("request failed"));
+    }
+    Ok(v)
+}

@@ -26,15 +26,7 @@ async fn get(client: &reqwest::Client, url: String) -> anyhow::Result<Value> {
         .send()
         .await
         .with_context(|| format!("cannot reach {url}"))?;
-    let status = resp.status();
-    let v: Value = resp
-        .json()
-        .await
-        .context("the server answered something that is not JSON")?;
-    if !status.is_success() {
-        bail!("{status}: {}", v["error"].as_str().unwrap_or("request failed"));
-    }
-    Ok(v)
+    super::json_answer(resp).await
 }
 
 fn print_timeline(v: &Value) {
