@@ -130,6 +130,31 @@ fn given_each_send_mode_produce_prints_one_result_per_acknowledged_message_and_c
     let one: Value = serde_json::from_slice(&one.stdout)?;
     assert_eq!(one["replay_of"].as_str(), Some(dlq_id.as_str()));
 
+    // The terminal timeline of a consumed message, by id and by key.
+    let first_id = lines[0]["id"].as_str().unwrap_or_default().to_string();
+    let start = std::time::Instant::now();
+    loop {
+        let t = waybill(&["trace", &first_id, "--http", &node.http])?;
+        assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+        let text = String::from_utf8_lossy(&t.stdout).to_string();
+        if text.contains("consume") {
+            assert!(
+                text.contains(&format!("message {first_id}")) && text.contains("store"),
+                "{text}"
+            );
+            break;
+        }
+        anyhow::ensure!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "no consume stage: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let by_key = waybill(&["trace", "--key", "k-sync", "--http", &node.http, "--json"])?;
+    assert_eq!(json_lines(&by_key)?.len(), 3, "three messages carry key k-sync");
+    let missing = waybill(&["trace", "--key", "nobody", "--http", &node.http])?;
+    assert!(!missing.status.success());
+
     // Without --exec, consume prints each message as a JSON line.
     let printed = waybill(&[
         "consume", "--broker", b, "--topic", "cli", "--group", "printer", "--count", "8",
