@@ -172,3 +172,37 @@ async fn given_bad_requests_should_answer_4xx_json_and_leave_the_log_unchanged()
         .is_some_and(|t| t.starts_with("00-")));
     Ok(())
 }
+
+#[tokio::test]
+async fn given_an_auth_token_api_calls_need_it_and_probes_do_not() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let store = Arc::new(Store::open(
+        Arc::new(RealFs),
+        StoreOptions::new(tmp.path(), Flush::Sync),
+    )?);
+    let broker = Arc::new(Broker::new(store.clone(), BrokerOptions::default())?);
+    let app = waybill::api::app_with_auth(AppState { broker }, DEFAULT_BODY_LIMIT, Some("s3cret".into()));
+    let send = |auth: Option<&str>| -> anyhow::Result<Request<Body>> {
+        let mut b = Request::post("/api/v1/topics/orders/messages").header("content-type", "application/json");
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        Ok(b.body(Body::from(r#"{"body":"x"}"#))?)
+    };
+    for auth in [None, Some("Bearer wrong"), Some("s3cret"), Some("Basic s3cret")] {
+        let (code, body) = call(&app, send(auth)?).await?;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert!(body["error"].as_str().is_some());
+    }
+    assert_eq!(store.stats().appended_msgs, 0, "refused calls stored nothing");
+    let (code, ok) = call(&app, send(Some("Bearer s3cret"))?).await?;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(ok["status"], "SEND_OK");
+    let (code, _) = call(&app, Request::get("/api/openapi.json").body(Body::empty())?).await?;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    for open in ["/healthz", "/metrics"] {
+        let resp = app.clone().oneshot(Request::get(open).body(Body::empty())?).await?;
+        assert_eq!(resp.status(), StatusCode::OK, "{open} stays open");
+    }
+    Ok(())
+}

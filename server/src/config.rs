@@ -55,6 +55,8 @@ pub struct Config {
     /// Trace store: `sqlite://FILE`, `postgres://…`, or `none` to turn
     /// tracing off. Default: `sqlite://<data_dir>/trace.db`.
     pub trace_db: Option<String>,
+    /// Bearer token every `/api` call must carry (none: open).
+    pub auth_token: Option<String>,
     /// OTLP/HTTP collector base URL (spans go to `<url>/v1/traces`).
     pub otlp_endpoint: Option<String>,
     /// URL that gets a JSON POST when an alert fires or resolves.
@@ -87,6 +89,7 @@ impl Default for Config {
             client_timeout_ms: 30_000,
             replay_guard: 3,
             trace_db: None,
+            auth_token: None,
             otlp_endpoint: None,
             alert_webhook: None,
             alert_dlq_inflow: 1,

@@ -92,6 +92,9 @@ struct ServeArgs {
     /// Trace store: sqlite://FILE, postgres://…, or `none` [default: sqlite://<data-dir>/trace.db].
     #[arg(long)]
     trace_db: Option<String>,
+    /// Require `Authorization: Bearer TOKEN` on every /api call.
+    #[arg(long)]
+    auth_token: Option<String>,
     /// Export message spans over OTLP/HTTP to this collector (e.g. http://127.0.0.1:4318).
     #[arg(long)]
     otlp_endpoint: Option<String>,
@@ -141,6 +144,9 @@ impl ServeArgs {
             alert_unflushed_ms,
             alert_flush_queue
         );
+        if self.auth_token.is_some() {
+            c.auth_token = self.auth_token;
+        }
         if self.otlp_endpoint.is_some() {
             c.otlp_endpoint = self.otlp_endpoint;
         }

@@ -117,7 +117,7 @@ pub async fn serve(
     );
     tracing::info!(%http_addr, flush = ?cfg.flush_policy(), "serving");
     let otel = broker.otel().cloned();
-    let app = api::app(AppState { broker }, cfg.max_body_bytes);
+    let app = api::app_with_auth(AppState { broker }, cfg.max_body_bytes, cfg.auth_token.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let graceful = async move {
         shutdown.await;

@@ -5,10 +5,12 @@
 //! - [`error`]: `ApiError`, the single error → status mapping.
 //! - [`json`]: the JSON body extractor with JSON errors.
 //! - [`messages`]: send, read by id, search by key.
+//! - [`auth`]: the `--auth-token` bearer check on `/api`.
 //! - [`dlq`]: dead letters: list, replay one, replay many; consumer groups.
 //! - [`events`]: the live feed (server-sent events).
 //! - [`health`]: `/healthz` and `/metrics`.
 
+pub mod auth;
 pub mod dlq;
 pub mod error;
 pub mod events;
@@ -35,8 +37,13 @@ pub struct AppState {
     pub broker: Arc<Broker>,
 }
 
-/// The whole HTTP surface.
+/// The whole HTTP surface, without authentication.
 pub fn app(state: AppState, body_limit: usize) -> Router {
+    app_with_auth(state, body_limit, None)
+}
+
+/// The whole HTTP surface; with `token`, `/api` calls need it as a bearer token.
+pub fn app_with_auth(state: AppState, body_limit: usize, token: Option<String>) -> Router {
     let api = Router::new()
         .route("/topics/{topic}/messages", post(messages::send))
         .route("/messages/{id}", get(messages::get))
@@ -47,15 +54,20 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/consumers", get(dlq::consumers))
         .route("/events", get(events::events))
         .route("/alerts", get(health::alerts));
-    Router::new()
+    let mut router = Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(openapi))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit));
+    if let Some(token) = token {
+        let token: Arc<str> = Arc::from(token);
+        router = router.layer(axum::middleware::from_fn(move |req, next| {
+            auth::require(token.clone(), req, next)
+        }));
+    }
+    router.layer(TraceLayer::new_for_http()).with_state(state)
 }
 
 /// The OpenAPI 3 description of this API (hand-kept next to the routes).

@@ -48,7 +48,7 @@ pub enum DlqCommand {
 }
 
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let client = super::http_client()?;
     let base = super::http_base(&args.http);
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     match args.command {

@@ -45,3 +45,15 @@ pub async fn json_answer(resp: reqwest::Response) -> anyhow::Result<serde_json::
     }
     Ok(v)
 }
+
+/// An HTTP client for the API; with `WAYBILL_AUTH_TOKEN` set it sends the
+/// bearer token a node started with `--auth-token` requires.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(token) = std::env::var("WAYBILL_AUTH_TOKEN") {
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| anyhow::anyhow!("WAYBILL_AUTH_TOKEN is not a valid header value"))?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder().default_headers(headers).build()?)
+}

@@ -79,7 +79,7 @@ fn print_timeline(v: &Value) {
 }
 
 pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let client = super::http_client()?;
     let base = super::http_base(&args.http);
     let ids: Vec<String> = match (&args.id, &args.key) {
         (Some(id), _) => vec![id.clone()],
