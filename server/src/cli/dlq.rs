@@ -47,20 +47,25 @@ pub enum DlqCommand {
     },
 }
 
+/// `GET /api/v1/dlq?group=G`.
+async fn list(client: &reqwest::Client, base: &str, group: &str) -> anyhow::Result<serde_json::Value> {
+    super::json_answer(
+        client
+            .get(format!("{base}/api/v1/dlq"))
+            .query(&[("group", group)])
+            .send()
+            .await?,
+    )
+    .await
+}
+
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
     let client = super::http_client()?;
     let base = super::http_base(&args.http);
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     match args.command {
         DlqCommand::List { group, json } => {
-            let v = super::json_answer(
-                client
-                    .get(format!("{base}/api/v1/dlq"))
-                    .query(&[("group", &group)])
-                    .send()
-                    .await?,
-            )
-            .await?;
+            let v = list(&client, &base, &group).await?;
             if json {
                 println!("{v}");
                 return Ok(());
@@ -96,14 +101,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             let v = match (id, all) {
                 (Some(id), _) => {
                     if dry_run {
-                        let list = super::json_answer(
-                            client
-                                .get(format!("{base}/api/v1/dlq"))
-                                .query(&[("group", &group)])
-                                .send()
-                                .await?,
-                        )
-                        .await?;
+                        let list = list(&client, &base, &group).await?;
                         let empty = Vec::new();
                         let found = list["messages"]
                             .as_array()

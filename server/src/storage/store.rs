@@ -120,6 +120,8 @@ pub(crate) struct Writer {
 /// Everything the background threads share with the store.
 pub(crate) struct Shared {
     pub fs: Arc<dyn Fs>,
+    /// `index/queues`, computed once: appends create queue files under it.
+    pub queues_dir: PathBuf,
     pub opts: StoreOptions,
     pub log: CommitLog,
     // std Mutex: held only for in-memory work and one positional write,
@@ -146,10 +148,6 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn lock_writer(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn queues_dir(&self) -> PathBuf {
-        self.opts.dir.join("index").join("queues")
     }
 }
 
@@ -276,6 +274,7 @@ impl Store {
         let flushed = Watermark::new(scan.end);
         let shared = Arc::new(Shared {
             fs,
+            queues_dir,
             opts,
             log,
             writer: Mutex::new(writer),
@@ -311,11 +310,10 @@ impl Store {
             if sh.shutdown.load(Ordering::Acquire) {
                 return Err(StorageError::Closed);
             }
-            let queues_dir = sh.queues_dir();
             let w = &mut *w;
             let queue = queue_mut(
                 sh.fs.as_ref(),
-                &queues_dir,
+                &sh.queues_dir,
                 &mut w.queues,
                 &mut w.new_dirs,
                 &msg.topic,
