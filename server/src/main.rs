@@ -113,6 +113,9 @@ struct ServeArgs {
     /// Alert when this many sync-flush sends wait for an fsync (0: off) [default: 10000].
     #[arg(long)]
     alert_flush_queue: Option<u64>,
+    /// Folder of the built dashboard [default: frontend/dist in the source tree].
+    #[arg(long)]
+    ui_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -152,6 +155,9 @@ impl ServeArgs {
         }
         if self.alert_webhook.is_some() {
             c.alert_webhook = self.alert_webhook;
+        }
+        if self.ui_dir.is_some() {
+            c.ui_dir = self.ui_dir;
         }
         if self.retry_delays.is_some() {
             c.retry_delays = self.retry_delays;
