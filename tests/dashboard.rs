@@ -410,6 +410,14 @@ async fn given_a_poison_message_when_replayed_from_the_dlq_page_should_leave_the
     .await?;
     b.assert_same_page().await?;
     b.screenshot("timeline-replayed").await?;
+    // Every message of the run, with the statuses they ended in.
+    b.open(&format!("{}/messages", node.http)).await?;
+    b.wait(
+        "the consumed messages",
+        "return document.querySelectorAll('table.results .st-ok').length >= 3",
+    )
+    .await?;
+    b.screenshot("messages-all").await?;
     let api = get_json(&format!("{}/api/v1/messages/{poison}", node.http)).await?;
     assert_eq!(api["groups"][0]["status"], json!("consumed"), "{api}");
     assert_eq!(b.console_errors().await?, Vec::<String>::new());

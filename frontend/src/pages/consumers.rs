@@ -100,7 +100,7 @@ fn group(g: &Value) -> impl IntoView {
                     <caption>"Retry levels"</caption>
                     <thead><tr><th scope="col">"level"</th><th scope="col">"delay"</th><th scope="col">"waiting"</th></tr></thead>
                     <tbody>{retry_q.into_iter().map(|q| view! {
-                        <tr><td class="num">{n(&q, "queue_id")}</td><td>{s(&q, "delay").to_string()}</td><td class="num" class:warn={n(&q, "lag") > 0}>{n(&q, "lag")}</td></tr>
+                        <tr><td class="num">{if s(&q, "delay") == "replays" { "–".to_string() } else { (n(&q, "queue_id") + 1).to_string() }}</td><td>{s(&q, "delay").to_string()}</td><td class="num" class:warn={n(&q, "lag") > 0}>{n(&q, "lag")}</td></tr>
                     }).collect_view()}</tbody>
                 </table>
                 </div>
