@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use waybill::config::{Config, FlushMode};
+use waybill::config::{Config, FlushMode, ReplicationMode};
 
 mod cli;
 
@@ -36,6 +36,8 @@ enum Command {
     Trace(cli::trace::TraceArgs),
     /// Measure throughput and latency (own node or --broker), optionally against NATS JetStream.
     Bench(cli::bench::BenchArgs),
+    /// Replication group: status, operator failover (promote).
+    Cluster(cli::cluster::ClusterArgs),
 }
 
 /// Flags of `waybill serve`; each overrides the same-named key of `--config`.
@@ -65,6 +67,15 @@ struct ServeArgs {
     /// This node's id (embedded in message ids) [default: 1].
     #[arg(long)]
     node_id: Option<u16>,
+    /// none | sync | async | raft.
+    #[arg(long, value_enum)]
+    replication: Option<ReplicationMode>,
+    /// Another member as ID=BROKER_ADDR (repeatable).
+    #[arg(long)]
+    peer: Vec<String>,
+    /// Sync replication: ms to wait for a replica before FLUSH_SLAVE_TIMEOUT.
+    #[arg(long)]
+    replica_timeout_ms: Option<u64>,
     /// Commit log segment size in bytes [default: 1 GiB].
     #[arg(long)]
     segment_bytes: Option<u64>,
@@ -132,6 +143,8 @@ impl ServeArgs {
             flush_interval_ms,
             sync_flush_timeout_ms,
             node_id,
+            replication,
+            replica_timeout_ms,
             segment_bytes,
             queues_per_topic,
             max_body_bytes,
@@ -155,6 +168,9 @@ impl ServeArgs {
         }
         if self.retry_delays.is_some() {
             c.retry_delays = self.retry_delays;
+        }
+        if !self.peer.is_empty() {
+            c.peer = self.peer;
         }
         if self.trace_db.is_some() {
             c.trace_db = self.trace_db;
@@ -194,6 +210,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(args) => runtime()?.block_on(cli::dlq::run(args)),
         Command::Trace(args) => runtime()?.block_on(cli::trace::run(args)),
         Command::Bench(args) => runtime()?.block_on(cli::bench::run(args)),
+        Command::Cluster(args) => runtime()?.block_on(cli::cluster::run(args)),
         Command::Serve(args) => {
             let cfg = (*args).into_config()?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

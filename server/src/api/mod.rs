@@ -9,8 +9,10 @@
 //! - [`dlq`]: dead letters: list, replay one, replay many; consumer groups.
 //! - [`events`]: the live feed (server-sent events).
 //! - [`health`]: `/healthz` and `/metrics`.
+//! - [`cluster`]: the replication group view and promotion.
 
 pub mod auth;
+pub mod cluster;
 pub mod dlq;
 pub mod error;
 pub mod events;
@@ -26,7 +28,7 @@ use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use crate::broker::Broker;
-use error::ApiError;
+pub use error::ApiError;
 
 /// Default request body limit (SPEC: 4 MiB).
 pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -53,7 +55,9 @@ pub fn app_with_auth(state: AppState, body_limit: usize, token: Option<String>) 
         .route("/dlq/{id}/replay", post(dlq::replay_one))
         .route("/consumers", get(dlq::consumers))
         .route("/events", get(events::events))
-        .route("/alerts", get(health::alerts));
+        .route("/alerts", get(health::alerts))
+        .route("/cluster", get(cluster::view))
+        .route("/cluster/promote", post(cluster::promote));
     let mut router = Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(openapi))

@@ -136,6 +136,9 @@ pub enum BrokerError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// A write reached a node that is not the primary.
+    #[error("{0}")]
+    NotPrimary(String),
 }
 
 /// Live events buffered per listener before it lags.
@@ -165,6 +168,8 @@ pub struct Broker {
     alerts: std::sync::OnceLock<Arc<crate::trace::alerts::Alerts>>,
     /// Set once at start when `--otlp-endpoint` is given.
     otel: std::sync::OnceLock<Arc<crate::trace::otel::Otel>>,
+    /// This node's replication group (set once at start).
+    cluster: std::sync::OnceLock<Arc<crate::replication::Cluster>>,
 }
 
 impl Broker {
@@ -183,6 +188,7 @@ impl Broker {
             dlq_moves: std::sync::Mutex::new(std::collections::HashMap::new()),
             alerts: std::sync::OnceLock::new(),
             otel: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         };
         broker.restore()?;
         Ok(broker)
@@ -268,6 +274,61 @@ impl Broker {
             .collect()
     }
 
+    /// Joins a replication group (once).
+    pub fn set_cluster(&self, cluster: Arc<crate::replication::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<crate::replication::Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Whether this node may append: only a primary does (or a node
+    /// outside any replication group).
+    fn check_writable(&self) -> Result<(), BrokerError> {
+        let Some(c) = self.cluster.get() else {
+            return Ok(());
+        };
+        match c.role() {
+            crate::replication::Role::Primary => Ok(()),
+            role => {
+                let hint = match c.primary().filter(|p| *p != c.node_id) {
+                    Some(p) => format!(
+                        "; the primary is node {p} at {}",
+                        c.peers.get(&p).map_or("?", String::as_str)
+                    ),
+                    None => String::new(),
+                };
+                Err(BrokerError::NotPrimary(format!(
+                    "node {} is a {} and does not accept writes{hint}",
+                    c.node_id,
+                    role.name()
+                )))
+            }
+        }
+    }
+
+    /// The replication mode name for the trace.
+    fn replication_name(&self) -> &'static str {
+        self.cluster.get().map_or("none", |c| c.mode.name())
+    }
+
+    /// Applies system records that arrived by replication: committed
+    /// offsets and replay records, so a promoted replica has them.
+    pub fn apply_replicated(&self, system: &[StoredMessage]) {
+        for m in system {
+            if m.topic == groups::OFFSETS_TOPIC {
+                let key = m.key.as_deref().unwrap_or_default();
+                if let Some((g, t, q, o)) = groups::parse_offset_record(key, &m.body) {
+                    self.groups.set_offset(&g, &t, q, o);
+                }
+            } else if m.topic == dlq::REPLAYS_TOPIC {
+                self.replays.load(&m.body);
+            }
+        }
+        self.appended.notify_waiters();
+    }
+
     /// Turns OpenTelemetry export on (once).
     pub fn set_otel(&self, otel: Arc<crate::trace::otel::Otel>) {
         let _ = self.otel.set(otel);
@@ -314,6 +375,7 @@ impl Broker {
     /// for the fsync covering the last); every message gets a result.
     pub async fn send_batch(&self, topic: &str, msgs: Vec<Outgoing>) -> Result<Vec<SendResult>, BrokerError> {
         topic::validate(topic)?;
+        self.check_writable()?;
         if msgs
             .iter()
             .any(|m| m.key.as_ref().is_some_and(|k| k.len() > MAX_KEY_LEN))
@@ -358,7 +420,10 @@ impl Broker {
             placed.push((r, appended.end));
         }
         let status = match placed.last() {
-            Some((_, end)) => self.durability(*end).await,
+            Some((_, end)) => match self.durability(*end).await {
+                SendStatus::SendOk => self.replication(*end).await,
+                other => other,
+            },
             None => SendStatus::SendOk,
         };
         self.appended.notify_waiters();
@@ -392,6 +457,7 @@ impl Broker {
                     send_mode: send_mode.to_string(),
                     flush_mode,
                     send_status: if send_mode == "oneway" { "NONE" } else { status.name() },
+                    replication: self.replication_name(),
                     traceparent,
                 }));
                 self.publish(&ev);
@@ -410,6 +476,7 @@ impl Broker {
     /// Appends one message to a given queue (system topics included); the
     /// result's status is not yet meaningful. Returns it with the frame end.
     fn append(&self, topic: &str, queue_id: u32, msg: Outgoing) -> Result<(SendResult, Placed), BrokerError> {
+        self.check_writable()?;
         let born_ms = msg.born_ms.unwrap_or_else(now_ms);
         let appended = self.store.append(NewMessage {
             topic: topic.to_string(),
@@ -459,6 +526,15 @@ impl Broker {
         }
     }
 
+    /// Waits for what the replication mode promises about `end`: with
+    /// sync replication, a replica's confirmation.
+    async fn replication(&self, end: u64) -> SendStatus {
+        match self.cluster.get() {
+            Some(c) if c.mode == crate::replication::Mode::Sync => c.wait_replicated(end).await,
+            _ => SendStatus::SendOk,
+        }
+    }
+
     /// Appends to a system topic and waits for durability; internal state
     /// changes (retries, dead letters, replays) are acknowledged only when
     /// they are as durable as a producer's message would be.
@@ -490,6 +566,11 @@ impl Broker {
             at_ms: now_ms(),
             auto_commit: self.groups.auto_commit(group),
         });
+        if self.check_writable().is_err() {
+            // A replica serving reads while the primary is away keeps the
+            // offset in memory; its log must stay a copy of the primary's.
+            return Ok(());
+        }
         // Not waited for: a lost commit means a redelivery, never a loss.
         self.append(
             groups::OFFSETS_TOPIC,
