@@ -188,10 +188,10 @@ impl Config {
                     "sync and async replication need at least one --peer ID=ADDR",
                 )
             }
-            ReplicationMode::Raft => {
+            ReplicationMode::Raft if peers.len() < 2 => {
                 return invalid(
                     "replication",
-                    "raft mode is not available in this build yet; use sync or async primary/replica replication",
+                    "raft needs a group of at least 3 members (2 or more --peer)",
                 )
             }
             _ => {}

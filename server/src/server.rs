@@ -78,14 +78,15 @@ pub async fn serve(
         match cfg.replication {
             ReplicationMode::Sync => Mode::Sync,
             ReplicationMode::Async => Mode::Async,
-            ReplicationMode::None | ReplicationMode::Raft => Mode::None,
+            ReplicationMode::Raft => Mode::Raft,
+            ReplicationMode::None => Mode::None,
         },
         cfg.peers()?,
         &cfg.data_dir,
         Duration::from_millis(cfg.replica_timeout_ms),
     )?);
     let mut cut_at = None;
-    if cluster.mode != Mode::None {
+    if matches!(cluster.mode, Mode::Sync | Mode::Async) {
         let (s, cut) = rejoin(&cfg, &cluster, store).await?;
         store = s;
         cut_at = cut;
@@ -109,10 +110,16 @@ pub async fn serve(
         let tracer = Tracer::start(&url, store.clone()).await.map_err(ServeError::Trace)?;
         // Before any new write: which acknowledged messages did the last
         // crash take?
-        let report = audit::run(tracer.pool(), &store, cut_at)
-            .await
-            .map_err(ServeError::Trace)?;
-        tracing::info!(checked = report.checked, lost = report.lost.len(), "trace audit done");
+        if cluster.mode == Mode::Raft {
+            // The commit log catches up from the Raft log after start: an
+            // audit now would call messages lost that are about to be applied.
+            tracing::info!("raft mode: startup audit skipped (the Raft log is the source of truth)");
+        } else {
+            let report = audit::run(tracer.pool(), &store, cut_at)
+                .await
+                .map_err(ServeError::Trace)?;
+            tracing::info!(checked = report.checked, lost = report.lost.len(), "trace audit done");
+        }
         broker.set_tracer(tracer);
     } else {
         tracing::warn!("tracing is off (--trace-db none)");
@@ -141,8 +148,22 @@ pub async fn serve(
         *a = broker_addr.to_string();
     }
     broker.set_cluster(cluster.clone());
+    if cluster.mode == Mode::Raft {
+        let mut members = cluster.peers.clone();
+        members.insert(cfg.node_id, broker_addr.to_string());
+        let raft = crate::replication::raft::RaftNode::start(
+            cfg.node_id,
+            members,
+            &cfg.data_dir,
+            store.clone(),
+            Duration::from_millis(cfg.replica_timeout_ms),
+            Arc::downgrade(&broker),
+        )
+        .await?;
+        broker.set_raft(raft);
+    }
     let wire_task = tokio::spawn(crate::broker::listener::serve(wire, broker.clone()));
-    if cluster.role() == Role::Replica {
+    if cluster.role() == Role::Replica && cluster.mode != Mode::Raft {
         replica::spawn_follower(broker.clone(), cluster.clone());
     }
     // One machine-readable line on stdout: scripts and tests wait for it.

@@ -62,14 +62,14 @@ pub async fn view(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     nodes.sort_by_key(|(n, _)| n.id);
     let primary_end = nodes
         .iter()
-        .filter(|(n, alive)| *alive && n.role == "primary")
+        .filter(|(n, alive)| *alive && (n.role == "primary" || n.role == "leader"))
         .map(|(n, _)| n.log_end)
         .max();
     let list: Vec<Value> = nodes
         .iter()
         .map(|(n, alive)| {
             let lag = match (primary_end, n.role.as_str()) {
-                (Some(end), "replica" | "unknown") => Some(end.saturating_sub(n.replicated)),
+                (Some(end), "replica" | "follower" | "candidate" | "unknown") => Some(end.saturating_sub(n.replicated)),
                 (Some(_), _) => Some(0),
                 _ => None,
             };

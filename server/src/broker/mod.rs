@@ -139,6 +139,10 @@ pub enum BrokerError {
     /// A write reached a node that is not the primary.
     #[error("{0}")]
     NotPrimary(String),
+    /// Raft: a majority did not confirm in time (the write may still
+    /// commit later).
+    #[error("{0}")]
+    Unconfirmed(String),
 }
 
 /// Live events buffered per listener before it lags.
@@ -170,6 +174,8 @@ pub struct Broker {
     otel: std::sync::OnceLock<Arc<crate::trace::otel::Otel>>,
     /// This node's replication group (set once at start).
     cluster: std::sync::OnceLock<Arc<crate::replication::Cluster>>,
+    /// Raft mode: this member of the group (set once at start).
+    raft: std::sync::OnceLock<Arc<crate::replication::raft::RaftNode>>,
 }
 
 impl Broker {
@@ -189,6 +195,7 @@ impl Broker {
             alerts: std::sync::OnceLock::new(),
             otel: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
+            raft: std::sync::OnceLock::new(),
         };
         broker.restore()?;
         Ok(broker)
@@ -283,9 +290,21 @@ impl Broker {
         self.cluster.get()
     }
 
-    /// Whether this node may append: only a primary does (or a node
-    /// outside any replication group).
+    /// Joins a Raft group (once).
+    pub fn set_raft(&self, raft: Arc<crate::replication::raft::RaftNode>) {
+        let _ = self.raft.set(raft);
+    }
+
+    pub fn raft(&self) -> Option<&Arc<crate::replication::raft::RaftNode>> {
+        self.raft.get()
+    }
+
+    /// Whether this node may append: only a primary (Raft: the leader)
+    /// does, or a node outside any replication group.
     fn check_writable(&self) -> Result<(), BrokerError> {
+        if let Some(r) = self.raft.get() {
+            return r.check_leader().map_err(|e| BrokerError::NotPrimary(e.to_string()));
+        }
         let Some(c) = self.cluster.get() else {
             return Ok(());
         };
@@ -310,6 +329,9 @@ impl Broker {
 
     /// The replication mode name for the trace.
     fn replication_name(&self) -> &'static str {
+        if self.raft.get().is_some() {
+            return "raft";
+        }
         self.cluster.get().map_or("none", |c| c.mode.name())
     }
 
@@ -384,7 +406,7 @@ impl Broker {
         }
         let queues = self.opts.queues_per_topic.max(1);
         let tracing = self.tracer.get().is_some() || self.otel.get().is_some();
-        let mut placed = Vec::with_capacity(msgs.len());
+        let mut pending = Vec::with_capacity(msgs.len());
         let mut traced = Vec::new();
         for mut msg in msgs {
             // A message without a valid W3C trace context gets one here.
@@ -413,18 +435,65 @@ impl Broker {
                     msg.properties.get("traceparent").cloned(),
                 )
             });
-            let (r, appended) = self.append(topic, queue_id, msg)?;
-            if let Some(info) = info {
-                traced.push((r.id, appended, info));
-            }
-            placed.push((r, appended.end));
+            pending.push((queue_id, msg, info));
         }
-        let status = match placed.last() {
-            Some((_, end)) => match self.durability(*end).await {
-                SendStatus::SendOk => self.replication(*end).await,
-                other => other,
-            },
-            None => SendStatus::SendOk,
+        let mut placed = Vec::with_capacity(pending.len());
+        let status = if let Some(raft) = self.raft.get() {
+            // Raft: one entry per message, proposed together; each is
+            // SEND_OK once a majority has it (and it is applied here).
+            let proposals = pending.into_iter().map(|(queue_id, msg, info)| async move {
+                (queue_id, self.propose(raft, topic, queue_id, msg).await, info)
+            });
+            let mut timed_out = false;
+            for (queue_id, r, info) in futures_util::future::join_all(proposals).await {
+                match r {
+                    Ok((r, appended)) => {
+                        if let Some(info) = info {
+                            traced.push((r.id, appended, info));
+                        }
+                        placed.push((r, appended.end));
+                    }
+                    Err(BrokerError::NotPrimary(why)) if placed.is_empty() && !timed_out => {
+                        return Err(BrokerError::NotPrimary(why));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "raft proposal not confirmed");
+                        timed_out = true;
+                        // Not placed (yet): no position, so no id; epoch 0
+                        // is never a real epoch or term.
+                        let id = MessageId {
+                            node: self.store.node_id(),
+                            epoch: 0,
+                            pos: 0,
+                        };
+                        placed.push((
+                            SendResult {
+                                id,
+                                status: SendStatus::FlushSlaveTimeout,
+                                queue_id,
+                                queue_offset: 0,
+                            },
+                            0,
+                        ));
+                    }
+                }
+            }
+            None
+        } else {
+            for (queue_id, msg, info) in pending {
+                let (r, appended) = self.append(topic, queue_id, msg)?;
+                if let Some(info) = info {
+                    traced.push((r.id, appended, info));
+                }
+                placed.push((r, appended.end));
+            }
+            Some(match placed.last() {
+                Some((_, end)) => match self.durability(*end).await {
+                    SendStatus::SendOk => self.replication(*end).await,
+                    other => other,
+                },
+                None => SendStatus::SendOk,
+            })
         };
         self.appended.notify_waiters();
         let acked_ms = now_ms();
@@ -456,7 +525,11 @@ impl Broker {
                     producer,
                     send_mode: send_mode.to_string(),
                     flush_mode,
-                    send_status: if send_mode == "oneway" { "NONE" } else { status.name() },
+                    send_status: if send_mode == "oneway" {
+                        "NONE"
+                    } else {
+                        status.unwrap_or(SendStatus::SendOk).name()
+                    },
                     replication: self.replication_name(),
                     traceparent,
                 }));
@@ -467,10 +540,58 @@ impl Broker {
         Ok(placed
             .into_iter()
             .map(|(mut r, _)| {
-                r.status = status;
+                if let Some(s) = status {
+                    r.status = s;
+                }
                 r
             })
             .collect())
+    }
+
+    /// Raft mode: proposes one message and waits until a majority has it
+    /// and it is applied here.
+    async fn propose(
+        &self,
+        raft: &crate::replication::raft::RaftNode,
+        topic: &str,
+        queue_id: u32,
+        msg: Outgoing,
+    ) -> Result<(SendResult, Placed), BrokerError> {
+        use crate::replication::raft::{Msg, ProposeError};
+        let born_ms = msg.born_ms.unwrap_or_else(now_ms);
+        let m = Msg {
+            queue_id,
+            key: msg.key,
+            tags: msg.tags,
+            producer: msg.producer,
+            properties: msg.properties,
+            body: msg.body,
+            born_ms,
+        };
+        let p = raft.propose(topic, m).await.map_err(|e| match e {
+            ProposeError::NotLeader { .. } => BrokerError::NotPrimary(e.to_string()),
+            other => BrokerError::Unconfirmed(other.to_string()),
+        })?;
+        Ok((
+            SendResult {
+                id: MessageId {
+                    node: p.node,
+                    epoch: p.epoch,
+                    pos: p.pos,
+                },
+                status: SendStatus::SendOk,
+                queue_id,
+                queue_offset: p.queue_offset,
+            },
+            Placed {
+                queue_id,
+                queue_offset: p.queue_offset,
+                pos: p.pos,
+                end: p.end,
+                born_ms,
+                stored_ms: p.stored_ms,
+            },
+        ))
     }
 
     /// Appends one message to a given queue (system topics included); the
@@ -539,6 +660,11 @@ impl Broker {
     /// changes (retries, dead letters, replays) are acknowledged only when
     /// they are as durable as a producer's message would be.
     async fn append_durable(&self, topic: &str, queue_id: u32, msg: Outgoing) -> Result<SendResult, BrokerError> {
+        if let Some(raft) = self.raft.get() {
+            let (r, _) = self.propose(raft, topic, queue_id, msg).await?;
+            self.appended.notify_waiters();
+            return Ok(r);
+        }
         let (mut r, placed) = self.append(topic, queue_id, msg)?;
         r.status = self.durability(placed.end).await;
         self.appended.notify_waiters();
@@ -571,16 +697,32 @@ impl Broker {
             // offset in memory; its log must stay a copy of the primary's.
             return Ok(());
         }
+        let record = Outgoing {
+            key: Some(groups::offset_key(group, topic, queue_id)),
+            body: offset.to_string().into_bytes(),
+            ..Outgoing::default()
+        };
+        if let Some(raft) = self.raft.get() {
+            // Through the Raft log like every record; not waited for.
+            let raft = raft.clone();
+            let m = crate::replication::raft::Msg {
+                queue_id: 0,
+                key: record.key,
+                tags: None,
+                producer: None,
+                properties: BTreeMap::new(),
+                body: record.body,
+                born_ms: now_ms(),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = raft.propose(groups::OFFSETS_TOPIC, m).await {
+                    tracing::warn!(error = %e, "offset commit not replicated");
+                }
+            });
+            return Ok(());
+        }
         // Not waited for: a lost commit means a redelivery, never a loss.
-        self.append(
-            groups::OFFSETS_TOPIC,
-            0,
-            Outgoing {
-                key: Some(groups::offset_key(group, topic, queue_id)),
-                body: offset.to_string().into_bytes(),
-                ..Outgoing::default()
-            },
-        )?;
+        self.append(groups::OFFSETS_TOPIC, 0, record)?;
         Ok(())
     }
 

@@ -31,9 +31,11 @@
 //! - [`primary`]: serving a replica (streaming the log, reading acks).
 //! - [`replica`]: following a primary (handshake, applying, acknowledging).
 //! - [`status`]: asking peers who they are (startup, cluster view).
+//! - [`raft`]: `--replication raft`, a Raft group built on openraft.
 
 pub mod primary;
 pub mod protocol;
+pub mod raft;
 pub mod replica;
 pub mod state;
 pub mod status;

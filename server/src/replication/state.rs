@@ -24,6 +24,8 @@ pub enum Mode {
     None,
     Sync,
     Async,
+    /// A Raft group ([`super::raft`]); roles come from Raft, not from here.
+    Raft,
 }
 
 impl Mode {
@@ -32,6 +34,7 @@ impl Mode {
             Mode::None => "none",
             Mode::Sync => "sync",
             Mode::Async => "async",
+            Mode::Raft => "raft",
         }
     }
 }

@@ -78,6 +78,21 @@ pub async fn query(addr: &str, timeout: Duration) -> Result<NodeStatus, Replicat
 pub fn local(broker: &crate::broker::Broker) -> NodeStatus {
     let stats = broker.store().stats();
     let lock = |m: &std::sync::Mutex<String>| m.lock().map(|s| s.clone()).unwrap_or_default();
+    if let (Some(r), Some(c)) = (broker.raft(), broker.cluster()) {
+        let (role, leader, term) = r.role();
+        return NodeStatus {
+            id: r.node_id,
+            role: role.into(),
+            term,
+            primary: leader,
+            broker_addr: lock(&c.broker_addr),
+            http_addr: lock(&c.http_addr),
+            log_end: stats.log_end,
+            flushed: stats.flushed,
+            // Raft: the commit log holds only committed entries.
+            replicated: stats.log_end,
+        };
+    }
     match broker.cluster() {
         Some(c) => {
             let role = c.role();

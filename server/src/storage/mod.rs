@@ -43,7 +43,7 @@ use std::time::Duration;
 
 pub use record::{FrameError, StoredMessage};
 pub use recovery::{Damage, DamageKind, WriterRun};
-pub use store::{Appended, FlushOutcome, NewMessage, Store, StoreStats};
+pub use store::{AppendAs, Appended, FlushOutcome, NewMessage, Store, StoreStats};
 
 /// When an append is acknowledged relative to fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

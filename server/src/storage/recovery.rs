@@ -64,6 +64,8 @@ pub struct Scan {
     pub replay: Vec<u64>,
     /// Where each writer's run of records starts, in log order.
     pub runs: Vec<WriterRun>,
+    /// Position of the last valid record.
+    pub last: Option<u64>,
 }
 
 /// A run of consecutive records written by one writer — one node in one
@@ -179,6 +181,7 @@ pub fn scan(fs: &dyn Fs, dir: &Path, flushed: u64, replay_from: u64) -> Result<S
         max_epoch: 0,
         replay: Vec::new(),
         runs: Vec::new(),
+        last: None,
     };
     if bases.is_empty() {
         let seg = Segment::open(fs, dir, 0, true).map_err(io_err(dir.join(Segment::file_name(0))))?;
@@ -270,6 +273,7 @@ fn scan_segment(seg: &Segment, len: u64, replay_from: u64, out: &mut Scan) -> Re
                 out.records += 1;
                 out.max_epoch = out.max_epoch.max(msg.epoch);
                 note_run(&mut out.runs, seg.base + at, msg.node, msg.epoch);
+                out.last = Some(seg.base + at);
                 if seg.base + at >= replay_from {
                     out.replay.push(seg.base + at);
                 }

@@ -44,6 +44,14 @@ pub struct NewMessage {
     pub born_ms: i64,
 }
 
+/// Who a message is appended as (see [`Store::append_as`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAs {
+    pub node: u16,
+    pub epoch: u32,
+    pub stored_ms: i64,
+}
+
 /// Where an appended message landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -117,6 +125,8 @@ pub(crate) struct Writer {
     pub failed: Option<Arc<str>>,
     /// Which writer (node, boot epoch) wrote which part of the log.
     pub runs: Vec<WriterRun>,
+    /// Position of the last record appended.
+    pub last: Option<u64>,
 }
 
 /// Everything the background threads share with the store.
@@ -200,6 +210,7 @@ impl Store {
 
         let mut scan = recovery::scan(fs.as_ref(), &log_dir, cp.flushed, cp.indexed_upto)?;
         let runs = std::mem::take(&mut scan.runs);
+        let last = scan.last;
         for d in &scan.damage {
             tracing::warn!(kind = ?d.kind, segment = %d.segment, from = d.from, to = d.to, detail = %d.detail, "recovery found damage");
         }
@@ -253,6 +264,7 @@ impl Store {
             appended: 0,
             failed: None,
             runs,
+            last,
         };
         let mut replayed = 0u64;
         for pos in &scan.replay {
@@ -307,6 +319,14 @@ impl Store {
     /// Appends one message. With [`Flush::Sync`] the caller must still
     /// [`Store::wait_flushed`] before acknowledging it.
     pub fn append(&self, msg: NewMessage) -> Result<Appended, StorageError> {
+        self.append_as(msg, None)
+    }
+
+    /// Appends one message as written by `writer` (node, epoch, stored
+    /// time) instead of this store: a Raft state machine applies the same
+    /// entries on every member, and identical frames at identical positions
+    /// give every member the same log and the same message ids.
+    pub fn append_as(&self, msg: NewMessage, writer: Option<AppendAs>) -> Result<Appended, StorageError> {
         check_topic(&msg.topic)?;
         let sh = &self.shared;
         let appended = {
@@ -326,10 +346,10 @@ impl Store {
                 &msg.topic,
                 msg.queue_id,
             )?;
-            let stored_ms = now_ms();
+            let stored_ms = writer.map_or_else(now_ms, |w| w.stored_ms);
             let stored = StoredMessage {
-                node: sh.opts.node_id,
-                epoch: sh.epoch,
+                node: writer.map_or(sh.opts.node_id, |w| w.node),
+                epoch: writer.map_or(sh.epoch, |w| w.epoch),
                 born_ms: msg.born_ms,
                 stored_ms,
                 queue_id: msg.queue_id,
@@ -344,6 +364,7 @@ impl Store {
             let frame = record::encode(&stored).map_err(StorageError::Encode)?;
             let pos = sh.log.append(&mut w.tail, &frame)?;
             recovery::note_run(&mut w.runs, pos, stored.node, stored.epoch);
+            w.last = Some(pos);
             if let Flush::Async { .. } = sh.opts.flush {
                 // Ack after write: the frame must be in the file (page cache,
                 // safe from a process crash) before append returns.
@@ -452,6 +473,7 @@ impl Store {
                     w.keys.insert(k, pos);
                 }
                 recovery::note_run(&mut w.runs, pos, msg.node, msg.epoch);
+                w.last = Some(pos);
                 w.appended += 1;
                 sh.counters.appended_msgs.fetch_add(1, Ordering::Relaxed);
                 sh.counters.appended_bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -523,6 +545,13 @@ impl Store {
     /// Log position every byte below which an fsync covered.
     pub fn flushed(&self) -> u64 {
         self.shared.flushed.pos()
+    }
+
+    /// The last record of the log, with its position.
+    pub fn last_record(&self) -> Option<(u64, StoredMessage)> {
+        let pos = self.shared.lock_writer().last?;
+        let frame = self.shared.log.read_frame(pos).ok()?;
+        record::decode(&frame).ok().map(|m| (pos, m))
     }
 
     /// The log's writer history.

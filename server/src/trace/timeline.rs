@@ -466,6 +466,17 @@ async fn replicate_stages(
         })
         .collect();
     let acked = int(m, "acked_at");
+    if mode == "raft" && text(m, "send_status") == "SEND_OK" {
+        stages.push(stage(
+            "replicate",
+            acked,
+            None,
+            "ok",
+            "a majority of the Raft group had it before the acknowledgement (time of the ack)".into(),
+            None,
+        ));
+        return Ok(());
+    }
     if mode == "sync" && text(m, "send_status") == "SEND_OK" {
         let at = confirmed.first().map_or(acked, |(_, at)| (*at).min(acked));
         let who = confirmed.first().map(|(r, _)| r.clone());
