@@ -45,6 +45,9 @@ pub struct Config {
     pub replication: ReplicationMode,
     /// The other members, `ID=BROKER_ADDR` (TOML: `peer = ["2=…", …]`).
     pub peer: Vec<String>,
+    /// The broker address other members reach this node at (default: the
+    /// bound `broker_addr`; set it when binding 0.0.0.0, e.g. in containers).
+    pub advertise_addr: Option<String>,
     /// Sync replication: how long a send waits for a replica before
     /// answering `FLUSH_SLAVE_TIMEOUT`.
     pub replica_timeout_ms: u64,
@@ -98,6 +101,7 @@ impl Default for Config {
             replication: ReplicationMode::None,
             peer: Vec::new(),
             replica_timeout_ms: 5000,
+            advertise_addr: None,
             sync_flush_timeout_ms: 5000,
             node_id: 1,
             segment_bytes: 1 << 30,

@@ -76,6 +76,9 @@ struct ServeArgs {
     /// Sync replication: ms to wait for a replica before FLUSH_SLAVE_TIMEOUT.
     #[arg(long)]
     replica_timeout_ms: Option<u64>,
+    /// Broker address other members use for this node [default: --broker-addr].
+    #[arg(long)]
+    advertise_addr: Option<String>,
     /// Commit log segment size in bytes [default: 1 GiB].
     #[arg(long)]
     segment_bytes: Option<u64>,
@@ -168,6 +171,9 @@ impl ServeArgs {
         }
         if self.retry_delays.is_some() {
             c.retry_delays = self.retry_delays;
+        }
+        if self.advertise_addr.is_some() {
+            c.advertise_addr = self.advertise_addr;
         }
         if !self.peer.is_empty() {
             c.peer = self.peer;

@@ -144,13 +144,14 @@ pub async fn serve(
     if let Ok(mut a) = cluster.http_addr.lock() {
         *a = http_addr.to_string();
     }
+    let advertised = cfg.advertise_addr.clone().unwrap_or_else(|| broker_addr.to_string());
     if let Ok(mut a) = cluster.broker_addr.lock() {
-        *a = broker_addr.to_string();
+        *a = advertised.clone();
     }
     broker.set_cluster(cluster.clone());
     if cluster.mode == Mode::Raft {
         let mut members = cluster.peers.clone();
-        members.insert(cfg.node_id, broker_addr.to_string());
+        members.insert(cfg.node_id, advertised.clone());
         let raft = crate::replication::raft::RaftNode::start(
             cfg.node_id,
             members,

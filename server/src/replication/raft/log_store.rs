@@ -49,7 +49,33 @@ struct Inner {
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
-    sync: bool,
+    /// Sync flush: the group-commit thread that fsyncs and then reports
+    /// appends persisted (one fsync for every append written before it).
+    flusher: Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>,
+}
+
+/// Group commit for the Raft log: waits for one written append, takes all
+/// others queued meanwhile, fsyncs once, completes them all. openraft keeps
+/// appending while an fsync runs, so entries share fsyncs as producers add
+/// concurrency — the same scheme as the commit log's flusher.
+fn start_flusher(file: Arc<dyn FileHandle>) -> io::Result<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>> {
+    let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+    std::thread::Builder::new()
+        .name("raft-log-flusher".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter());
+                let result = file.sync();
+                for cb in batch {
+                    cb.log_io_completed(match &result {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                    });
+                }
+            }
+        })?;
+    Ok(tx)
 }
 
 fn io_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -109,6 +135,7 @@ impl LogStore {
             Ok(b) => serde_json::from_slice(&b).map_err(io::Error::other)?,
             Err(_) => None,
         };
+        let flusher = if sync { Some(start_flusher(file.clone())?) } else { None };
         let store = LogStore {
             inner: Arc::new(Mutex::new(Inner {
                 file,
@@ -121,7 +148,7 @@ impl LogStore {
                 vote,
                 dirty: false,
             })),
-            sync,
+            flusher,
         };
         if !sync {
             let weak = Arc::downgrade(&store.inner);
@@ -205,36 +232,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut placed = Vec::new();
         let mut last = None;
         for e in entries {
-            let body = serde_json::to_vec(&e).map_err(io_err)?;
+            let f = frame(&e).map_err(io_err)?;
             let off = g.end + buf.len() as u64;
-            buf.extend_from_slice(&MAGIC.to_le_bytes());
-            buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-            buf.extend_from_slice(&body);
-            placed.push((e.log_id.index, (off, (HEADER + body.len()) as u32)));
+            placed.push((e.log_id.index, (off, f.len() as u32)));
+            buf.extend_from_slice(&f);
             last = Some(e.log_id);
         }
         let start = g.end;
         g.file.write_at(&buf, start).map_err(io_err)?;
-        let result = if self.sync {
-            g.file.sync()
-        } else {
-            g.dirty = true;
-            Ok(())
-        };
-        if result.is_ok() {
-            g.end += buf.len() as u64;
-            g.index.extend(placed);
-            if last.is_some() {
-                g.last_log_id = last;
+        g.end += buf.len() as u64;
+        g.index.extend(placed);
+        if last.is_some() {
+            g.last_log_id = last;
+        }
+        match &self.flusher {
+            Some(f) => {
+                if let Err(std::sync::mpsc::SendError(cb)) = f.send(callback) {
+                    cb.log_io_completed(Err(io::Error::other("raft log flusher stopped")));
+                }
+            }
+            None => {
+                g.dirty = true;
+                callback.log_io_completed(Ok(()));
             }
         }
-        let failed = result.as_ref().err().map(|e| e.to_string());
-        callback.log_io_completed(result);
-        match failed {
-            Some(e) => Err(io_err(e)),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -272,6 +294,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         write_atomic(&path, &bytes).map_err(io_err)?;
         Ok(())
     }
+}
+
+/// One entry as a log frame: `magic | len | crc32c | JSON`.
+pub(crate) fn frame(e: &Entry<TypeConfig>) -> Result<Vec<u8>, serde_json::Error> {
+    let body = serde_json::to_vec(e)?;
+    let mut f = Vec::with_capacity(HEADER + body.len());
+    f.extend_from_slice(&MAGIC.to_le_bytes());
+    f.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    f.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    f.extend_from_slice(&body);
+    Ok(f)
 }
 
 /// Writes `bytes` to `path` via a temp file, fsynced, renamed, dir fsynced.

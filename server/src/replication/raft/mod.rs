@@ -47,8 +47,15 @@ pub fn is_raft(kind: u8) -> bool {
 
 /// System topic of blank and membership entries.
 pub const RAFT_TOPIC: &str = "%RAFT%";
-/// Property of every record applied from the Raft log: its entry index.
-pub const PROP_RAFT_INDEX: &str = "RAFT_INDEX";
+/// Property of every record applied from the Raft log: `index:seq:count`
+/// — its entry, its place in the entry, the entry's message count.
+pub const PROP_RAFT_ENTRY: &str = "RAFT_ENTRY";
+
+/// Messages coalesced into one entry at most, and their body bytes.
+const MAX_ENTRY_MSGS: usize = 1024;
+const MAX_ENTRY_BYTES: usize = 1 << 20;
+/// Entries proposed and not yet answered at once.
+const MAX_IN_FLIGHT_ENTRIES: usize = 8;
 
 /// One message as proposed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,13 +70,14 @@ pub struct Msg {
     pub born_ms: i64,
 }
 
-/// A Raft entry's application data: one message for one topic.
+/// A Raft entry's application data: the messages proposed together
+/// (concurrent sends coalesce into one entry, like a group commit).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
-    pub topic: String,
-    /// The leader's clock when it proposed (the record's stored time).
+    /// The leader's clock when it proposed (the records' stored time).
     pub stored_ms: i64,
-    pub msg: Msg,
+    /// `(topic, message)` in append order.
+    pub msgs: Vec<(String, Msg)>,
 }
 
 /// Where an applied entry landed in the commit log.
@@ -83,9 +91,10 @@ pub struct Placed {
     pub stored_ms: i64,
 }
 
+/// Where each message of an entry landed, in the entry's order.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Response {
-    pub placed: Option<Placed>,
+    pub placed: Vec<Placed>,
 }
 
 openraft::declare_raft_types!(
@@ -117,7 +126,7 @@ mod b64 {
 }
 
 /// Why a proposal got no placement.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProposeError {
     #[error("node {me} is not the Raft leader{hint}")]
     NotLeader { me: u16, hint: String },
@@ -133,8 +142,15 @@ pub struct RaftNode {
     pub node_id: u16,
     /// Every member (this one included): id → broker address.
     pub members: BTreeMap<u16, String>,
-    timeout: Duration,
     log: log_store::LogStore,
+    proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
+}
+
+/// One message waiting to go into an entry.
+struct Proposal {
+    topic: String,
+    msg: Msg,
+    reply: tokio::sync::oneshot::Sender<Result<Placed, ProposeError>>,
 }
 
 impl RaftNode {
@@ -159,14 +175,14 @@ impl RaftNode {
             Flush::Async { interval } => (false, interval),
         };
         let log = log_store::LogStore::open(Arc::new(RealFs), &dir, sync, interval).map_err(io)?;
-        let sm = state_machine::StateMachine::open(store, &dir).map_err(io)?;
+        let sm = state_machine::StateMachine::open(store, &dir, &log).await.map_err(io)?;
         let _ = sm.broker.set(broker);
         let config = openraft::Config {
             cluster_name: "waybill".into(),
             heartbeat_interval: 100,
             election_timeout_min: 500,
             election_timeout_max: 1000,
-            max_payload_entries: 64,
+            max_payload_entries: 1024,
             snapshot_policy: openraft::SnapshotPolicy::Never,
             ..openraft::Config::default()
         }
@@ -190,12 +206,14 @@ impl RaftNode {
                 Err(e) => tracing::warn!(error = %e, "raft initialize"),
             }
         }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(batcher(raft.clone(), rx, timeout, node_id, members.clone()));
         Ok(Arc::new(RaftNode {
             raft,
             node_id,
             members,
-            timeout,
             log,
+            proposals: tx,
         }))
     }
 
@@ -222,17 +240,7 @@ impl RaftNode {
     }
 
     fn not_leader(&self, leader: Option<u64>) -> ProposeError {
-        let hint = leader
-            .and_then(|l| u16::try_from(l).ok())
-            .filter(|l| *l != self.node_id)
-            .map(|l| {
-                format!(
-                    "; the leader is node {l} at {}",
-                    self.members.get(&l).map_or("?", String::as_str)
-                )
-            })
-            .unwrap_or_else(|| "; no leader is elected right now".into());
-        ProposeError::NotLeader { me: self.node_id, hint }
+        not_leader(self.node_id, &self.members, leader)
     }
 
     /// Refuses early when this member is not the leader.
@@ -246,22 +254,19 @@ impl RaftNode {
     }
 
     /// Proposes one message; returns where it landed once a majority has
-    /// it and it is applied here.
+    /// its entry and it is applied here. Concurrent proposals share entries.
     pub async fn propose(&self, topic: &str, msg: Msg) -> Result<Placed, ProposeError> {
-        let req = Request {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let p = Proposal {
             topic: topic.to_string(),
-            stored_ms: chrono::Utc::now().timestamp_millis(),
             msg,
+            reply,
         };
-        match tokio::time::timeout(self.timeout, self.raft.client_write(req)).await {
-            Err(_) => Err(ProposeError::Timeout(self.timeout)),
-            Ok(Ok(resp)) => resp
-                .data
-                .placed
-                .ok_or_else(|| ProposeError::Raft("entry applied without a placement".into())),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(self.not_leader(f.leader_id)),
-            Ok(Err(e)) => Err(ProposeError::Raft(e.to_string())),
+        if self.proposals.send(p).is_err() {
+            return Err(ProposeError::Raft("the proposer stopped".into()));
         }
+        rx.await
+            .unwrap_or_else(|_| Err(ProposeError::Raft("proposal dropped".into())))
     }
 
     /// Serves one Raft RPC frame; returns the reply payload.
@@ -294,6 +299,92 @@ impl RaftNode {
             .membership()
             .voter_ids()
             .collect()
+    }
+}
+
+fn not_leader(me: u16, members: &BTreeMap<u16, String>, leader: Option<u64>) -> ProposeError {
+    let hint = leader
+        .and_then(|l| u16::try_from(l).ok())
+        .filter(|l| *l != me)
+        .map(|l| {
+            format!(
+                "; the leader is node {l} at {}",
+                members.get(&l).map_or("?", String::as_str)
+            )
+        })
+        .unwrap_or_else(|| "; no leader is elected right now".into());
+    ProposeError::NotLeader { me, hint }
+}
+
+/// Coalesces queued proposals into entries: takes what is waiting (up to
+/// the entry limits), hands it to Raft in order, and answers each message
+/// when its entry is applied — or fails them all on a timeout or error.
+/// Up to [`MAX_IN_FLIGHT_ENTRIES`] entries are outstanding at once; while
+/// they are, new proposals pile up and make the next entry bigger.
+async fn batcher(
+    raft: openraft::Raft<TypeConfig>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Proposal>,
+    timeout: Duration,
+    me: u16,
+    members: BTreeMap<u16, String>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_ENTRIES));
+    while let Some(first) = rx.recv().await {
+        let mut bytes = first.msg.body.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_ENTRY_MSGS && bytes < MAX_ENTRY_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.msg.body.len();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (replies, msgs): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.reply, (p.topic, p.msg))).unzip();
+        let req = Request {
+            stored_ms: chrono::Utc::now().timestamp_millis(),
+            msgs,
+        };
+        // Enqueued here, in order; answered in a task of its own.
+        let pending = raft.client_write_ff(req).await;
+        let members = members.clone();
+        tokio::spawn(async move {
+            let answer: Result<Vec<Placed>, ProposeError> = match pending {
+                Err(e) => Err(ProposeError::Raft(e.to_string())),
+                Ok(rx) => match tokio::time::timeout(timeout, rx).await {
+                    Err(_) => Err(ProposeError::Timeout(timeout)),
+                    Ok(Err(_)) => Err(ProposeError::Raft("raft stopped".into())),
+                    Ok(Ok(Ok(resp))) => Ok(resp.data.placed),
+                    Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => Err(not_leader(me, &members, f.leader_id)),
+                    Ok(Ok(Err(e))) => Err(ProposeError::Raft(e.to_string())),
+                },
+            };
+            drop(slot);
+            match answer {
+                Ok(placed) if placed.len() == replies.len() => {
+                    for (reply, p) in replies.into_iter().zip(placed) {
+                        let _ = reply.send(Ok(p));
+                    }
+                }
+                Ok(placed) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(ProposeError::Raft(format!(
+                            "entry applied with {} placements",
+                            placed.len()
+                        ))));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
     }
 }
 

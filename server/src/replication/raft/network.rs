@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -26,6 +28,9 @@ use super::{TypeConfig, K_RAFT_APPEND, K_RAFT_REPLY, K_RAFT_SNAPSHOT, K_RAFT_VOT
 use crate::replication::status::{connect, read_frame};
 
 type NodeId = u64;
+
+/// Largest append RPC body sent at once (below the 16 MiB frame cap).
+const MAX_RPC_BYTES: usize = 8 << 20;
 
 /// Creates a client per target.
 pub struct Network;
@@ -95,6 +100,20 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        // Frames are capped (16 MiB): ask openraft for fewer entries when a
+        // batch of large messages would not fit.
+        let approx: usize = rpc
+            .entries
+            .iter()
+            .map(|e| match &e.payload {
+                openraft::EntryPayload::Normal(r) => r.msgs.iter().map(|(_, m)| m.body.len() * 4 / 3 + 256).sum(),
+                _ => 256,
+            })
+            .sum();
+        if approx > MAX_RPC_BYTES && rpc.entries.len() > 1 {
+            let n = (rpc.entries.len() as u64 / 2).max(1);
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(n)));
+        }
         match self
             .call::<_, _, RaftError<NodeId>>(K_RAFT_APPEND, &rpc, option.hard_ttl())
             .await
