@@ -5,10 +5,12 @@
 //! machine ([`state_machine`]) and network ([`network`]) are ours.
 //!
 //! Invariants:
-//! - One message (or system record) per Raft entry. The state machine
-//!   appends each committed entry to the commit log *as its leader wrote
-//!   it* (node = leader, epoch = term), so all members hold byte-identical
-//!   commit logs and a message id means the same message on every member.
+//! - Concurrent sends coalesce into one Raft entry (a group commit: while
+//!   up to 8 entries are out, new sends wait and join the next one). The
+//!   state machine appends each committed entry's messages to the commit
+//!   log *as its leader wrote them* (node = leader, epoch = term), so all
+//!   members hold byte-identical commit logs and a message id means the
+//!   same message on every member.
 //! - Only the leader accepts writes; followers answer with the leader's
 //!   address (clients retry there) and serve reads (consumption).
 //! - A write that does not reach a majority within `--replica-timeout-ms`
