@@ -527,3 +527,71 @@ async fn given_sync_replication_when_replica_is_cut_off_should_never_answer_send
     assert!(e["error"].as_str().unwrap_or("").contains("primary is node 1"), "{e}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_stalled_replica_when_the_primary_keeps_writing_should_fire_and_resolve_replica_lag(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut group = Group::new(
+        tmp.path(),
+        2,
+        &["--replication", "async", "--alert-replica-lag", "20000"],
+    )?;
+    let proxy = Proxy::start(group.members[0].broker.clone()).await?;
+    group.via.insert((2, 1), proxy.addr.clone());
+    let n1 = group.start(1)?;
+    let _n2 = group.start(2)?;
+    wait_in_sync(&n1, 1).await?;
+    let client = reqwest::Client::new();
+    let alerts = |c: reqwest::Client, http: String| async move {
+        let v: Value = c.get(format!("{http}/api/v1/alerts")).send().await?.json().await?;
+        let lag: Vec<Value> = v["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["alert"] == "replica_lag")
+            .cloned()
+            .collect();
+        anyhow::Ok(lag)
+    };
+    assert!(alerts(client.clone(), n1.http.clone()).await?.is_empty());
+
+    proxy.paused.store(true, Ordering::Relaxed);
+    for i in 0..40 {
+        let v = send(&client, &n1, &"x".repeat(1000 + i)).await?;
+        assert_eq!(v["status"], "SEND_OK", "{v}");
+    }
+    let mut fired = Vec::new();
+    for _ in 0..50 {
+        fired = alerts(client.clone(), n1.http.clone()).await?;
+        if !fired.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("with the replica stalled: {fired:?}");
+    assert_eq!(fired.len(), 1, "replica_lag must fire");
+    assert_eq!(fired[0]["labels"]["replica"], "2");
+    assert!(fired[0]["value"].as_f64().unwrap_or(0.0) >= 40_000.0);
+    let metrics = client.get(format!("{}/metrics", n1.http)).send().await?.text().await?;
+    assert!(
+        metrics.contains("waybill_alert_firing{alert=\"replica_lag\",replica=\"2\"} 1"),
+        "the alert is exported for Alertmanager"
+    );
+    assert!(
+        metrics.contains("waybill_replica_lag_bytes{replica=\"2\"}"),
+        "lag gauge exported"
+    );
+
+    proxy.paused.store(false, Ordering::Relaxed);
+    let mut resolved = false;
+    for _ in 0..50 {
+        if alerts(client.clone(), n1.http.clone()).await?.is_empty() {
+            resolved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resolved, "replica_lag must resolve once the replica caught up");
+    Ok(())
+}

@@ -88,6 +88,8 @@ pub struct Config {
     pub alert_consumer_lag: u64,
     pub alert_unflushed_ms: u64,
     pub alert_flush_queue: u64,
+    /// Bytes a replica may lag behind its primary before `replica_lag` fires.
+    pub alert_replica_lag: u64,
 }
 
 impl Default for Config {
@@ -120,6 +122,7 @@ impl Default for Config {
             alert_consumer_lag: 10_000,
             alert_unflushed_ms: 5_000,
             alert_flush_queue: 10_000,
+            alert_replica_lag: 64 << 20,
         }
     }
 }
@@ -245,6 +248,7 @@ impl Config {
             consumer_lag: self.alert_consumer_lag,
             unflushed_age_ms: self.alert_unflushed_ms,
             flush_queue: self.alert_flush_queue,
+            replica_lag_bytes: self.alert_replica_lag,
         }
     }
 

@@ -127,6 +127,9 @@ struct ServeArgs {
     /// Alert when this many sync-flush sends wait for an fsync (0: off) [default: 10000].
     #[arg(long)]
     alert_flush_queue: Option<u64>,
+    /// Bytes a replica may lag before the replica_lag alert fires (0: off).
+    #[arg(long)]
+    alert_replica_lag: Option<u64>,
 }
 
 impl ServeArgs {
@@ -158,7 +161,8 @@ impl ServeArgs {
             alert_dlq_inflow,
             alert_consumer_lag,
             alert_unflushed_ms,
-            alert_flush_queue
+            alert_flush_queue,
+            alert_replica_lag
         );
         if self.auth_token.is_some() {
             c.auth_token = self.auth_token;
