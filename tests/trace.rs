@@ -262,7 +262,7 @@ async fn given_async_flush_and_a_power_loss_the_audit_marks_exactly_the_unsynced
 
     let store = Arc::new(Store::open(Arc::new(fs), opts)?);
     let tracer = Tracer::start(&db, store.clone()).await?;
-    let found = audit::run(tracer.pool(), &store).await?;
+    let found = audit::run(tracer.pool(), &store, None).await?;
     let mut expected = Vec::new();
     for id in &acked {
         let tl = timeline::load(tracer.pool(), &id.to_string())
@@ -292,7 +292,7 @@ async fn given_async_flush_and_a_power_loss_the_audit_marks_exactly_the_unsynced
         "the audit marks exactly the unsynced acknowledged messages"
     );
     // A second audit does not mark them twice.
-    assert!(audit::run(tracer.pool(), &store).await?.lost.is_empty());
+    assert!(audit::run(tracer.pool(), &store, None).await?.lost.is_empty());
     Ok(())
 }
 

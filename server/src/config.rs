@@ -21,6 +21,16 @@ pub enum FlushMode {
     Async,
 }
 
+/// `--replication` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    None,
+    Sync,
+    Async,
+    Raft,
+}
+
 /// Effective configuration of one node.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -31,6 +41,16 @@ pub struct Config {
     pub flush: FlushMode,
     /// Async flush: fsync period (RocketMQ's flushIntervalCommitLog, 500 ms).
     pub flush_interval_ms: u64,
+    /// `none`, `sync` (ack after a replica has it), `async`, `raft`.
+    pub replication: ReplicationMode,
+    /// The other members, `ID=BROKER_ADDR` (TOML: `peer = ["2=…", …]`).
+    pub peer: Vec<String>,
+    /// The broker address other members reach this node at (default: the
+    /// bound `broker_addr`; set it when binding 0.0.0.0, e.g. in containers).
+    pub advertise_addr: Option<String>,
+    /// Sync replication: how long a send waits for a replica before
+    /// answering `FLUSH_SLAVE_TIMEOUT`.
+    pub replica_timeout_ms: u64,
     /// Sync flush: how long a send waits for its fsync (RocketMQ's
     /// syncFlushTimeout, 5 s) before `FLUSH_DISK_TIMEOUT`.
     pub sync_flush_timeout_ms: u64,
@@ -71,6 +91,8 @@ pub struct Config {
     /// Folder of the built dashboard (`index.html` + wasm). Default: the
     /// repository's `frontend/dist`, where `./scripts/run.sh` builds it.
     pub ui_dir: Option<PathBuf>,
+    /// Bytes a replica may lag behind its primary before `replica_lag` fires.
+    pub alert_replica_lag: u64,
 }
 
 impl Default for Config {
@@ -81,6 +103,10 @@ impl Default for Config {
             broker_addr: SocketAddr::from(([127, 0, 0, 1], 9876)),
             flush: FlushMode::Sync,
             flush_interval_ms: 500,
+            replication: ReplicationMode::None,
+            peer: Vec::new(),
+            replica_timeout_ms: 5000,
+            advertise_addr: None,
             sync_flush_timeout_ms: 5000,
             node_id: 1,
             segment_bytes: 1 << 30,
@@ -100,6 +126,7 @@ impl Default for Config {
             alert_unflushed_ms: 5_000,
             alert_flush_queue: 10_000,
             ui_dir: None,
+            alert_replica_lag: 64 << 20,
         }
     }
 }
@@ -157,8 +184,56 @@ impl Config {
         if self.client_timeout_ms == 0 {
             return invalid("client_timeout_ms", "must be at least 1");
         }
+        if self.replica_timeout_ms == 0 {
+            return invalid("replica_timeout_ms", "must be at least 1");
+        }
         self.retry_policy()?;
+        let peers = self.peers()?;
+        match self.replication {
+            ReplicationMode::None if !peers.is_empty() => {
+                return invalid("peer", "peers need --replication sync or async")
+            }
+            ReplicationMode::Sync | ReplicationMode::Async if peers.is_empty() => {
+                return invalid(
+                    "replication",
+                    "sync and async replication need at least one --peer ID=ADDR",
+                )
+            }
+            ReplicationMode::Raft if peers.len() < 2 => {
+                return invalid(
+                    "replication",
+                    "raft needs a group of at least 3 members (2 or more --peer)",
+                )
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// The other members by id, parsed from `peer` (`ID=BROKER_ADDR`).
+    pub fn peers(&self) -> Result<std::collections::BTreeMap<u16, String>, ConfigError> {
+        let mut out = std::collections::BTreeMap::new();
+        for p in &self.peer {
+            let bad = |why: String| ConfigError::Invalid { name: "peer", why };
+            let (id, addr) = p
+                .split_once('=')
+                .ok_or_else(|| bad(format!("{p:?} is not ID=BROKER_ADDR")))?;
+            let id: u16 = id
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("{id:?} is not a node id (0-65535)")))?;
+            let addr = addr.trim();
+            if addr.parse::<SocketAddr>().is_err() && !addr.contains(':') {
+                return Err(bad(format!("{addr:?} is not HOST:PORT")));
+            }
+            if id == self.node_id {
+                return Err(bad(format!("peer id {id} is this node's own --node-id")));
+            }
+            if out.insert(id, addr.to_string()).is_some() {
+                return Err(bad(format!("peer id {id} given twice")));
+            }
+        }
+        Ok(out)
     }
 
     /// The trace store URL, or `None` when tracing is off.
@@ -189,6 +264,7 @@ impl Config {
             consumer_lag: self.alert_consumer_lag,
             unflushed_age_ms: self.alert_unflushed_ms,
             flush_queue: self.alert_flush_queue,
+            replica_lag_bytes: self.alert_replica_lag,
         }
     }
 

@@ -4,6 +4,7 @@
 //! - [`storage`]: commit log segments, CRC'd records, group-commit flusher,
 //!   consume queue and key indexes, checkpoint, crash recovery, fault FS.
 //! - [`broker`]: topic rules, queue choice, message ids, `SendStatus`.
+//! - [`replication`]: primary/replica log shipping, roles, terms, failover.
 //! - [`trace`]: the tracer: trace store (sqlx), timelines, loss points,
 //!   audit, search.
 //! - [`api`]: the axum HTTP API (`app()`), errors as `{"error": ...}`.
@@ -13,6 +14,7 @@
 pub mod api;
 pub mod broker;
 pub mod config;
+pub mod replication;
 pub mod server;
 pub mod storage;
 pub mod trace;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use waybill::config::{Config, FlushMode};
+use waybill::config::{Config, FlushMode, ReplicationMode};
 
 mod cli;
 
@@ -36,6 +36,8 @@ enum Command {
     Trace(cli::trace::TraceArgs),
     /// Measure throughput and latency (own node or --broker), optionally against NATS JetStream.
     Bench(cli::bench::BenchArgs),
+    /// Replication group: status, operator failover (promote).
+    Cluster(cli::cluster::ClusterArgs),
 }
 
 /// Flags of `waybill serve`; each overrides the same-named key of `--config`.
@@ -65,6 +67,18 @@ struct ServeArgs {
     /// This node's id (embedded in message ids) [default: 1].
     #[arg(long)]
     node_id: Option<u16>,
+    /// none | sync | async | raft.
+    #[arg(long, value_enum)]
+    replication: Option<ReplicationMode>,
+    /// Another member as ID=BROKER_ADDR (repeatable).
+    #[arg(long)]
+    peer: Vec<String>,
+    /// Sync replication: ms to wait for a replica before FLUSH_SLAVE_TIMEOUT.
+    #[arg(long)]
+    replica_timeout_ms: Option<u64>,
+    /// Broker address other members use for this node [default: --broker-addr].
+    #[arg(long)]
+    advertise_addr: Option<String>,
     /// Commit log segment size in bytes [default: 1 GiB].
     #[arg(long)]
     segment_bytes: Option<u64>,
@@ -116,6 +130,9 @@ struct ServeArgs {
     /// Folder of the built dashboard [default: frontend/dist in the source tree].
     #[arg(long)]
     ui_dir: Option<PathBuf>,
+    /// Bytes a replica may lag before the replica_lag alert fires (0: off).
+    #[arg(long)]
+    alert_replica_lag: Option<u64>,
 }
 
 impl ServeArgs {
@@ -135,6 +152,8 @@ impl ServeArgs {
             flush_interval_ms,
             sync_flush_timeout_ms,
             node_id,
+            replication,
+            replica_timeout_ms,
             segment_bytes,
             queues_per_topic,
             max_body_bytes,
@@ -145,7 +164,8 @@ impl ServeArgs {
             alert_dlq_inflow,
             alert_consumer_lag,
             alert_unflushed_ms,
-            alert_flush_queue
+            alert_flush_queue,
+            alert_replica_lag
         );
         if self.auth_token.is_some() {
             c.auth_token = self.auth_token;
@@ -161,6 +181,12 @@ impl ServeArgs {
         }
         if self.retry_delays.is_some() {
             c.retry_delays = self.retry_delays;
+        }
+        if self.advertise_addr.is_some() {
+            c.advertise_addr = self.advertise_addr;
+        }
+        if !self.peer.is_empty() {
+            c.peer = self.peer;
         }
         if self.trace_db.is_some() {
             c.trace_db = self.trace_db;
@@ -200,6 +226,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(args) => runtime()?.block_on(cli::dlq::run(args)),
         Command::Trace(args) => runtime()?.block_on(cli::trace::run(args)),
         Command::Bench(args) => runtime()?.block_on(cli::bench::run(args)),
+        Command::Cluster(args) => runtime()?.block_on(cli::cluster::run(args)),
         Command::Serve(args) => {
             let cfg = (*args).into_config()?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

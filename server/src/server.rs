@@ -8,7 +8,9 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::broker::{Broker, BrokerOptions};
-use crate::config::Config;
+use crate::config::{Config, ReplicationMode};
+use crate::replication::state::Persisted;
+use crate::replication::{replica, status, Cluster, Mode, Role};
 use crate::storage::fs::RealFs;
 use crate::storage::{StorageError, Store, StoreOptions};
 use crate::trace::{audit, Tracer};
@@ -41,6 +43,8 @@ pub enum ServeError {
     Broker(#[source] crate::broker::BrokerError),
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
+    #[error("replication: {0}")]
+    Replication(#[from] crate::replication::ReplicationError),
 }
 
 /// Opens the store for `cfg` (recovering it) on the real file system.
@@ -63,12 +67,32 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     cfg.validate()?;
-    let store = {
+    let mut store = {
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || open_store(&cfg))
             .await
             .map_err(|e| ServeError::Http(std::io::Error::other(e)))??
     };
+    let cluster = Arc::new(Cluster::new(
+        cfg.node_id,
+        match cfg.replication {
+            ReplicationMode::Sync => Mode::Sync,
+            ReplicationMode::Async => Mode::Async,
+            ReplicationMode::Raft => Mode::Raft,
+            ReplicationMode::None => Mode::None,
+        },
+        cfg.peers()?,
+        &cfg.data_dir,
+        Duration::from_millis(cfg.replica_timeout_ms),
+    )?);
+    let mut cut_at = None;
+    if matches!(cluster.mode, Mode::Sync | Mode::Async) {
+        let (s, cut) = rejoin(&cfg, &cluster, store).await?;
+        store = s;
+        cut_at = cut;
+    } else {
+        cluster.set(Role::Primary, cluster.persisted())?;
+    }
     let broker = Arc::new(
         Broker::new(
             store.clone(),
@@ -86,8 +110,16 @@ pub async fn serve(
         let tracer = Tracer::start(&url, store.clone()).await.map_err(ServeError::Trace)?;
         // Before any new write: which acknowledged messages did the last
         // crash take?
-        let report = audit::run(tracer.pool(), &store).await.map_err(ServeError::Trace)?;
-        tracing::info!(checked = report.checked, lost = report.lost.len(), "trace audit done");
+        if cluster.mode == Mode::Raft {
+            // The commit log catches up from the Raft log after start: an
+            // audit now would call messages lost that are about to be applied.
+            tracing::info!("raft mode: startup audit skipped (the Raft log is the source of truth)");
+        } else {
+            let report = audit::run(tracer.pool(), &store, cut_at)
+                .await
+                .map_err(ServeError::Trace)?;
+            tracing::info!(checked = report.checked, lost = report.lost.len(), "trace audit done");
+        }
         broker.set_tracer(tracer);
     } else {
         tracing::warn!("tracing is off (--trace-db none)");
@@ -109,13 +141,38 @@ pub async fn serve(
     let http_addr = listener.local_addr().map_err(ServeError::Http)?;
     let wire = bind(cfg.broker_addr).await?;
     let broker_addr = wire.local_addr().map_err(ServeError::Http)?;
+    if let Ok(mut a) = cluster.http_addr.lock() {
+        *a = http_addr.to_string();
+    }
+    let advertised = cfg.advertise_addr.clone().unwrap_or_else(|| broker_addr.to_string());
+    if let Ok(mut a) = cluster.broker_addr.lock() {
+        *a = advertised.clone();
+    }
+    broker.set_cluster(cluster.clone());
+    if cluster.mode == Mode::Raft {
+        let mut members = cluster.peers.clone();
+        members.insert(cfg.node_id, advertised.clone());
+        let raft = crate::replication::raft::RaftNode::start(
+            cfg.node_id,
+            members,
+            &cfg.data_dir,
+            store.clone(),
+            Duration::from_millis(cfg.replica_timeout_ms),
+            Arc::downgrade(&broker),
+        )
+        .await?;
+        broker.set_raft(raft);
+    }
     let wire_task = tokio::spawn(crate::broker::listener::serve(wire, broker.clone()));
+    if cluster.role() == Role::Replica && cluster.mode != Mode::Raft {
+        replica::spawn_follower(broker.clone(), cluster.clone());
+    }
     // One machine-readable line on stdout: scripts and tests wait for it.
     println!(
         "waybill ready http={http_addr} broker={broker_addr} data_dir={}",
         cfg.data_dir.display()
     );
-    tracing::info!(%http_addr, flush = ?cfg.flush_policy(), "serving");
+    tracing::info!(%http_addr, flush = ?cfg.flush_policy(), replication = cluster.mode.name(), role = cluster.role().name(), "serving");
     let otel = broker.otel().cloned();
     let ui_dir = cfg.ui_dir();
     if !ui_dir.join("index.html").is_file() {
@@ -151,4 +208,105 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Http(std::io::Error::other(e)))?;
     Ok(())
+}
+
+/// How long a starting replica looks for its primary before it opens for
+/// business anyway (it keeps looking in the background).
+const REJOIN_WAIT: Duration = Duration::from_secs(5);
+
+/// Decides this node's role at start and, for a replica, cuts what its log
+/// holds that the primary never had. Returns the (re)opened store and the
+/// position the log was cut at, if it was.
+async fn rejoin(
+    cfg: &Config,
+    cluster: &Arc<Cluster>,
+    store: Arc<Store>,
+) -> Result<(Arc<Store>, Option<u64>), ServeError> {
+    let persisted = cluster.persisted();
+    // Is there a primary already, maybe of a newer term than ours?
+    let asks = cluster
+        .peers
+        .values()
+        .map(|addr| status::query(addr, Duration::from_millis(500)));
+    let newest = futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .filter(|s| s.role == "primary")
+        .max_by_key(|s| s.term);
+    let me = cluster.node_id;
+    let primary = match &newest {
+        Some(s) if s.term >= persisted.term => s.id,
+        _ => persisted.primary.unwrap_or_else(|| cluster.initial_primary()),
+    };
+    if primary == me {
+        cluster.set(
+            Role::Primary,
+            Persisted {
+                term: persisted.term,
+                primary: Some(me),
+            },
+        )?;
+        return Ok((store, None));
+    }
+    let term = newest.as_ref().map_or(persisted.term, |s| s.term.max(persisted.term));
+    cluster.set(
+        Role::Replica,
+        Persisted {
+            term,
+            primary: Some(primary),
+        },
+    )?;
+    let deadline = tokio::time::Instant::now() + REJOIN_WAIT;
+    let following = loop {
+        match replica::handshake(cluster, &store).await {
+            Ok((_, _, f)) => break Some(f),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(error = %e, "no primary answered at start; following in the background");
+                break None;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let end = store.stats().log_end;
+    let Some(f) = following.filter(|f| f.from < end) else {
+        return Ok((store, None));
+    };
+    // This log holds records the primary never had (a former primary that
+    // acknowledged them before a replica got them): cut them, name them.
+    let cut = store.records_from(f.from);
+    let own: Vec<String> = cut
+        .iter()
+        .filter(|(_, m)| !m.topic.starts_with('%') && m.node == me)
+        .map(|(pos, m)| {
+            crate::broker::MessageId {
+                node: m.node,
+                epoch: m.epoch,
+                pos: *pos,
+            }
+            .to_string()
+        })
+        .collect();
+    tracing::warn!(
+        from = f.from,
+        end,
+        records = cut.len(),
+        own_messages = own.len(),
+        ids = ?own.iter().take(20).collect::<Vec<_>>(),
+        "cutting the log back to where it agrees with primary {}: these records never reached it",
+        f.primary
+    );
+    let cfg2 = cfg.clone();
+    let reopened = tokio::task::spawn_blocking(move || {
+        store.close();
+        drop(store);
+        crate::storage::truncate::truncate(&RealFs, &cfg2.data_dir, f.from).map_err(|source| ServeError::Store {
+            dir: cfg2.data_dir.clone(),
+            source,
+        })?;
+        open_store(&cfg2)
+    })
+    .await
+    .map_err(|e| ServeError::Http(std::io::Error::other(e)))??;
+    Ok((reopened, Some(f.from)))
 }

@@ -26,6 +26,12 @@ pub struct Node {
 impl Node {
     /// Starts `waybill serve --data-dir DIR --http-addr 127.0.0.1:0 EXTRA...`.
     pub fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Node> {
+        Node::start_at(data_dir, "127.0.0.1:0", "127.0.0.1:0", extra)
+    }
+
+    /// Like [`Node::start`] on fixed addresses (cluster members must know
+    /// each other's broker address before they start).
+    pub fn start_at(data_dir: &Path, http: &str, broker: &str, extra: &[&str]) -> anyhow::Result<Node> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -34,7 +40,7 @@ impl Node {
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--http-addr", "127.0.0.1:0", "--broker-addr", "127.0.0.1:0"])
+            .args(["--http-addr", http, "--broker-addr", broker])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -69,6 +75,17 @@ impl Node {
         })
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, …) with kill(1).
+    pub fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "kill -{sig} failed");
+        Ok(())
+    }
+
     /// SIGKILL: no flush, no checkpoint, no goodbye.
     pub fn sigkill(&mut self) -> anyhow::Result<()> {
         self.child.kill()?;
@@ -88,4 +105,10 @@ impl Drop for Node {
 pub fn body_for(producer: usize, seq: usize) -> String {
     let pad = (producer * 7919 + seq * 104_729) % 1500;
     format!("p{producer}-m{seq}-ünïcødé-{}", "x".repeat(pad))
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> anyhow::Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.to_string())
 }

@@ -198,10 +198,14 @@ pub fn members(v: &Value) -> impl IntoView {
                 {nodes.into_iter().map(|m| {
                     let alive = m.get("alive").and_then(Value::as_bool).unwrap_or(false);
                     let id = m.get("id").map(|i| i.to_string()).unwrap_or_default();
-                    let lag = n(&m, "log_end").saturating_sub(n(&m, "replicated"));
+                    // The server's lag (primary's end − this node's confirmed) when it gives one.
+                    let lag = m.get("lag").and_then(Value::as_u64).or_else(|| {
+                        m.get("replicated").and_then(Value::as_u64).map(|r| n(&m, "log_end").saturating_sub(r))
+                    });
+                    let me = m.get("self").and_then(Value::as_bool).unwrap_or(false);
                     view! {
-                        <tr>
-                            <td>{id}</td>
+                        <tr class:here=me>
+                            <td>{id}{me.then_some(" (this node)")}</td>
                             <td>{s(&m, "role").to_string()}</td>
                             <td><span class=if alive { "st st-ok" } else { "st st-bad" }>{if alive { "alive" } else { "down" }}</span></td>
                             <td>{s(&m, "broker_addr").to_string()}</td>
@@ -209,7 +213,7 @@ pub fn members(v: &Value) -> impl IntoView {
                             <td class="num">{n(&m, "log_end")}</td>
                             <td class="num">{n(&m, "flushed")}</td>
                             <td class="num">{m.get("replicated").and_then(Value::as_u64).map(|r| r.to_string()).unwrap_or_else(|| "–".into())}</td>
-                            <td class="num">{if m.get("replicated").and_then(Value::as_u64).is_some() { format!("{lag} B") } else { "–".into() }}</td>
+                            <td class="num">{lag.map(|l| format!("{l} B")).unwrap_or_else(|| "–".into())}</td>
                         </tr>
                     }
                 }).collect_view()}

@@ -66,8 +66,7 @@ pub async fn node(State(state): State<AppState>) -> Json<Value> {
         "failed": store.failure().is_some(),
         "flush": flush,
         "flush_interval_ms": interval,
-        // Replication is not built into this node (yet): one copy.
-        "replication": "none",
+        "replication": b.cluster().map_or("none", |c| c.mode.name()),
         "tracing": b.tracer().is_some(),
         "max_reconsume_times": retry.max_reconsume_times,
         "retry_delays": retry.delays.iter().map(|d| human(*d)).collect::<Vec<_>>().join(" "),

@@ -44,6 +44,9 @@ impl ApiError {
                 | BrokerError::Invalid(_) => (StatusCode::BAD_REQUEST, e.to_string()),
                 BrokerError::NotFound(_) => (StatusCode::NOT_FOUND, e.to_string()),
                 BrokerError::Conflict(_) => (StatusCode::CONFLICT, e.to_string()),
+                BrokerError::NotPrimary(_) | BrokerError::Unconfirmed(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                }
                 BrokerError::Storage(s) => match s {
                     StorageError::Encode(_) => (StatusCode::BAD_REQUEST, s.to_string()),
                     StorageError::Corrupt { pos, .. } => (
@@ -56,6 +59,7 @@ impl ApiError {
                     ),
                     StorageError::NoRecord { .. } => (StatusCode::NOT_FOUND, s.to_string()),
                     StorageError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage I/O error".into()),
+                    StorageError::Diverged(_) => (StatusCode::CONFLICT, s.to_string()),
                 },
             },
         }

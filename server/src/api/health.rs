@@ -128,6 +128,41 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let _ = writeln!(out, "waybill_fsync_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
     let _ = writeln!(out, "waybill_fsync_seconds_sum {}", s.fsync_nanos as f64 / 1e9);
     let _ = writeln!(out, "waybill_fsync_seconds_count {}", s.fsyncs);
+    if let Some(c) = state.broker.cluster() {
+        let st = crate::replication::status::local(&state.broker);
+        let _ = writeln!(
+            out,
+            "# HELP waybill_replication_info Replication mode and role of this node (value 1).\n\
+             # TYPE waybill_replication_info gauge\n\
+             waybill_replication_info{{mode=\"{}\",role=\"{}\",term=\"{}\"}} 1",
+            c.mode.name(),
+            st.role,
+            st.term
+        );
+        let _ = writeln!(
+            out,
+            "# HELP waybill_replicated_position Log position confirmed by a replica (primary) or to the primary \
+             (replica).\n# TYPE waybill_replicated_position gauge\nwaybill_replicated_position {}",
+            st.replicated
+        );
+        let replicas = c.replicas();
+        if !replicas.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP waybill_replica_lag_bytes Log bytes each replica has not confirmed.\n\
+                 # TYPE waybill_replica_lag_bytes gauge"
+            );
+            for (id, info) in replicas {
+                let lag = s.log_end.saturating_sub(info.durable);
+                let _ = writeln!(out, "waybill_replica_lag_bytes{{replica=\"{id}\"}} {lag}");
+                let _ = writeln!(
+                    out,
+                    "waybill_replica_connected{{replica=\"{id}\"}} {}",
+                    u8::from(info.connected)
+                );
+            }
+        }
+    }
     if let Some(a) = state.broker.alerts() {
         out.push_str(&a.metrics_text());
     }

@@ -12,8 +12,10 @@
 //! - [`dashboard`]: read-only views the dashboard needs (node settings,
 //!   losses, duplicates, consumer queue positions).
 //! - [`ui`]: the dashboard's files, with `index.html` for deep links.
+//! - [`cluster`]: the replication group view and promotion.
 
 pub mod auth;
+pub mod cluster;
 pub mod dashboard;
 pub mod dlq;
 pub mod error;
@@ -32,7 +34,7 @@ use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use crate::broker::Broker;
-use error::ApiError;
+pub use error::ApiError;
 
 /// Default request body limit (SPEC: 4 MiB).
 pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -69,7 +71,9 @@ pub fn app_with_ui(state: AppState, body_limit: usize, token: Option<String>, ui
         .route("/node", get(dashboard::node))
         .route("/losses", get(dashboard::losses))
         .route("/events", get(events::events))
-        .route("/alerts", get(health::alerts));
+        .route("/alerts", get(health::alerts))
+        .route("/cluster", get(cluster::view))
+        .route("/cluster/promote", post(cluster::promote));
     let router = Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(openapi))

@@ -87,6 +87,33 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), String
         if let Err(e) = header.verify(&payload) {
             break Err(reject(&tx, header.request_id, e.to_string()).await);
         }
+        if crate::replication::raft::is_raft(header.kind) {
+            let Some(raft) = broker.raft().cloned() else {
+                break Err(reject(&tx, header.request_id, "raft is off on this node".into()).await);
+            };
+            let reply = raft.serve_rpc(header.kind, &payload).await;
+            let frame = wire::frame(crate::replication::raft::K_RAFT_REPLY, header.request_id, &reply);
+            if tx.send(frame).await.is_err() {
+                break Ok(());
+            }
+            continue;
+        }
+        if crate::replication::protocol::is_replication(header.kind) {
+            match header.kind {
+                crate::replication::protocol::K_STATUS => {
+                    let reply = crate::replication::primary::status_reply(&broker, header.request_id);
+                    if tx.send(reply).await.is_err() {
+                        break Ok(());
+                    }
+                    continue;
+                }
+                crate::replication::protocol::K_FOLLOW => {
+                    // The connection now belongs to a replica's stream.
+                    break crate::replication::primary::follow(broker.clone(), &payload, rd, tx.clone()).await;
+                }
+                k => break Err(reject(&tx, header.request_id, format!("unexpected replication frame {k}")).await),
+            }
+        }
         let req = match Request::decode(header.kind, &payload) {
             Ok(r) => r,
             Err(e) => break Err(reject(&tx, header.request_id, e.to_string()).await),
@@ -130,7 +157,9 @@ fn error(e: BrokerError) -> Response {
         BrokerError::Conflict(_) => ErrorCode::BadRequest,
         BrokerError::NotFound(_) => ErrorCode::NotFound,
         BrokerError::Storage(StorageError::Encode(_)) => ErrorCode::BadRequest,
-        BrokerError::Storage(StorageError::Failed(_) | StorageError::Closed) => ErrorCode::Unavailable,
+        BrokerError::Storage(StorageError::Failed(_) | StorageError::Closed)
+        | BrokerError::NotPrimary(_)
+        | BrokerError::Unconfirmed(_) => ErrorCode::Unavailable,
         BrokerError::Storage(_) => ErrorCode::Internal,
     };
     Response::Error {

@@ -136,6 +136,13 @@ pub enum BrokerError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// A write reached a node that is not the primary.
+    #[error("{0}")]
+    NotPrimary(String),
+    /// Raft: a majority did not confirm in time (the write may still
+    /// commit later).
+    #[error("{0}")]
+    Unconfirmed(String),
 }
 
 /// Live events buffered per listener before it lags.
@@ -165,6 +172,10 @@ pub struct Broker {
     alerts: std::sync::OnceLock<Arc<crate::trace::alerts::Alerts>>,
     /// Set once at start when `--otlp-endpoint` is given.
     otel: std::sync::OnceLock<Arc<crate::trace::otel::Otel>>,
+    /// This node's replication group (set once at start).
+    cluster: std::sync::OnceLock<Arc<crate::replication::Cluster>>,
+    /// Raft mode: this member of the group (set once at start).
+    raft: std::sync::OnceLock<Arc<crate::replication::raft::RaftNode>>,
 }
 
 impl Broker {
@@ -183,6 +194,8 @@ impl Broker {
             dlq_moves: std::sync::Mutex::new(std::collections::HashMap::new()),
             alerts: std::sync::OnceLock::new(),
             otel: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
+            raft: std::sync::OnceLock::new(),
         };
         broker.restore()?;
         Ok(broker)
@@ -268,6 +281,76 @@ impl Broker {
             .collect()
     }
 
+    /// Joins a replication group (once).
+    pub fn set_cluster(&self, cluster: Arc<crate::replication::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<crate::replication::Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Joins a Raft group (once).
+    pub fn set_raft(&self, raft: Arc<crate::replication::raft::RaftNode>) {
+        let _ = self.raft.set(raft);
+    }
+
+    pub fn raft(&self) -> Option<&Arc<crate::replication::raft::RaftNode>> {
+        self.raft.get()
+    }
+
+    /// Whether this node may append: only a primary (Raft: the leader)
+    /// does, or a node outside any replication group.
+    fn check_writable(&self) -> Result<(), BrokerError> {
+        if let Some(r) = self.raft.get() {
+            return r.check_leader().map_err(|e| BrokerError::NotPrimary(e.to_string()));
+        }
+        let Some(c) = self.cluster.get() else {
+            return Ok(());
+        };
+        match c.role() {
+            crate::replication::Role::Primary => Ok(()),
+            role => {
+                let hint = match c.primary().filter(|p| *p != c.node_id) {
+                    Some(p) => format!(
+                        "; the primary is node {p} at {}",
+                        c.peers.get(&p).map_or("?", String::as_str)
+                    ),
+                    None => String::new(),
+                };
+                Err(BrokerError::NotPrimary(format!(
+                    "node {} is a {} and does not accept writes{hint}",
+                    c.node_id,
+                    role.name()
+                )))
+            }
+        }
+    }
+
+    /// The replication mode name for the trace.
+    fn replication_name(&self) -> &'static str {
+        if self.raft.get().is_some() {
+            return "raft";
+        }
+        self.cluster.get().map_or("none", |c| c.mode.name())
+    }
+
+    /// Applies system records that arrived by replication: committed
+    /// offsets and replay records, so a promoted replica has them.
+    pub fn apply_replicated(&self, system: &[StoredMessage]) {
+        for m in system {
+            if m.topic == groups::OFFSETS_TOPIC {
+                let key = m.key.as_deref().unwrap_or_default();
+                if let Some((g, t, q, o)) = groups::parse_offset_record(key, &m.body) {
+                    self.groups.set_offset(&g, &t, q, o);
+                }
+            } else if m.topic == dlq::REPLAYS_TOPIC {
+                self.replays.load(&m.body);
+            }
+        }
+        self.appended.notify_waiters();
+    }
+
     /// Turns OpenTelemetry export on (once).
     pub fn set_otel(&self, otel: Arc<crate::trace::otel::Otel>) {
         let _ = self.otel.set(otel);
@@ -314,6 +397,7 @@ impl Broker {
     /// for the fsync covering the last); every message gets a result.
     pub async fn send_batch(&self, topic: &str, msgs: Vec<Outgoing>) -> Result<Vec<SendResult>, BrokerError> {
         topic::validate(topic)?;
+        self.check_writable()?;
         if msgs
             .iter()
             .any(|m| m.key.as_ref().is_some_and(|k| k.len() > MAX_KEY_LEN))
@@ -322,7 +406,7 @@ impl Broker {
         }
         let queues = self.opts.queues_per_topic.max(1);
         let tracing = self.tracer.get().is_some() || self.otel.get().is_some();
-        let mut placed = Vec::with_capacity(msgs.len());
+        let mut pending = Vec::with_capacity(msgs.len());
         let mut traced = Vec::new();
         for mut msg in msgs {
             // A message without a valid W3C trace context gets one here.
@@ -351,15 +435,65 @@ impl Broker {
                     msg.properties.get("traceparent").cloned(),
                 )
             });
-            let (r, appended) = self.append(topic, queue_id, msg)?;
-            if let Some(info) = info {
-                traced.push((r.id, appended, info));
-            }
-            placed.push((r, appended.end));
+            pending.push((queue_id, msg, info));
         }
-        let status = match placed.last() {
-            Some((_, end)) => self.durability(*end).await,
-            None => SendStatus::SendOk,
+        let mut placed = Vec::with_capacity(pending.len());
+        let status = if let Some(raft) = self.raft.get() {
+            // Raft: one entry per message, proposed together; each is
+            // SEND_OK once a majority has it (and it is applied here).
+            let proposals = pending.into_iter().map(|(queue_id, msg, info)| async move {
+                (queue_id, self.propose(raft, topic, queue_id, msg).await, info)
+            });
+            let mut timed_out = false;
+            for (queue_id, r, info) in futures_util::future::join_all(proposals).await {
+                match r {
+                    Ok((r, appended)) => {
+                        if let Some(info) = info {
+                            traced.push((r.id, appended, info));
+                        }
+                        placed.push((r, appended.end));
+                    }
+                    Err(BrokerError::NotPrimary(why)) if placed.is_empty() && !timed_out => {
+                        return Err(BrokerError::NotPrimary(why));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "raft proposal not confirmed");
+                        timed_out = true;
+                        // Not placed (yet): no position, so no id; epoch 0
+                        // is never a real epoch or term.
+                        let id = MessageId {
+                            node: self.store.node_id(),
+                            epoch: 0,
+                            pos: 0,
+                        };
+                        placed.push((
+                            SendResult {
+                                id,
+                                status: SendStatus::FlushSlaveTimeout,
+                                queue_id,
+                                queue_offset: 0,
+                            },
+                            0,
+                        ));
+                    }
+                }
+            }
+            None
+        } else {
+            for (queue_id, msg, info) in pending {
+                let (r, appended) = self.append(topic, queue_id, msg)?;
+                if let Some(info) = info {
+                    traced.push((r.id, appended, info));
+                }
+                placed.push((r, appended.end));
+            }
+            Some(match placed.last() {
+                Some((_, end)) => match self.durability(*end).await {
+                    SendStatus::SendOk => self.replication(*end).await,
+                    other => other,
+                },
+                None => SendStatus::SendOk,
+            })
         };
         self.appended.notify_waiters();
         let acked_ms = now_ms();
@@ -391,7 +525,12 @@ impl Broker {
                     producer,
                     send_mode: send_mode.to_string(),
                     flush_mode,
-                    send_status: if send_mode == "oneway" { "NONE" } else { status.name() },
+                    send_status: if send_mode == "oneway" {
+                        "NONE"
+                    } else {
+                        status.unwrap_or(SendStatus::SendOk).name()
+                    },
+                    replication: self.replication_name(),
                     traceparent,
                 }));
                 self.publish(&ev);
@@ -401,15 +540,64 @@ impl Broker {
         Ok(placed
             .into_iter()
             .map(|(mut r, _)| {
-                r.status = status;
+                if let Some(s) = status {
+                    r.status = s;
+                }
                 r
             })
             .collect())
     }
 
+    /// Raft mode: proposes one message and waits until a majority has it
+    /// and it is applied here.
+    async fn propose(
+        &self,
+        raft: &crate::replication::raft::RaftNode,
+        topic: &str,
+        queue_id: u32,
+        msg: Outgoing,
+    ) -> Result<(SendResult, Placed), BrokerError> {
+        use crate::replication::raft::{Msg, ProposeError};
+        let born_ms = msg.born_ms.unwrap_or_else(now_ms);
+        let m = Msg {
+            queue_id,
+            key: msg.key,
+            tags: msg.tags,
+            producer: msg.producer,
+            properties: msg.properties,
+            body: msg.body,
+            born_ms,
+        };
+        let p = raft.propose(topic, m).await.map_err(|e| match e {
+            ProposeError::NotLeader { .. } => BrokerError::NotPrimary(e.to_string()),
+            other => BrokerError::Unconfirmed(other.to_string()),
+        })?;
+        Ok((
+            SendResult {
+                id: MessageId {
+                    node: p.node,
+                    epoch: p.epoch,
+                    pos: p.pos,
+                },
+                status: SendStatus::SendOk,
+                queue_id,
+                queue_offset: p.queue_offset,
+            },
+            Placed {
+                queue_id,
+                queue_offset: p.queue_offset,
+                pos: p.pos,
+                end: p.end,
+                born_ms,
+                stored_ms: p.stored_ms,
+            },
+        ))
+    }
+
     /// Appends one message to a given queue (system topics included); the
     /// result's status is not yet meaningful. Returns it with the frame end.
     fn append(&self, topic: &str, queue_id: u32, msg: Outgoing) -> Result<(SendResult, Placed), BrokerError> {
+        self.check_writable()?;
         let born_ms = msg.born_ms.unwrap_or_else(now_ms);
         let appended = self.store.append(NewMessage {
             topic: topic.to_string(),
@@ -459,10 +647,24 @@ impl Broker {
         }
     }
 
+    /// Waits for what the replication mode promises about `end`: with
+    /// sync replication, a replica's confirmation.
+    async fn replication(&self, end: u64) -> SendStatus {
+        match self.cluster.get() {
+            Some(c) if c.mode == crate::replication::Mode::Sync => c.wait_replicated(end).await,
+            _ => SendStatus::SendOk,
+        }
+    }
+
     /// Appends to a system topic and waits for durability; internal state
     /// changes (retries, dead letters, replays) are acknowledged only when
     /// they are as durable as a producer's message would be.
     async fn append_durable(&self, topic: &str, queue_id: u32, msg: Outgoing) -> Result<SendResult, BrokerError> {
+        if let Some(raft) = self.raft.get() {
+            let (r, _) = self.propose(raft, topic, queue_id, msg).await?;
+            self.appended.notify_waiters();
+            return Ok(r);
+        }
         let (mut r, placed) = self.append(topic, queue_id, msg)?;
         r.status = self.durability(placed.end).await;
         self.appended.notify_waiters();
@@ -490,16 +692,37 @@ impl Broker {
             at_ms: now_ms(),
             auto_commit: self.groups.auto_commit(group),
         });
+        if self.check_writable().is_err() {
+            // A replica serving reads while the primary is away keeps the
+            // offset in memory; its log must stay a copy of the primary's.
+            return Ok(());
+        }
+        let record = Outgoing {
+            key: Some(groups::offset_key(group, topic, queue_id)),
+            body: offset.to_string().into_bytes(),
+            ..Outgoing::default()
+        };
+        if let Some(raft) = self.raft.get() {
+            // Through the Raft log like every record; not waited for.
+            let raft = raft.clone();
+            let m = crate::replication::raft::Msg {
+                queue_id: 0,
+                key: record.key,
+                tags: None,
+                producer: None,
+                properties: BTreeMap::new(),
+                body: record.body,
+                born_ms: now_ms(),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = raft.propose(groups::OFFSETS_TOPIC, m).await {
+                    tracing::warn!(error = %e, "offset commit not replicated");
+                }
+            });
+            return Ok(());
+        }
         // Not waited for: a lost commit means a redelivery, never a loss.
-        self.append(
-            groups::OFFSETS_TOPIC,
-            0,
-            Outgoing {
-                key: Some(groups::offset_key(group, topic, queue_id)),
-                body: offset.to_string().into_bytes(),
-                ..Outgoing::default()
-            },
-        )?;
+        self.append(groups::OFFSETS_TOPIC, 0, record)?;
         Ok(())
     }
 

@@ -25,11 +25,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use waybill::config::FlushMode;
+use waybill::config::{FlushMode, ReplicationMode};
 use waybill_client::{ConsumeResult, ConsumerOptions, Message, Producer, ProducerOptions, PushConsumer, SendStatus};
 
 use super::bench_load::{drive, stamped, template, E2e, Load, LoadResult};
-use super::bench_node::{scrape, FsyncCounters, OwnNode};
+use super::bench_node::{self, scrape, FsyncCounters, OwnNode};
 use super::bench_probe::{self, Probe};
 use super::bench_report::{self, Figures, Report};
 use super::{bench_nats, bench_nats_server};
@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// Flush mode of the bench's own node (with --broker: the mode that node runs, for the report).
     #[arg(long, value_enum, default_value_t = FlushMode::Sync)]
     pub flush: FlushMode,
+    /// Without --broker: start a 3-node group on loopback with this
+    /// replication mode and drive its primary/leader (`none`: one node).
+    #[arg(long, value_enum, default_value_t = ReplicationMode::None, conflicts_with = "broker")]
+    pub replication: ReplicationMode,
     /// Producers, each with its own connection.
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
@@ -135,6 +139,15 @@ fn flush_name(f: FlushMode) -> &'static str {
     }
 }
 
+fn replication_name(r: ReplicationMode) -> &'static str {
+    match r {
+        ReplicationMode::None => "none",
+        ReplicationMode::Sync => "sync",
+        ReplicationMode::Async => "async",
+        ReplicationMode::Raft => "raft",
+    }
+}
+
 fn unique_suffix() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -163,10 +176,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let progress = |label: &str| (!args.json).then(|| label.to_string());
 
-    let mut own = match &args.broker {
-        Some(_) => None,
-        None => Some(OwnNode::start(flush_name(args.flush), args.trace_db.as_deref()).await?),
+    let (mut group, writer) = match (&args.broker, args.replication) {
+        (Some(_), _) => (Vec::new(), 0),
+        (None, ReplicationMode::None) => (
+            vec![OwnNode::start(flush_name(args.flush), args.trace_db.as_deref()).await?],
+            0,
+        ),
+        (None, mode) => {
+            bench_node::start_group(
+                flush_name(args.flush),
+                args.trace_db.as_deref(),
+                replication_name(mode),
+                3,
+            )
+            .await?
+        }
     };
+    let mut own = (!group.is_empty()).then(|| group.swap_remove(writer));
     let (broker, http) = match &own {
         Some(n) => (n.broker.clone(), Some(n.http.clone())),
         None => (args.broker.clone().unwrap_or_default(), args.http.clone()),
@@ -207,6 +233,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(node) = own.take() {
         node.stop().await;
     }
+    for node in group {
+        node.stop().await;
+    }
     if probing {
         probes.push(bench_probe::run(probe_dir.path().to_path_buf(), half).await?);
     }
@@ -242,6 +271,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         broker: broker.clone(),
         own_node: args.broker.is_none(),
         flush: flush_name(args.flush),
+        replication: replication_name(args.replication),
         producers: args.producers,
         inflight: args.inflight,
         size: args.size,

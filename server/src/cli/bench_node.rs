@@ -37,6 +37,17 @@ impl OwnNode {
     /// Starts a node with `--flush flush` (`sync` or `async`) and, when
     /// given, `--trace-db trace_db` (e.g. `none` to measure without tracing).
     pub async fn start(flush: &str, trace_db: Option<&str>) -> anyhow::Result<OwnNode> {
+        OwnNode::start_with(flush, trace_db, "127.0.0.1:0", "127.0.0.1:0", &[]).await
+    }
+
+    /// Like [`OwnNode::start`] on given addresses with extra `serve` flags.
+    pub async fn start_with(
+        flush: &str,
+        trace_db: Option<&str>,
+        http: &str,
+        broker: &str,
+        extra: &[String],
+    ) -> anyhow::Result<OwnNode> {
         let dir = tempfile::Builder::new()
             .prefix("waybill-bench-")
             .tempdir()
@@ -49,15 +60,9 @@ impl OwnNode {
             .arg("serve")
             .arg("--data-dir")
             .arg(&data_dir)
-            .args([
-                "--http-addr",
-                "127.0.0.1:0",
-                "--broker-addr",
-                "127.0.0.1:0",
-                "--flush",
-                flush,
-            ])
+            .args(["--http-addr", http, "--broker-addr", broker, "--flush", flush])
             .args(trace_db.map(|t| ["--trace-db", t]).into_iter().flatten())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
@@ -113,6 +118,71 @@ impl OwnNode {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// A loopback address whose port was free a moment ago.
+fn free_addr() -> anyhow::Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(l.local_addr()?.to_string())
+}
+
+/// Starts `n` nodes on loopback as one replication group (`sync`, `async`
+/// or `raft`) and returns them with the index of the node that takes
+/// writes (the primary, or the elected Raft leader).
+pub async fn start_group(
+    flush: &str,
+    trace_db: Option<&str>,
+    replication: &str,
+    n: u16,
+) -> anyhow::Result<(Vec<OwnNode>, usize)> {
+    let addrs: Vec<(String, String)> = (0..n)
+        .map(|_| Ok((free_addr()?, free_addr()?)))
+        .collect::<anyhow::Result<_>>()?;
+    let mut nodes = Vec::new();
+    for id in 1..=n {
+        let mut extra = vec![
+            "--node-id".to_string(),
+            id.to_string(),
+            "--replication".into(),
+            replication.into(),
+        ];
+        for (pid, (_, pbroker)) in (1..=n).zip(&addrs) {
+            if pid != id {
+                extra.push("--peer".into());
+                extra.push(format!("{pid}={pbroker}"));
+            }
+        }
+        let (http, broker) = &addrs[usize::from(id) - 1];
+        nodes.push(OwnNode::start_with(flush, trace_db, http, broker, &extra).await?);
+    }
+    // The writer: whoever the group calls primary/leader, once replicas
+    // are connected (sync replication answers SLAVE_NOT_AVAILABLE before).
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        let v: serde_json::Value = match client
+            .get(format!("http://{}/api/v1/cluster", nodes[0].http))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        let list = v["nodes"].as_array().cloned().unwrap_or_default();
+        let writer = list
+            .iter()
+            .find(|x| x["alive"] == true && (x["role"] == "primary" || x["role"] == "leader"));
+        let ready = list
+            .iter()
+            .filter(|x| x["alive"] == true && (x["role"] == "replica" || x["role"] == "follower"))
+            .count()
+            == usize::from(n) - 1;
+        if let (Some(w), true) = (writer, ready) {
+            let id = w["id"].as_u64().unwrap_or(1) as usize;
+            return Ok((nodes, id.saturating_sub(1)));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the {replication} group of {n} did not settle on a writer with all members connected")
 }
 
 fn read_log(path: &Path) -> String {

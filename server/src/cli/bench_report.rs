@@ -86,6 +86,8 @@ pub struct Report {
     pub broker: String,
     pub own_node: bool,
     pub flush: &'static str,
+    /// Replication of the own group (`none`: one node).
+    pub replication: &'static str,
     pub producers: usize,
     pub inflight: usize,
     pub size: usize,
@@ -153,6 +155,7 @@ pub fn json(r: &Report) -> String {
         "broker": r.broker,
         "own_node": r.own_node,
         "flush": r.flush,
+        "replication": r.replication,
         "producers": r.producers,
         "inflight": r.inflight,
         "size": r.size,
@@ -190,14 +193,18 @@ fn cell(x: Option<f64>, decimals: usize) -> String {
 /// The readable table printed without `--json`.
 pub fn table(r: &Report) -> String {
     let mut out = format!(
-        "waybill bench: {} producer(s) x {} in flight x {} msg(s) per send, {} B bodies, {} s, flush {}, {}\n\n",
+        "waybill bench: {} producer(s) x {} in flight x {} msg(s) per send, {} B bodies, {} s, flush {}, \
+         replication {}, {}\n\n",
         r.producers,
         r.inflight,
         r.batch,
         r.size,
         r.duration_secs,
         r.flush,
-        if r.own_node {
+        r.replication,
+        if r.own_node && r.replication != "none" {
+            format!("primary/leader of an own 3-node group ({})", r.broker)
+        } else if r.own_node {
             format!("own node ({})", r.broker)
         } else {
             format!("node at {}", r.broker)

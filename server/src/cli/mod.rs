@@ -4,6 +4,7 @@
 //! - [`consume`]: `waybill consume`, a push consumer with `--exec`.
 //! - [`trace`]: `waybill trace ID|--key K`, a timeline in the terminal.
 //! - [`dlq`]: `waybill dlq list|replay`, over the HTTP API.
+//! - [`cluster`]: `waybill cluster status|promote`, over the HTTP API.
 //! - [`bench`]: `waybill bench`, throughput and latency of a node (own or
 //!   given), beside a disk probe ([`bench_probe`]) and optionally NATS
 //!   JetStream ([`bench_nats`], [`bench_nats_server`]); the closed-loop
@@ -17,6 +18,7 @@ pub mod bench_nats_server;
 pub mod bench_node;
 pub mod bench_probe;
 pub mod bench_report;
+pub mod cluster;
 pub mod consume;
 pub mod dlq;
 pub mod produce;

@@ -96,6 +96,7 @@ fn flush_once(sh: &Shared) -> Result<(), StorageError> {
         write_chunk(&active, end - chunk.len() as u64, &chunk)?;
     }
     sh.readable_end.fetch_max(end, Ordering::AcqRel);
+    sh.readable_moved.notify_waiters();
     let started = Instant::now();
     for seg in sealed.iter().chain(std::iter::once(&active)) {
         seg.file.sync().map_err(|source| StorageError::Io {

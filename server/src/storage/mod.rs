@@ -35,14 +35,15 @@ pub mod record;
 pub mod recovery;
 pub mod segment;
 pub mod store;
+pub mod truncate;
 pub mod watermark;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use record::{FrameError, StoredMessage};
-pub use recovery::{Damage, DamageKind};
-pub use store::{Appended, FlushOutcome, NewMessage, Store, StoreStats};
+pub use recovery::{Damage, DamageKind, WriterRun};
+pub use store::{AppendAs, Appended, FlushOutcome, NewMessage, Store, StoreStats};
 
 /// When an append is acknowledged relative to fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,4 +105,6 @@ pub enum StorageError {
     Failed(String),
     #[error("store is closed")]
     Closed,
+    #[error("replicated log does not continue this one: {0}")]
+    Diverged(String),
 }

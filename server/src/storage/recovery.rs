@@ -62,6 +62,32 @@ pub struct Scan {
     pub max_epoch: u32,
     /// Positions of valid records at or past `replay_from`, in log order.
     pub replay: Vec<u64>,
+    /// Where each writer's run of records starts, in log order.
+    pub runs: Vec<WriterRun>,
+    /// Position of the last valid record.
+    pub last: Option<u64>,
+}
+
+/// A run of consecutive records written by one writer — one node in one
+/// boot epoch. Replication compares these histories to find where two logs
+/// stop agreeing: a writer writes each position once, so two logs that hold
+/// the same run from the same start hold the same bytes in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterRun {
+    pub start: u64,
+    pub node: u16,
+    pub epoch: u32,
+}
+
+/// Adds a run to `runs` when the record at `pos` starts a new writer.
+pub fn note_run(runs: &mut Vec<WriterRun>, pos: u64, node: u16, epoch: u32) {
+    if runs.last().is_none_or(|r| r.node != node || r.epoch != epoch) {
+        runs.push(WriterRun {
+            start: pos,
+            node,
+            epoch,
+        });
+    }
 }
 
 /// A sliding read window over one file.
@@ -154,6 +180,8 @@ pub fn scan(fs: &dyn Fs, dir: &Path, flushed: u64, replay_from: u64) -> Result<S
         records: 0,
         max_epoch: 0,
         replay: Vec::new(),
+        runs: Vec::new(),
+        last: None,
     };
     if bases.is_empty() {
         let seg = Segment::open(fs, dir, 0, true).map_err(io_err(dir.join(Segment::file_name(0))))?;
@@ -244,6 +272,8 @@ fn scan_segment(seg: &Segment, len: u64, replay_from: u64, out: &mut Scan) -> Re
             Ok((msg, total)) => {
                 out.records += 1;
                 out.max_epoch = out.max_epoch.max(msg.epoch);
+                note_run(&mut out.runs, seg.base + at, msg.node, msg.epoch);
+                out.last = Some(seg.base + at);
                 if seg.base + at >= replay_from {
                     out.replay.push(seg.base + at);
                 }

@@ -27,7 +27,7 @@ use super::key_index::{self, KeyIndex};
 use super::log::{CommitLog, LogTail};
 use super::queue_index::{QueueEntry, QueueIndex};
 use super::record::{self, StoredMessage};
-use super::recovery::{self, Damage};
+use super::recovery::{self, Damage, WriterRun};
 use super::watermark::{Registration, Watermark};
 use super::{flusher, Flush, StorageError, StoreOptions};
 
@@ -42,6 +42,14 @@ pub struct NewMessage {
     pub properties: BTreeMap<String, String>,
     pub body: Vec<u8>,
     pub born_ms: i64,
+}
+
+/// Who a message is appended as (see [`Store::append_as`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAs {
+    pub node: u16,
+    pub epoch: u32,
+    pub stored_ms: i64,
 }
 
 /// Where an appended message landed.
@@ -115,6 +123,10 @@ pub(crate) struct Writer {
     /// Messages appended since open (the flusher's per-fsync count).
     pub appended: u64,
     pub failed: Option<Arc<str>>,
+    /// Which writer (node, boot epoch) wrote which part of the log.
+    pub runs: Vec<WriterRun>,
+    /// Position of the last record appended.
+    pub last: Option<u64>,
 }
 
 /// Everything the background threads share with the store.
@@ -132,6 +144,8 @@ pub(crate) struct Shared {
     pub appended_end: AtomicU64,
     /// Every byte below this is in a segment file: readers stop here.
     pub readable_end: AtomicU64,
+    /// Notified whenever `readable_end` moves (replication streams wait on it).
+    pub readable_moved: tokio::sync::Notify,
     pub flushed: Watermark,
     // Only the indexer writes checkpoints after open; Mutex for Sync.
     pub checkpoint: Mutex<CheckpointFile>,
@@ -194,7 +208,9 @@ impl Store {
         let mut checkpoint = CheckpointFile::open(cp_path, cp_file)?;
         let cp = checkpoint.current();
 
-        let scan = recovery::scan(fs.as_ref(), &log_dir, cp.flushed, cp.indexed_upto)?;
+        let mut scan = recovery::scan(fs.as_ref(), &log_dir, cp.flushed, cp.indexed_upto)?;
+        let runs = std::mem::take(&mut scan.runs);
+        let last = scan.last;
         for d in &scan.damage {
             tracing::warn!(kind = ?d.kind, segment = %d.segment, from = d.from, to = d.to, detail = %d.detail, "recovery found damage");
         }
@@ -247,6 +263,8 @@ impl Store {
             new_dirs: Vec::new(),
             appended: 0,
             failed: None,
+            runs,
+            last,
         };
         let mut replayed = 0u64;
         for pos in &scan.replay {
@@ -280,6 +298,7 @@ impl Store {
             writer: Mutex::new(writer),
             appended_end: AtomicU64::new(scan.end),
             readable_end: AtomicU64::new(scan.end),
+            readable_moved: tokio::sync::Notify::new(),
             flushed,
             checkpoint: Mutex::new(checkpoint),
             indexed_upto: AtomicU64::new(cut),
@@ -300,6 +319,14 @@ impl Store {
     /// Appends one message. With [`Flush::Sync`] the caller must still
     /// [`Store::wait_flushed`] before acknowledging it.
     pub fn append(&self, msg: NewMessage) -> Result<Appended, StorageError> {
+        self.append_as(msg, None)
+    }
+
+    /// Appends one message as written by `writer` (node, epoch, stored
+    /// time) instead of this store: a Raft state machine applies the same
+    /// entries on every member, and identical frames at identical positions
+    /// give every member the same log and the same message ids.
+    pub fn append_as(&self, msg: NewMessage, writer: Option<AppendAs>) -> Result<Appended, StorageError> {
         check_topic(&msg.topic)?;
         let sh = &self.shared;
         let appended = {
@@ -319,10 +346,10 @@ impl Store {
                 &msg.topic,
                 msg.queue_id,
             )?;
-            let stored_ms = now_ms();
+            let stored_ms = writer.map_or_else(now_ms, |w| w.stored_ms);
             let stored = StoredMessage {
-                node: sh.opts.node_id,
-                epoch: sh.epoch,
+                node: writer.map_or(sh.opts.node_id, |w| w.node),
+                epoch: writer.map_or(sh.epoch, |w| w.epoch),
                 born_ms: msg.born_ms,
                 stored_ms,
                 queue_id: msg.queue_id,
@@ -336,11 +363,14 @@ impl Store {
             };
             let frame = record::encode(&stored).map_err(StorageError::Encode)?;
             let pos = sh.log.append(&mut w.tail, &frame)?;
+            recovery::note_run(&mut w.runs, pos, stored.node, stored.epoch);
+            w.last = Some(pos);
             if let Flush::Async { .. } = sh.opts.flush {
                 // Ack after write: the frame must be in the file (page cache,
                 // safe from a process crash) before append returns.
                 sh.log.write_out(&mut w.tail)?;
                 sh.readable_end.store(w.tail.end, Ordering::Release);
+                sh.readable_moved.notify_waiters();
             }
             queue.push(QueueEntry {
                 pos,
@@ -371,6 +401,184 @@ impl Store {
             }
         }
         Ok(appended)
+    }
+
+    /// Appends frames copied from a primary's log at the same position
+    /// (replication). `bytes` must be whole frames starting exactly at this
+    /// log's end; each is CRC-checked and must continue its queue (its
+    /// queue offset is the next one here), else nothing more is appended
+    /// and [`StorageError::Diverged`] says why. Durability follows this
+    /// store's flush mode, as for a local append. Returns the new end and
+    /// the system-topic records (names starting with `%`) appended, so the
+    /// broker can apply consumer state as it arrives.
+    pub fn append_frames(&self, at: u64, bytes: &[u8]) -> Result<(u64, Vec<StoredMessage>), StorageError> {
+        let sh = &self.shared;
+        let mut system = Vec::new();
+        let end = {
+            let mut w = sh.lock_writer();
+            if let Some(why) = &w.failed {
+                return Err(StorageError::Failed(why.to_string()));
+            }
+            if sh.shutdown.load(Ordering::Acquire) {
+                return Err(StorageError::Closed);
+            }
+            if at != w.tail.end {
+                return Err(StorageError::Diverged(format!(
+                    "frames start at {at} but this log ends at {}",
+                    w.tail.end
+                )));
+            }
+            let w = &mut *w;
+            let mut off = 0usize;
+            let mut result = Ok(());
+            while off < bytes.len() {
+                let rest = &bytes[off..];
+                let msg = match record::frame_len(rest).and_then(|n| {
+                    let frame = rest.get(..n).ok_or(record::FrameError::Short(rest.len()))?;
+                    record::decode(frame).map(|m| (m, n))
+                }) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        result = Err(StorageError::Diverged(format!("bad frame at {}: {e}", at + off as u64)));
+                        break;
+                    }
+                };
+                let (msg, n) = msg;
+                let queue = queue_mut(
+                    sh.fs.as_ref(),
+                    &sh.queues_dir,
+                    &mut w.queues,
+                    &mut w.new_dirs,
+                    &msg.topic,
+                    msg.queue_id,
+                )?;
+                if msg.queue_offset != queue.next_offset() {
+                    result = Err(StorageError::Diverged(format!(
+                        "record at {} has offset {} of queue {}/{} but the queue is at {}",
+                        at + off as u64,
+                        msg.queue_offset,
+                        msg.topic,
+                        msg.queue_id,
+                        queue.next_offset()
+                    )));
+                    break;
+                }
+                let pos = sh.log.append(&mut w.tail, &rest[..n])?;
+                queue.push(QueueEntry {
+                    pos,
+                    size: n as u32,
+                    tag_hash: msg.tags.as_deref().map(key_index::hash).unwrap_or(0),
+                });
+                if let Some(k) = &msg.key {
+                    w.keys.insert(k, pos);
+                }
+                recovery::note_run(&mut w.runs, pos, msg.node, msg.epoch);
+                w.last = Some(pos);
+                w.appended += 1;
+                sh.counters.appended_msgs.fetch_add(1, Ordering::Relaxed);
+                sh.counters.appended_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                if msg.topic.starts_with('%') {
+                    system.push(msg);
+                }
+                off += n;
+            }
+            if let Flush::Async { .. } = sh.opts.flush {
+                sh.log.write_out(&mut w.tail)?;
+                sh.readable_end.store(w.tail.end, Ordering::Release);
+                sh.readable_moved.notify_waiters();
+            }
+            sh.appended_end.store(w.tail.end, Ordering::Release);
+            result?;
+            w.tail.end
+        };
+        if sh.opts.flush == Flush::Sync {
+            if let Some(t) = sh.flusher.get() {
+                t.unpark();
+            }
+        }
+        Ok((end, system))
+    }
+
+    /// Whole frames of the log from `from` (a record boundary) up to about
+    /// `max` bytes — at least one frame when one is readable — stopping at
+    /// the readable end and at a segment end. Empty when nothing is there.
+    pub fn read_raw(&self, from: u64, max: usize) -> Result<Vec<u8>, StorageError> {
+        let readable = self.shared.readable_end.load(Ordering::Acquire);
+        if from >= readable {
+            return Ok(Vec::new());
+        }
+        let seg = self
+            .shared
+            .log
+            .segment_for(from)
+            .ok_or(StorageError::NoRecord { pos: from })?;
+        let want = ((readable - from) as usize).min(max.max(record::HEADER_LEN));
+        let mut buf = vec![0u8; want];
+        let got = seg.file.read_at(&mut buf, from - seg.base).map_err(io_err(&seg.path))?;
+        buf.truncate(got);
+        let mut end = 0usize;
+        while end < buf.len() {
+            match record::frame_len(&buf[end..]) {
+                Ok(n) if end + n <= buf.len() => end += n,
+                Ok(n) if end == 0 => {
+                    // One frame larger than `max`: read it whole.
+                    return self.shared.log.read_frame(from).map(|f| f[..n.min(f.len())].to_vec());
+                }
+                _ => break,
+            }
+        }
+        buf.truncate(end);
+        Ok(buf)
+    }
+
+    /// Waits until the readable end passes `pos`, at most `timeout`.
+    pub async fn wait_readable_past(&self, pos: u64, timeout: Duration) {
+        let moved = self.shared.readable_moved.notified();
+        tokio::pin!(moved);
+        moved.as_mut().enable();
+        if self.readable_end() > pos {
+            return;
+        }
+        let _ = tokio::time::timeout(timeout, moved).await;
+    }
+
+    /// Log position every byte below which an fsync covered.
+    pub fn flushed(&self) -> u64 {
+        self.shared.flushed.pos()
+    }
+
+    /// The last record of the log, with its position.
+    pub fn last_record(&self) -> Option<(u64, StoredMessage)> {
+        let pos = self.shared.lock_writer().last?;
+        let frame = self.shared.log.read_frame(pos).ok()?;
+        record::decode(&frame).ok().map(|m| (pos, m))
+    }
+
+    /// The log's writer history.
+    pub fn runs(&self) -> Vec<WriterRun> {
+        self.shared.lock_writer().runs.clone()
+    }
+
+    /// Every byte below this is in a segment file (sync flush: fsynced).
+    pub fn readable_end(&self) -> u64 {
+        self.shared.readable_end.load(Ordering::Acquire)
+    }
+
+    /// The records from `from` (a record boundary) to the log end, with
+    /// their positions; stops at the first unreadable one.
+    pub fn records_from(&self, from: u64) -> Vec<(u64, StoredMessage)> {
+        let end = self.shared.appended_end.load(Ordering::Acquire);
+        let mut out = Vec::new();
+        let mut pos = from;
+        while pos < end {
+            let Ok(frame) = self.shared.log.read_frame(pos) else {
+                break;
+            };
+            let Ok(m) = record::decode(&frame) else { break };
+            out.push((pos, m));
+            pos += frame.len() as u64;
+        }
+        out
     }
 
     /// Waits until an fsync covers log position `end`.

@@ -9,6 +9,9 @@
 //! - `unflushed_age`: how long acknowledged-but-not-fsynced data (async
 //!   flush) has been waiting — data at risk of a power loss — with the bytes.
 //! - `flush_queue`: sync-flush sends waiting for their fsync.
+//! - `replica_lag`: on a primary, bytes of log a replica has not confirmed
+//!   (connected or not) — what losing the primary now would lose under
+//!   async replication, and what blocks sends under sync replication.
 //!
 //! A webhook that fails is retried at the next transition only; alert
 //! delivery never blocks evaluation or the broker.
@@ -33,6 +36,7 @@ pub struct AlertRules {
     pub consumer_lag: u64,
     pub unflushed_age_ms: u64,
     pub flush_queue: u64,
+    pub replica_lag_bytes: u64,
 }
 
 impl Default for AlertRules {
@@ -42,6 +46,7 @@ impl Default for AlertRules {
             consumer_lag: 10_000,
             unflushed_age_ms: 5_000,
             flush_queue: 10_000,
+            replica_lag_bytes: 64 << 20,
         }
     }
 }
@@ -178,6 +183,25 @@ impl Alerts {
             r.flush_queue,
             format!("{} sends waiting for an fsync", s.flush_waiters),
         );
+        if let Some(c) = broker.cluster() {
+            let shipping = matches!(c.mode, crate::replication::Mode::Sync | crate::replication::Mode::Async);
+            if shipping && c.role() == crate::replication::Role::Primary {
+                for (id, info) in c.replicas() {
+                    let lag = s.log_end.saturating_sub(info.durable);
+                    let id = id.to_string();
+                    alert(
+                        "replica_lag",
+                        &[("replica", &id)],
+                        lag,
+                        r.replica_lag_bytes,
+                        format!(
+                            "replica {id} ({}) has not confirmed the last {lag} bytes of the log",
+                            if info.connected { "connected" } else { "disconnected" }
+                        ),
+                    );
+                }
+            }
+        }
         out
     }
 

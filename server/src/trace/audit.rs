@@ -7,7 +7,9 @@
 //! (acked after the write, the power went before the fsync), `store` when
 //! it was acknowledged after an fsync (then only a storage fault explains
 //! it). Messages inside regions recovery reported corrupt are lost at
-//! `store` too. A message already marked lost is not marked twice.
+//! `store` too. Messages cut from the log when this node rejoined a
+//! replication group (they never reached the new primary) are lost at
+//! `replicate`. A message already marked lost is not marked twice.
 //!
 //! Limit: a message whose trace row was shed or not yet written when the
 //! process died is unknown to the audit (the trace says so with a gap).
@@ -25,7 +27,9 @@ pub struct AuditReport {
     pub lost: Vec<String>,
 }
 
-pub async fn run(pool: &AnyPool, store: &Store) -> Result<AuditReport, TraceError> {
+/// `cut_at`: where replication cut this log at start (a former primary
+/// rejoining): acknowledged messages past it are lost at `replicate`.
+pub async fn run(pool: &AnyPool, store: &Store, cut_at: Option<u64>) -> Result<AuditReport, TraceError> {
     let node = i64::from(store.node_id());
     let stats = store.stats();
     let log_end = stats.log_end as i64;
@@ -67,7 +71,7 @@ pub async fn run(pool: &AnyPool, store: &Store) -> Result<AuditReport, TraceErro
                 .map(|r| (text(&r, "id"), int(&r, "pos"), text(&r, "flush_mode"), true)),
         );
     }
-    for (id, _pos, flush_mode, corrupt) in candidates {
+    for (id, pos, flush_mode, corrupt) in candidates {
         report.checked += 1;
         // Ids embed the epoch: only earlier boots can have lost messages.
         let epoch = id
@@ -84,7 +88,14 @@ pub async fn run(pool: &AnyPool, store: &Store) -> Result<AuditReport, TraceErro
         if already.is_some() {
             continue;
         }
-        let (stage, reason) = if corrupt {
+        let (stage, reason) = if cut_at.is_some_and(|c| pos >= c as i64) && !corrupt {
+            (
+                "replicate",
+                "acknowledged before a replica had it (async replication); the node that took over as primary never \
+                 got it, so it was cut from this log when this node rejoined as a replica"
+                    .to_string(),
+            )
+        } else if corrupt {
             (
                 "store",
                 "acknowledged, but its record is corrupt on disk: not served".to_string(),

@@ -23,6 +23,8 @@ pub struct Stored {
     pub flush_mode: &'static str,
     /// The SendStatus name the producer was answered (none for oneway).
     pub send_status: &'static str,
+    /// `none`, `sync` or `async`: the replication mode it was stored under.
+    pub replication: &'static str,
     pub traceparent: Option<String>,
 }
 

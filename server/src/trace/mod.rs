@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     pub shed: AtomicU64,
     /// When shedding started (ms), 0 while not shedding.
     pub shed_since: AtomicI64,
+    /// Confirmed position per replica, sampled into watermark rows.
+    pub replicated: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
 }
 
 pub struct Tracer {
@@ -124,6 +126,14 @@ impl Tracer {
         let mut rx = self.written.clone();
         let reached = async move { rx.wait_for(|w| *w >= target).await.is_ok() };
         tokio::time::timeout(limit, reached).await.unwrap_or(false)
+    }
+
+    /// A replica confirmed every byte below `pos` (sampled, not queued).
+    pub fn note_replicated(&self, replica: u16, pos: u64) {
+        if let Ok(mut m) = self.shared.replicated.lock() {
+            let e = m.entry(replica).or_default();
+            *e = (*e).max(pos);
+        }
     }
 
     pub fn pool(&self) -> &AnyPool {

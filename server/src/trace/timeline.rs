@@ -209,6 +209,8 @@ pub async fn load(pool: &AnyPool, id: &str) -> Result<Option<Timeline>, TraceErr
         }),
     }
 
+    replicate_stages(pool, &m, node, end, &mut stages, &mut loss).await?;
+
     let mut groups: BTreeMap<String, GroupState> = BTreeMap::new();
     // First-time deliveries: pull ranges over the message's own queue slot.
     let deliveries = sqlx::query(
@@ -381,7 +383,11 @@ pub async fn load(pool: &AnyPool, id: &str) -> Result<Option<Timeline>, TraceErr
     let status = if lost {
         "lost"
     } else if group_status.is_empty() {
-        "stored"
+        if stages.iter().any(|s| s.stage == "replicate") {
+            "replicated"
+        } else {
+            "stored"
+        }
     } else if group_status.iter().any(|g| g.status == "dead") {
         "dead"
     } else if group_status.iter().any(|g| g.status == "retrying") {
@@ -428,4 +434,98 @@ fn gap_json(r: &AnyRow) -> Value {
         "dropped": int(r, "dropped"),
         "note": "the tracer shed events in this period: stages may be missing",
     })
+}
+
+/// The replicate stage: per replica, the first sampled confirmation at or
+/// past the message's end; and the async-replication loss point.
+async fn replicate_stages(
+    pool: &AnyPool,
+    m: &AnyRow,
+    node: i64,
+    end: i64,
+    stages: &mut Vec<Stage>,
+    loss: &mut Vec<LossPoint>,
+) -> Result<(), TraceError> {
+    let mode = opt_str(m, "replication").unwrap_or_else(|| "none".into());
+    if mode == "none" {
+        return Ok(());
+    }
+    let rows = sqlx::query(
+        "SELECT kind, MIN(at) AS at FROM trace_watermarks WHERE node = $1 AND kind LIKE 'replicated:%' \
+         AND position >= $2 GROUP BY kind ORDER BY MIN(at)",
+    )
+    .bind(node)
+    .bind(end)
+    .fetch_all(pool)
+    .await?;
+    let confirmed: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| {
+            let kind = text(r, "kind");
+            (kind.trim_start_matches("replicated:").to_string(), int(r, "at"))
+        })
+        .collect();
+    let acked = int(m, "acked_at");
+    if mode == "raft" && text(m, "send_status") == "SEND_OK" {
+        stages.push(stage(
+            "replicate",
+            acked,
+            None,
+            "ok",
+            "a majority of the Raft group had it before the acknowledgement (time of the ack)".into(),
+            None,
+        ));
+        return Ok(());
+    }
+    if mode == "sync" && text(m, "send_status") == "SEND_OK" {
+        let at = confirmed.first().map_or(acked, |(_, at)| (*at).min(acked));
+        let who = confirmed.first().map(|(r, _)| r.clone());
+        stages.push(stage(
+            "replicate",
+            at,
+            who,
+            "ok",
+            "a replica had it before the acknowledgement (sync replication)".into(),
+            None,
+        ));
+        for (r, at) in confirmed.iter().skip(1) {
+            stages.push(stage(
+                "replicate",
+                *at,
+                Some(r.clone()),
+                "ok",
+                format!("replica {r} confirmed it"),
+                None,
+            ));
+        }
+        return Ok(());
+    }
+    for (r, at) in &confirmed {
+        stages.push(stage(
+            "replicate",
+            *at,
+            Some(r.clone()),
+            "ok",
+            format!("replica {r} confirmed it ({mode} replication; time is the sampled watermark)"),
+            None,
+        ));
+    }
+    if mode == "async" {
+        loss.push(LossPoint {
+            stage: "replicate".into(),
+            kind: "risk",
+            reason: match confirmed.first() {
+                Some((r, at)) => format!(
+                    "async replication: acknowledged before a replica had it; losing the primary before {} (replica {r}) \
+                     would have lost it",
+                    rfc3339(*at)
+                ),
+                None => "async replication: acknowledged before a replica had it, and no replica has confirmed it \
+                         yet; losing the primary now loses it"
+                    .into(),
+            },
+            group: None,
+        });
+    }
+    Ok(())
 }

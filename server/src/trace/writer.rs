@@ -22,7 +22,7 @@ use crate::storage::Store;
 /// How long a batch collects after its first event.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// Most events per batch and rows per insert (bounded by the databases'
-/// bind-parameter limits: 17 columns × 1000 rows stays under SQLite's
+/// bind-parameter limits: 18 columns × 1000 rows stays under SQLite's
 /// 32,766 and PostgreSQL's 65,535).
 const MAX_BATCH: usize = 1000;
 /// Watermark sampling period when no events arrive.
@@ -38,6 +38,7 @@ pub(crate) async fn run(
     node: u16,
 ) {
     let mut last_flushed = u64::MAX;
+    let mut last_replicated: std::collections::BTreeMap<u16, u64> = std::collections::BTreeMap::new();
     let mut total = 0u64;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -60,17 +61,41 @@ pub(crate) async fn run(
         let flushed = store.stats().flushed;
         let watermark = (flushed != last_flushed).then_some(flushed);
         let shed_since = shared.shed_since.swap(0, Ordering::Relaxed);
+        let replicated: Vec<(u16, u64)> = shared
+            .replicated
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|(id, pos)| last_replicated.get(id) != Some(pos))
+                    .map(|(id, pos)| (*id, *pos))
+                    .collect()
+            })
+            .unwrap_or_default();
         let n = batch.len() as u64;
-        if let Err(e) = write(&pool, backend, &batch, node, now, watermark, shed_since, &shared).await {
+        let marks = Watermarks {
+            flushed: watermark,
+            replicated: &replicated,
+        };
+        if let Err(e) = write(&pool, backend, &batch, node, now, marks, shed_since, &shared).await {
             tracing::warn!(error = %e, events = n, "trace write failed; events dropped");
             shared.shed.fetch_add(n, Ordering::Relaxed);
-        } else if let Some(f) = watermark {
-            last_flushed = f;
+        } else {
+            if let Some(f) = watermark {
+                last_flushed = f;
+            }
+            last_replicated.extend(replicated);
         }
         batch.clear();
         total += n;
         written.send_replace(total);
     }
+}
+
+/// Watermarks that moved since the last round.
+struct Watermarks<'a> {
+    flushed: Option<u64>,
+    /// `(replica, confirmed position)`.
+    replicated: &'a [(u16, u64)],
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -80,7 +105,7 @@ async fn write(
     batch: &[TraceEvent],
     node: u16,
     now: i64,
-    watermark: Option<u64>,
+    marks: Watermarks<'_>,
     shed_since: i64,
     shared: &Shared,
 ) -> Result<(), TraceError> {
@@ -101,9 +126,9 @@ async fn write(
     for chunk in stored.chunks(MAX_BATCH) {
         let sql = format!(
             "INSERT INTO trace_messages (id, node, topic, msg_key, tags, queue_id, queue_offset, pos, end_pos, \
-             born_at, stored_at, acked_at, producer, send_mode, flush_mode, send_status, traceparent) VALUES {} \
-             ON CONFLICT (id) DO NOTHING",
-            values(backend, chunk.len(), 17)
+             born_at, stored_at, acked_at, producer, send_mode, flush_mode, send_status, traceparent, replication) \
+             VALUES {} ON CONFLICT (id) DO NOTHING",
+            values(backend, chunk.len(), 18)
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for s in chunk {
@@ -124,7 +149,8 @@ async fn write(
                 .bind(s.send_mode.clone())
                 .bind(s.flush_mode)
                 .bind(s.send_status)
-                .bind(s.traceparent.clone());
+                .bind(s.traceparent.clone())
+                .bind(s.replication);
         }
         q.execute(&mut *tx).await?;
     }
@@ -229,10 +255,19 @@ async fn write(
         }
         q.execute(&mut *tx).await?;
     }
-    if let Some(pos) = watermark {
+    if let Some(pos) = marks.flushed {
         sqlx::query("INSERT INTO trace_watermarks (node, kind, position, at) VALUES ($1, 'flushed', $2, $3)")
             .bind(node)
             .bind(pos as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for (replica, pos) in marks.replicated {
+        sqlx::query("INSERT INTO trace_watermarks (node, kind, position, at) VALUES ($1, $2, $3, $4)")
+            .bind(node)
+            .bind(format!("replicated:{replica}"))
+            .bind(*pos as i64)
             .bind(now)
             .execute(&mut *tx)
             .await?;

@@ -1,0 +1,126 @@
+//! Asking a peer who it is: one `STATUS` round trip with a deadline.
+//!
+//! Used at startup (is there already a primary with a newer term?) and by
+//! the cluster view (`GET /api/v1/cluster` from any node). A peer that does
+//! not answer within the deadline is reported as not alive.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use waybill_client::wire::{self, Header, HEADER_LEN};
+
+use super::protocol::{NodeStatus, K_STATUS, K_STATUS_REPLY};
+use super::ReplicationError;
+
+/// Reads one frame; `Closed` on EOF.
+pub(crate) async fn read_frame<R: AsyncReadExt + Unpin>(
+    rd: &mut R,
+    addr: &str,
+) -> Result<(Header, Vec<u8>), ReplicationError> {
+    let mut head = [0u8; HEADER_LEN];
+    rd.read_exact(&mut head)
+        .await
+        .map_err(|_| ReplicationError::Closed { addr: addr.into() })?;
+    let header = Header::parse(&head).map_err(|e| ReplicationError::BadReply {
+        addr: addr.into(),
+        why: e.to_string(),
+    })?;
+    let mut payload = vec![0u8; header.len];
+    rd.read_exact(&mut payload)
+        .await
+        .map_err(|_| ReplicationError::Closed { addr: addr.into() })?;
+    header.verify(&payload).map_err(|e| ReplicationError::BadReply {
+        addr: addr.into(),
+        why: e.to_string(),
+    })?;
+    Ok((header, payload))
+}
+
+/// Connects to a peer's broker address within `timeout`.
+pub(crate) async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, ReplicationError> {
+    let s = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ReplicationError::Closed { addr: addr.into() })?
+        .map_err(|source| ReplicationError::Connect {
+            addr: addr.into(),
+            source,
+        })?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+/// Asks `addr` for its status.
+pub async fn query(addr: &str, timeout: Duration) -> Result<NodeStatus, ReplicationError> {
+    let ask = async {
+        let mut s = connect(addr, timeout).await?;
+        s.write_all(&wire::frame(K_STATUS, 1, b""))
+            .await
+            .map_err(|_| ReplicationError::Closed { addr: addr.into() })?;
+        let (h, payload) = read_frame(&mut s, addr).await?;
+        if h.kind != K_STATUS_REPLY {
+            return Err(ReplicationError::BadReply {
+                addr: addr.into(),
+                why: format!("unexpected frame kind {}", h.kind),
+            });
+        }
+        serde_json::from_slice(&payload).map_err(|e| ReplicationError::BadReply {
+            addr: addr.into(),
+            why: e.to_string(),
+        })
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| ReplicationError::Closed { addr: addr.into() })?
+}
+
+/// This node's own status.
+pub fn local(broker: &crate::broker::Broker) -> NodeStatus {
+    let stats = broker.store().stats();
+    let lock = |m: &std::sync::Mutex<String>| m.lock().map(|s| s.clone()).unwrap_or_default();
+    if let (Some(r), Some(c)) = (broker.raft(), broker.cluster()) {
+        let (role, leader, term) = r.role();
+        return NodeStatus {
+            id: r.node_id,
+            role: role.into(),
+            term,
+            primary: leader,
+            broker_addr: lock(&c.broker_addr),
+            http_addr: lock(&c.http_addr),
+            log_end: stats.log_end,
+            flushed: stats.flushed,
+            // Raft: the commit log holds only committed entries.
+            replicated: stats.log_end,
+        };
+    }
+    match broker.cluster() {
+        Some(c) => {
+            let role = c.role();
+            NodeStatus {
+                id: c.node_id,
+                role: role.name().into(),
+                term: c.term(),
+                primary: c.primary(),
+                broker_addr: lock(&c.broker_addr),
+                http_addr: lock(&c.http_addr),
+                log_end: stats.log_end,
+                flushed: stats.flushed,
+                replicated: match role {
+                    super::Role::Primary => c.replicated(),
+                    _ => c.confirmed(),
+                },
+            }
+        }
+        None => NodeStatus {
+            id: broker.store().node_id(),
+            role: "primary".into(),
+            term: 0,
+            primary: Some(broker.store().node_id()),
+            broker_addr: String::new(),
+            http_addr: String::new(),
+            log_end: stats.log_end,
+            flushed: stats.flushed,
+            replicated: 0,
+        },
+    }
+}
