@@ -299,6 +299,18 @@ async fn given_messages_with_a_key_when_searching_by_key_should_list_them_and_op
         );
     }
     b.screenshot("message-timeline").await?;
+    // Phone width: the path turns into a column, nothing overflows.
+    b.c().set_window_size(390, 844).await?;
+    let overflow = b
+        .c()
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1",
+            vec![],
+        )
+        .await?;
+    assert_eq!(overflow, json!(false), "the timeline overflows a phone screen");
+    b.screenshot("message-timeline-phone").await?;
+    b.c().set_window_size(1280, 1000).await?;
     // A deep link survives a reload.
     b.c().refresh().await?;
     b.wait(
