@@ -140,14 +140,20 @@ pub async fn consumers(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "groups": super::dashboard::groups_json(&state.broker, true) }))
 }
 
+/// Dead letters (newest) whose first failure time is looked up: one indexed
+/// query each, and the dashboard lists a group on every live update.
+const FIRST_FAILURE_LOOKUPS: usize = 200;
+
 /// When each dead letter's message first failed in its group (the first
-/// retry or DLQ event in the trace); `None` without a trace store.
+/// retry or DLQ event in the trace); `None` without a trace store and for
+/// letters older than the newest [`FIRST_FAILURE_LOOKUPS`].
 async fn first_failures(state: &AppState, group: &str, origins: &[String]) -> Vec<Option<i64>> {
+    let mut out = vec![None; origins.len()];
     let Some(tracer) = state.broker.tracer() else {
-        return vec![None; origins.len()];
+        return out;
     };
-    let mut out = Vec::with_capacity(origins.len());
-    for origin in origins {
+    let skip = origins.len().saturating_sub(FIRST_FAILURE_LOOKUPS);
+    for (slot, origin) in out.iter_mut().zip(origins).skip(skip) {
         let first = sqlx::query(
             "SELECT MIN(at) AS first FROM trace_events WHERE message_id = $1 AND grp = $2 AND stage IN ('retry', 'dlq')",
         )
@@ -158,7 +164,7 @@ async fn first_failures(state: &AppState, group: &str, origins: &[String]) -> Ve
         .ok()
         .flatten()
         .and_then(|r| sqlx::Row::try_get::<Option<i64>, _>(&r, "first").ok().flatten());
-        out.push(first);
+        *slot = first;
     }
     out
 }
