@@ -262,3 +262,73 @@ async fn given_the_first_broker_down_when_sending_should_retry_on_the_next_and_s
     assert!(err.is_err());
     Ok(())
 }
+
+/// Per group, a message's delivery state comes from the trace and the live
+/// group state: consumed by one group, waiting in another whose member is
+/// online, and waiting for a group whose only member left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_three_groups_should_report_consumed_not_consumed_yet_and_consumer_offline() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(&tmp.path().join("node"), &["--client-timeout-ms", "600"])?;
+    let producer = Producer::new(ProducerOptions::new(node.broker.clone()))?;
+    let sent = producer.send("states", message("s-1", "one")).await?;
+    assert_eq!(sent.status, SendStatus::SendOk);
+
+    // "eager" consumes it.
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    let eager = PushConsumer::start(consumer_options(&node, "eager", "states"), move |_d| {
+        flag.store(true, Ordering::Relaxed);
+        async { ConsumeResult::Success }
+    })
+    .await?;
+    eventually(Duration::from_secs(10), "eager consumes", || {
+        done.load(Ordering::Relaxed)
+    })
+    .await?;
+    // "slow" is online but its handler never finishes.
+    let slow = PushConsumer::start(consumer_options(&node, "slow", "states"), |_d| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        ConsumeResult::Success
+    })
+    .await?;
+    // "gone" joined and left: nobody is there to pick it up.
+    let gone = PushConsumer::start(consumer_options(&node, "gone", "states"), |_d| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        ConsumeResult::Success
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(gone);
+
+    let url = format!("{}/api/v1/messages/{}", node.http, sent.id);
+    let mut states = BTreeMap::new();
+    for _ in 0..100 {
+        let v = get_json(url.clone()).await?;
+        states = v["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| {
+                (
+                    g["group"].as_str().unwrap_or_default().to_string(),
+                    g["delivery"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect::<BTreeMap<_, _>>();
+        if states.get("eager").map(String::as_str) == Some("consumed")
+            && states.get("gone").map(String::as_str) == Some("consumer_offline")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("delivery states: {states:?}");
+    assert_eq!(states.get("eager").map(String::as_str), Some("consumed"));
+    assert_eq!(states.get("slow").map(String::as_str), Some("not_consumed_yet"));
+    assert_eq!(states.get("gone").map(String::as_str), Some("consumer_offline"));
+    eager.shutdown().await;
+    // Its handler is still busy: stop without waiting for it.
+    drop(slow);
+    Ok(())
+}

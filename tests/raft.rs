@@ -278,6 +278,11 @@ async fn given_raft_when_minority_then_majority_is_down_should_write_then_refuse
     let li = usize::from(lead) - 1;
     let followers: Vec<usize> = (0..3).filter(|i| *i != li).collect();
     let client = reqwest::Client::new();
+    let promote = client
+        .post(format!("{}/api/v1/cluster/promote", nodes[followers[0]].http))
+        .send()
+        .await?;
+    assert_eq!(promote.status(), 409, "raft elects; operators do not promote");
     let mut acked = Vec::new();
     for i in 0..20 {
         let body = format!("all up {i}");

@@ -120,6 +120,12 @@ pub async fn promote(
     if c.mode == replication::Mode::None {
         return Err(BrokerError::Conflict("replication is off (--replication none): nothing to promote".into()).into());
     }
+    if c.mode == replication::Mode::Raft {
+        return Err(BrokerError::Conflict(
+            "raft mode elects its leader automatically; there is nothing to promote".into(),
+        )
+        .into());
+    }
     if !q.force && c.role() != replication::Role::Primary {
         let own_end = st.broker.store().stats().log_end;
         let asks = c

@@ -280,10 +280,55 @@ fn message_json(
             v["traced"] = json!(false);
         }
     }
+    v["groups"] = delivery_states(state, m, v["groups"].take());
     if let Some(e) = trace_error {
         v["trace_error"] = json!(e);
     }
     v
+}
+
+/// Adds each consumer group's delivery state for this message — the
+/// question "did group G get it?" answered from the live offsets and
+/// members as well as the trace: `consumed` (handled, or the group's
+/// committed offset is past it), `retrying`, `dead`, `not_consumed_yet`
+/// (members are online and it is ahead of them or in their hands) or
+/// `consumer_offline` (no member is connected to pick it up). Groups that
+/// subscribe to the topic but never touched the message are listed too.
+fn delivery_states(state: &AppState, m: &StoredMessage, traced: Value) -> Value {
+    let mut list: Vec<Value> = traced.as_array().cloned().unwrap_or_default();
+    let views = state.broker.groups().views();
+    for view in &views {
+        let committed = view
+            .offsets
+            .iter()
+            .find(|(t, q, _)| *t == m.topic && *q == m.queue_id)
+            .map(|(_, _, o)| *o);
+        let relevant = view.topic.as_deref() == Some(m.topic.as_str()) || committed.is_some();
+        if relevant && !list.iter().any(|g| g["group"] == view.group.as_str()) {
+            list.push(json!({"group": view.group, "status": "stored", "attempts": 0}));
+        }
+    }
+    for g in &mut list {
+        let name = g["group"].as_str().unwrap_or_default().to_string();
+        let view = views.iter().find(|v| v.group == name);
+        let online = view.is_some_and(|v| !v.members.is_empty());
+        let committed_past = view.is_some_and(|v| {
+            v.offsets
+                .iter()
+                .any(|(t, q, o)| *t == m.topic && *q == m.queue_id && *o > m.queue_offset)
+        });
+        let delivery = match g["status"].as_str().unwrap_or_default() {
+            "consumed" => "consumed",
+            "dead" => "dead",
+            "retrying" if online => "retrying",
+            _ if committed_past => "consumed",
+            _ if online => "not_consumed_yet",
+            _ => "consumer_offline",
+        };
+        g["delivery"] = json!(delivery);
+        g["online"] = json!(online);
+    }
+    Value::Array(list)
 }
 
 /// A message the trace knows but the log no longer has.

@@ -135,9 +135,15 @@ impl Groups {
     /// Topics each group's live members consume.
     pub fn subscriptions(&self) -> Vec<(String, String)> {
         let all = self.lock();
+        let now = Instant::now();
         let mut out: Vec<(String, String)> = all
             .iter()
-            .flat_map(|(g, grp)| grp.members.values().map(move |m| (g.clone(), m.topic.clone())))
+            .flat_map(|(g, grp)| {
+                grp.members
+                    .values()
+                    .filter(move |m| now.duration_since(m.last_seen) <= self.client_timeout)
+                    .map(move |m| (g.clone(), m.topic.clone()))
+            })
             .collect();
         out.sort();
         out.dedup();
@@ -151,10 +157,20 @@ impl Groups {
             .map(|(name, g)| {
                 let mut offsets: Vec<_> = g.offsets.iter().map(|((t, q), o)| (t.clone(), *q, *o)).collect();
                 offsets.sort();
+                let now = Instant::now();
                 GroupView {
                     group: name.clone(),
+                    // Kept from members that timed out: an offline group
+                    // still shows what it consumes.
                     topic: g.members.values().next().map(|m| m.topic.clone()),
-                    members: g.members.keys().cloned().collect(),
+                    // Only members heard from within the client timeout
+                    // (expired ones are pruned lazily at the next heartbeat).
+                    members: g
+                        .members
+                        .iter()
+                        .filter(|(_, m)| now.duration_since(m.last_seen) <= self.client_timeout)
+                        .map(|(id, _)| id.clone())
+                        .collect(),
                     auto_commit: g.auto_commit_seen || g.members.values().any(|m| m.auto_commit),
                     offsets,
                 }
