@@ -103,11 +103,21 @@ fn page(v: &Value) -> impl IntoView {
                 } else {
                     view! {
                         <table>
-                            <thead><tr><th scope="col">"group"</th><th scope="col">"status"</th><th scope="col">"deliveries"</th></tr></thead>
-                            <tbody>{groups.into_iter().map(|g| view! {
-                                <tr><td>{s(&g, "group").to_string()}</td>
-                                <td><span class=api::status_class(s(&g, "status"))>{s(&g, "status").to_string()}</span></td>
-                                <td class="num">{n(&g, "attempts")}</td></tr>
+                            <thead><tr><th scope="col">"group"</th><th scope="col">"status"</th><th scope="col">"did the group get it?"</th><th scope="col">"deliveries"</th></tr></thead>
+                            <tbody>{groups.into_iter().map(|g| {
+                                let delivery = s(&g, "delivery").to_string();
+                                let class = match delivery.as_str() {
+                                    "consumed" => "st st-ok",
+                                    "retrying" | "not_consumed_yet" => "st st-warn",
+                                    "dead" | "consumer_offline" => "st st-bad",
+                                    _ => "st",
+                                };
+                                view! {
+                                    <tr><td>{s(&g, "group").to_string()}</td>
+                                    <td><span class=api::status_class(s(&g, "status"))>{s(&g, "status").to_string()}</span></td>
+                                    <td>{(!delivery.is_empty()).then(|| view! { <span class=class data-delivery=delivery.clone()>{delivery.replace('_', " ")}</span> })}</td>
+                                    <td class="num">{n(&g, "attempts")}</td></tr>
+                                }
                             }).collect_view()}</tbody>
                         </table>
                     }.into_any()
