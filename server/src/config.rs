@@ -88,6 +88,9 @@ pub struct Config {
     pub alert_consumer_lag: u64,
     pub alert_unflushed_ms: u64,
     pub alert_flush_queue: u64,
+    /// Folder of the built dashboard (`index.html` + wasm). Default: the
+    /// repository's `frontend/dist`, where `./scripts/run.sh` builds it.
+    pub ui_dir: Option<PathBuf>,
     /// Bytes a replica may lag behind its primary before `replica_lag` fires.
     pub alert_replica_lag: u64,
 }
@@ -122,6 +125,7 @@ impl Default for Config {
             alert_consumer_lag: 10_000,
             alert_unflushed_ms: 5_000,
             alert_flush_queue: 10_000,
+            ui_dir: None,
             alert_replica_lag: 64 << 20,
         }
     }
@@ -239,6 +243,18 @@ impl Config {
             Some(url) => Some(url.to_string()),
             None => Some(format!("sqlite://{}", self.data_dir.join("trace.db").display())),
         }
+    }
+
+    /// Where the dashboard's files are: `ui_dir`, or the build output in
+    /// this source tree (`frontend/dist`, written by `cargo run -p xtask --
+    /// dashboard`).
+    pub fn ui_dir(&self) -> PathBuf {
+        self.ui_dir.clone().unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("frontend/dist")
+        })
     }
 
     /// The alert rules these settings describe.

@@ -127,6 +127,9 @@ struct ServeArgs {
     /// Alert when this many sync-flush sends wait for an fsync (0: off) [default: 10000].
     #[arg(long)]
     alert_flush_queue: Option<u64>,
+    /// Folder of the built dashboard [default: frontend/dist in the source tree].
+    #[arg(long)]
+    ui_dir: Option<PathBuf>,
     /// Bytes a replica may lag before the replica_lag alert fires (0: off).
     #[arg(long)]
     alert_replica_lag: Option<u64>,
@@ -172,6 +175,9 @@ impl ServeArgs {
         }
         if self.alert_webhook.is_some() {
             c.alert_webhook = self.alert_webhook;
+        }
+        if self.ui_dir.is_some() {
+            c.ui_dir = self.ui_dir;
         }
         if self.retry_delays.is_some() {
             c.retry_delays = self.retry_delays;

@@ -174,7 +174,16 @@ pub async fn serve(
     );
     tracing::info!(%http_addr, flush = ?cfg.flush_policy(), replication = cluster.mode.name(), role = cluster.role().name(), "serving");
     let otel = broker.otel().cloned();
-    let app = api::app_with_auth(AppState { broker }, cfg.max_body_bytes, cfg.auth_token.clone());
+    let ui_dir = cfg.ui_dir();
+    if !ui_dir.join("index.html").is_file() {
+        tracing::warn!(dir = %ui_dir.display(), "dashboard not built (./scripts/run.sh builds it); serving the API only");
+    }
+    let app = api::app_with_ui(
+        AppState { broker },
+        cfg.max_body_bytes,
+        cfg.auth_token.clone(),
+        Some(ui_dir),
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let graceful = async move {
         shutdown.await;

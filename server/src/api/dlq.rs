@@ -41,7 +41,15 @@ fn who(headers: &HeaderMap) -> String {
 pub async fn list(State(state): State<AppState>, Query(q): Query<GroupQuery>) -> Result<Json<Value>, ApiError> {
     let group = group_of(q.group)?;
     let letters = state.broker.dead_letters(&group)?;
-    Ok(Json(json!({ "group": group, "messages": letters })))
+    let origins: Vec<String> = letters.iter().map(|d| d.origin_id.clone()).collect();
+    let firsts = first_failures(&state, &group, &origins).await;
+    let mut messages = json!(letters);
+    if let Some(list) = messages.as_array_mut() {
+        for (m, first) in list.iter_mut().zip(firsts) {
+            m["first_failure_at"] = json!(first.map(super::messages::rfc3339));
+        }
+    }
+    Ok(Json(json!({ "group": group, "messages": messages })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +134,37 @@ pub async fn replay_many(
     })))
 }
 
+/// `GET /api/v1/consumers`: groups, members, committed offsets, and per
+/// queue the end and lag (retry queues: messages waiting per level).
 pub async fn consumers(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "groups": state.broker.groups().views() }))
+    Json(json!({ "groups": super::dashboard::groups_json(&state.broker, true) }))
+}
+
+/// Dead letters (newest) whose first failure time is looked up: one indexed
+/// query each, and the dashboard lists a group on every live update.
+const FIRST_FAILURE_LOOKUPS: usize = 200;
+
+/// When each dead letter's message first failed in its group (the first
+/// retry or DLQ event in the trace); `None` without a trace store and for
+/// letters older than the newest [`FIRST_FAILURE_LOOKUPS`].
+async fn first_failures(state: &AppState, group: &str, origins: &[String]) -> Vec<Option<i64>> {
+    let mut out = vec![None; origins.len()];
+    let Some(tracer) = state.broker.tracer() else {
+        return out;
+    };
+    let skip = origins.len().saturating_sub(FIRST_FAILURE_LOOKUPS);
+    for (slot, origin) in out.iter_mut().zip(origins).skip(skip) {
+        let first = sqlx::query(
+            "SELECT MIN(at) AS first FROM trace_events WHERE message_id = $1 AND grp = $2 AND stage IN ('retry', 'dlq')",
+        )
+        .bind(origin.as_str())
+        .bind(group)
+        .fetch_optional(tracer.pool())
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| sqlx::Row::try_get::<Option<i64>, _>(&r, "first").ok().flatten());
+        *slot = first;
+    }
+    out
 }

@@ -9,17 +9,23 @@
 //! - [`dlq`]: dead letters: list, replay one, replay many; consumer groups.
 //! - [`events`]: the live feed (server-sent events).
 //! - [`health`]: `/healthz` and `/metrics`.
+//! - [`dashboard`]: read-only views the dashboard needs (node settings,
+//!   losses, duplicates, consumer queue positions).
+//! - [`ui`]: the dashboard's files, with `index.html` for deep links.
 //! - [`cluster`]: the replication group view and promotion.
 
 pub mod auth;
 pub mod cluster;
+pub mod dashboard;
 pub mod dlq;
 pub mod error;
 pub mod events;
 pub mod health;
 pub mod json;
 pub mod messages;
+pub mod ui;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -46,6 +52,13 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
 
 /// The whole HTTP surface; with `token`, `/api` calls need it as a bearer token.
 pub fn app_with_auth(state: AppState, body_limit: usize, token: Option<String>) -> Router {
+    app_with_ui(state, body_limit, token, None)
+}
+
+/// The whole HTTP surface plus, with `ui_dir`, the dashboard: non-API GETs
+/// are its files (`index.html` for deep links); unknown `/api` paths stay
+/// JSON 404s.
+pub fn app_with_ui(state: AppState, body_limit: usize, token: Option<String>, ui_dir: Option<PathBuf>) -> Router {
     let api = Router::new()
         .route("/topics/{topic}/messages", post(messages::send))
         .route("/messages/{id}", get(messages::get))
@@ -54,17 +67,23 @@ pub fn app_with_auth(state: AppState, body_limit: usize, token: Option<String>) 
         .route("/dlq/replay", post(dlq::replay_many))
         .route("/dlq/{id}/replay", post(dlq::replay_one))
         .route("/consumers", get(dlq::consumers))
+        .route("/consumers/duplicates", get(dashboard::duplicates))
+        .route("/node", get(dashboard::node))
+        .route("/losses", get(dashboard::losses))
         .route("/events", get(events::events))
         .route("/alerts", get(health::alerts))
         .route("/cluster", get(cluster::view))
         .route("/cluster/promote", post(cluster::promote));
-    let mut router = Router::new()
+    let router = Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(openapi))
         .route("/healthz", get(health::healthz))
-        .route("/metrics", get(health::metrics))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit));
+        .route("/metrics", get(health::metrics));
+    let router = match ui_dir {
+        Some(dir) => router.fallback(move |req: axum::extract::Request| ui::serve(dir.clone(), req)),
+        None => router.fallback(not_found),
+    };
+    let mut router = router.layer(DefaultBodyLimit::max(body_limit));
     if let Some(token) = token {
         let token: Arc<str> = Arc::from(token);
         router = router.layer(axum::middleware::from_fn(move |req, next| {

@@ -1,0 +1,20 @@
+//! One module per dashboard route, plus the not-found page.
+
+pub mod cluster;
+pub mod consumers;
+pub mod dlq;
+pub mod matrix;
+pub mod messages;
+pub mod overview;
+pub mod timeline;
+
+use leptos::prelude::*;
+use leptos_router::components::A;
+
+#[component]
+pub fn NotFound() -> impl IntoView {
+    view! {
+        <h1>"Page not found"</h1>
+        <p class="empty">"There is no dashboard page here. " <A href="/">"Go to the overview"</A></p>
+    }
+}

@@ -1,0 +1,185 @@
+//! Read-only endpoints the dashboard needs beyond the core API.
+//!
+//! - `GET /api/v1/node`: this node's settings that decide what can be lost
+//!   (flush, replication, retry policy, tracing) and its log positions.
+//! - `GET /api/v1/losses?limit=N`: the latest acknowledged messages the
+//!   audit found missing, newest first.
+//! - `GET /api/v1/consumers/duplicates?limit=N`: messages delivered more
+//!   than once to a group (retries, replays, redelivered pull ranges), with
+//!   deliveries vs successful consumes.
+//! - [`groups_json`]: consumer groups with per-queue committed offset, queue
+//!   end and lag, retry-level occupancy (shared by `/api/v1/consumers` and
+//!   the live feed's `stats`).
+//!
+//! Nothing here writes; everything is derived from the store, the group
+//! table and the trace store on each call.
+
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::broker::retry::{dlq_topic, retry_topic};
+use crate::broker::Broker;
+use crate::storage::Flush;
+use crate::trace::db::{int, opt_str, text};
+use crate::trace::timeline;
+
+#[derive(Debug, Deserialize)]
+pub struct LimitQuery {
+    pub limit: Option<i64>,
+}
+
+/// Largest page of the lists here (they feed one dashboard panel each).
+const MAX_LIMIT: i64 = 200;
+
+fn limit(q: &LimitQuery, default: i64) -> i64 {
+    q.limit.unwrap_or(default).clamp(1, MAX_LIMIT)
+}
+
+/// Readable duration for a retry level (`10ms`, `5s`, `2m`, `1h`).
+fn human(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        ms if ms < 1000 || ms % 1000 != 0 => format!("{ms}ms"),
+        ms if ms < 60_000 || ms % 60_000 != 0 => format!("{}s", ms / 1000),
+        ms if ms < 3_600_000 || ms % 3_600_000 != 0 => format!("{}m", ms / 60_000),
+        ms => format!("{}h", ms / 3_600_000),
+    }
+}
+
+pub async fn node(State(state): State<AppState>) -> Json<Value> {
+    let b = &state.broker;
+    let store = b.store();
+    let (flush, interval) = match store.flush_mode() {
+        Flush::Sync => ("sync", None),
+        Flush::Async { interval } => ("async", Some(interval.as_millis() as u64)),
+    };
+    let retry = &b.options().retry;
+    let stats = store.stats();
+    Json(json!({
+        "node_id": store.node_id(),
+        "log_end": stats.log_end,
+        "flushed": stats.flushed,
+        "failed": store.failure().is_some(),
+        "flush": flush,
+        "flush_interval_ms": interval,
+        "replication": b.cluster().map_or("none", |c| c.mode.name()),
+        "tracing": b.tracer().is_some(),
+        "max_reconsume_times": retry.max_reconsume_times,
+        "retry_delays": retry.delays.iter().map(|d| human(*d)).collect::<Vec<_>>().join(" "),
+        "queues_per_topic": b.options().queues_per_topic,
+    }))
+}
+
+pub async fn losses(State(state): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
+    let Some(tracer) = state.broker.tracer() else {
+        return Ok(Json(json!({ "losses": [], "tracing": false })));
+    };
+    let rows = sqlx::query(
+        "SELECT e.message_id, e.stage, e.at, e.detail, m.topic, m.msg_key FROM trace_events e \
+         LEFT JOIN trace_messages m ON m.id = e.message_id \
+         WHERE e.outcome = 'lost' ORDER BY e.at DESC LIMIT $1",
+    )
+    .bind(limit(&q, 20))
+    .fetch_all(tracer.pool())
+    .await
+    .map_err(|e| ApiError::Unavailable(format!("trace store query failed: {e}")))?;
+    let out: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "id": text(r, "message_id"), "stage": text(r, "stage"),
+                "at": super::messages::rfc3339(int(r, "at")), "detail": text(r, "detail"),
+                "topic": opt_str(r, "topic"), "key": opt_str(r, "msg_key"),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "losses": out, "tracing": true })))
+}
+
+pub async fn duplicates(State(state): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
+    let Some(tracer) = state.broker.tracer() else {
+        return Ok(Json(json!({ "messages": [], "tracing": false })));
+    };
+    let fail = |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("trace store query failed: {e}"));
+    // Candidates: messages with own group events (retries, redeliveries,
+    // replays), most recent first.
+    let rows = sqlx::query(
+        "SELECT message_id, MAX(seq) AS last FROM trace_events WHERE grp IS NOT NULL \
+         GROUP BY message_id ORDER BY last DESC LIMIT $1",
+    )
+    .bind(limit(&q, 50))
+    .fetch_all(tracer.pool())
+    .await
+    .map_err(|e| fail(&e))?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let id = text(r, "message_id");
+        let Some(tl) = timeline::load(tracer.pool(), &id).await.map_err(|e| fail(&e))? else {
+            continue;
+        };
+        for g in tl.groups.iter().filter(|g| g.attempts > 1) {
+            let consumed = u32::from(g.status == "consumed");
+            out.push(json!({
+                "id": tl.id, "key": tl.key, "topic": tl.topic, "group": g.group, "status": g.status,
+                "deliveries": g.attempts, "consumed": consumed,
+                "duplicates": g.attempts.saturating_sub(1),
+            }));
+        }
+    }
+    Ok(Json(json!({ "messages": out, "tracing": true })))
+}
+
+/// Consumer groups with queue positions; `dead_letters` (a DLQ read per
+/// group) only when `with_dead` — the live feed sends this every second.
+pub fn groups_json(broker: &Broker, with_dead: bool) -> Value {
+    let store = broker.store();
+    let delays = &broker.options().retry.delays;
+    let groups: Vec<Value> = broker
+        .groups()
+        .views()
+        .into_iter()
+        .map(|g| {
+            let mut queues = Vec::new();
+            let (mut lag, mut retrying) = (0u64, 0u64);
+            if let Some(topic) = &g.topic {
+                let retry = retry_topic(&g.group);
+                for (t, q) in broker.group_queues(&g.group, topic) {
+                    let end = store.queue_len(&t, q);
+                    let committed = broker.groups().offset(&g.group, &t, q).unwrap_or(0);
+                    let behind = end.saturating_sub(committed);
+                    let is_retry = t == retry;
+                    if is_retry {
+                        retrying += behind;
+                    } else {
+                        lag += behind;
+                    }
+                    let delay = match delays.get(q as usize) {
+                        Some(d) if is_retry => human(*d),
+                        None if is_retry => "replays".to_string(),
+                        _ => String::new(),
+                    };
+                    queues.push(json!({
+                        "topic": t, "queue_id": q, "kind": if is_retry { "retry" } else { "topic" },
+                        "committed": committed, "end": end, "lag": behind, "delay": delay,
+                    }));
+                }
+            }
+            let dead = with_dead.then(|| {
+                broker
+                    .dead_letters(&g.group)
+                    .map(|d| d.iter().filter(|l| l.state == "dead").count() as u64)
+                    .unwrap_or(0)
+            });
+            json!({
+                "group": g.group, "topic": g.topic, "members": g.members, "auto_commit": g.auto_commit,
+                "offsets": g.offsets, "queues": queues, "lag": lag, "retrying": retrying,
+                "dead_letters": dead, "dlq_total": store.queue_len(&dlq_topic(&g.group), 0),
+            })
+        })
+        .collect();
+    Value::Array(groups)
+}

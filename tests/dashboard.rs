@@ -1,0 +1,496 @@
+//! The dashboard end to end: the real `waybill` binary serving the built
+//! Leptos UI (`frontend/dist`, `cargo run -p xtask -- dashboard`), driven by
+//! headless Chromium through chromedriver (WebDriver, `fantoccini`).
+//!
+//! Contract checked: a key search lists the messages and opens a timeline
+//! with timed stages; a poison message reaches the DLQ, is listed, replayed
+//! from the page with a confirmation, leaves the DLQ and is consumed —
+//! seen without reloading (the live feed drives the page); every route
+//! renders its empty state on a fresh node with no browser console error.
+//! Each page's screenshot lands in `<target>/screenshots/`.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian packages
+//! `chromium`, `chromium-driver`; `./scripts/test.sh` installs them).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use common::Node;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// How long a page gets to show what a step waits for; generous because
+/// CI has two cores shared by the node, the browser and other tests.
+const UI_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// chromedriver in its own process group, with the Chromium it starts;
+/// the whole group is SIGKILLed on drop (killing chromedriver alone leaves
+/// the browser running).
+struct Browser {
+    /// One browser at a time in this binary: three Chromiums on a two-core
+    /// CI machine make every page slow and every timeout flaky.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+    driver: Child,
+    client: Option<Client>,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> anyhow::Result<Browser> {
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            if !Path::new(bin).exists() {
+                bail!("{bin} is missing: apt-get install -y chromium chromium-driver (./scripts/test.sh does)");
+            }
+        }
+        static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let turn = TURN.lock().await;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("cannot start chromedriver")?;
+        let profile = tempfile::tempdir()?;
+        let mut browser = Browser {
+            _turn: turn,
+            driver,
+            client: None,
+            _profile: profile,
+        };
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,1000",
+                    format!("--user-data-dir={}", browser._profile.path().display()),
+                ],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match ClientBuilder::new(connector.clone())
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(c) => {
+                    browser.client = Some(c);
+                    return Ok(browser);
+                }
+                Err(e) if Instant::now() > deadline => bail!("no WebDriver session: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    fn c(&self) -> &Client {
+        self.client.as_ref().unwrap()
+    }
+
+    /// Opens `url` (a full page load).
+    async fn open(&self, url: &str) -> anyhow::Result<()> {
+        self.c().goto(url).await?;
+        self.wait("the app mounted", "return document.querySelector('main h1') !== null")
+            .await
+    }
+
+    /// Polls `script` (a JS function body returning a truthy value when
+    /// ready) until it holds.
+    async fn wait(&self, what: &str, script: &str) -> anyhow::Result<()> {
+        self.wait_value(what, script).await.map(|_| ())
+    }
+
+    async fn wait_value(&self, what: &str, script: &str) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + UI_TIMEOUT;
+        loop {
+            let v = self.c().execute(script, vec![]).await?;
+            if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                let text = self
+                    .c()
+                    .execute("return document.body.innerText", vec![])
+                    .await
+                    .unwrap_or_default();
+                let errors = self.console_errors().await.unwrap_or_default();
+                bail!("timed out waiting for {what}; console errors: {errors:?}; the page says:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Errors the page recorded (uncaught errors, `console.error`).
+    async fn console_errors(&self) -> anyhow::Result<Vec<String>> {
+        let v = self
+            .c()
+            .execute("return window.__waybillErrors || ['no error hook']", vec![])
+            .await?;
+        Ok(serde_json::from_value(v)?)
+    }
+
+    /// A marker in `window` that a full page load would erase.
+    async fn mark_page(&self) -> anyhow::Result<()> {
+        self.c()
+            .execute("window.__sameLoad = true; return true", vec![])
+            .await?;
+        Ok(())
+    }
+
+    async fn assert_same_page(&self) -> anyhow::Result<()> {
+        let v = self.c().execute("return window.__sameLoad === true", vec![]).await?;
+        anyhow::ensure!(v == json!(true), "the page was reloaded");
+        Ok(())
+    }
+
+    async fn screenshot(&self, name: &str) -> anyhow::Result<()> {
+        let png = self.c().screenshot().await?;
+        let dir = screenshots_dir();
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(format!("{name}.png")), png)?;
+        Ok(())
+    }
+
+    async fn click(&self, css: &str) -> anyhow::Result<()> {
+        self.c().find(Locator::Css(css)).await?.click().await?;
+        Ok(())
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The session's browser is a child of chromedriver, in its group.
+        // `-s KILL --` matters: procps-ng 4.0.2 turns `kill -9 -PGID` into
+        // kill(-1, SIGKILL), every process the user may signal.
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// `<target>/screenshots` (the cargo target dir this test was built in).
+fn screenshots_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(|p| p.join("screenshots"))
+        .unwrap_or_else(|| PathBuf::from("target/screenshots"))
+}
+
+fn ui_built() -> anyhow::Result<()> {
+    let index = Path::new(env!("CARGO_MANIFEST_DIR")).join("../frontend/dist/index.html");
+    anyhow::ensure!(
+        index.is_file(),
+        "{} is missing: build the dashboard first (cargo run -p xtask -- dashboard)",
+        index.display()
+    );
+    Ok(())
+}
+
+async fn produce(node: &Node, topic: &str, key: &str, body: &str) -> anyhow::Result<String> {
+    let v: Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/topics/{topic}/messages", node.http))
+        .json(&json!({"key": key, "body": body}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(v["id"].as_str().context("no id")?.to_string())
+}
+
+async fn get_json(url: &str) -> anyhow::Result<Value> {
+    Ok(reqwest::get(url).await?.json().await?)
+}
+
+/// `waybill consume … --exec CMD`: fails (`false`) or succeeds (`true`).
+struct Consumer(Child);
+
+impl Consumer {
+    fn start(node: &Node, group: &str, exec: &str) -> anyhow::Result<Consumer> {
+        let child = Command::new(env!("CARGO_BIN_EXE_waybill"))
+            .args([
+                "consume",
+                "--broker",
+                &node.broker,
+                "--topic",
+                "orders",
+                "--group",
+                group,
+            ])
+            .args(["--exec", exec])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Consumer(child))
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_messages_with_a_key_when_searching_by_key_should_list_them_and_open_a_timed_timeline(
+) -> anyhow::Result<()> {
+    ui_built()?;
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(&tmp.path().join("node"), &[])?;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(produce(&node, "orders", "order-42", &format!("hello {i}")).await?);
+    }
+    produce(&node, "orders", "order-7", "someone else").await?;
+
+    let b = Browser::start().await?;
+    b.open(&format!("{}/messages?key=order-42", node.http)).await?;
+    b.wait(
+        "three result rows",
+        "return document.querySelectorAll('table.results tbody tr').length === 3",
+    )
+    .await?;
+    let prefilled = b
+        .c()
+        .execute("return document.querySelector('input[name=key]').value", vec![])
+        .await?;
+    assert_eq!(prefilled, json!("order-42"), "?key= pre-fills the form");
+    b.screenshot("messages-search").await?;
+
+    b.click("table.results tbody tr td.id a").await?;
+    b.wait(
+        "the timeline",
+        "return document.querySelector('ol.path li[data-stage=store] .when')?.innerText",
+    )
+    .await?;
+    let url = b.c().current_url().await?;
+    let shown = url.path().trim_start_matches("/messages/").to_string();
+    assert!(ids.contains(&shown), "opened {shown}, one of {ids:?}");
+    for stage in ["produce", "store", "flush"] {
+        let when = b
+            .wait_value(
+                &format!("a time on {stage}"),
+                &format!("return document.querySelector('ol.path li[data-stage={stage}] .when')?.innerText"),
+            )
+            .await?;
+        assert!(
+            when.as_str().is_some_and(|t| t.contains(':')),
+            "{stage} shows a time: {when}"
+        );
+    }
+    b.screenshot("message-timeline").await?;
+    // Phone width: the path turns into a column, nothing overflows.
+    b.c().set_window_size(390, 844).await?;
+    let overflow = b
+        .c()
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1",
+            vec![],
+        )
+        .await?;
+    assert_eq!(overflow, json!(false), "the timeline overflows a phone screen");
+    b.screenshot("message-timeline-phone").await?;
+    b.c().set_window_size(1280, 1000).await?;
+    // A deep link survives a reload.
+    b.c().refresh().await?;
+    b.wait(
+        "the timeline after reload",
+        "return document.querySelector('ol.path li[data-stage=store] .when')?.innerText",
+    )
+    .await?;
+    assert_eq!(b.console_errors().await?, Vec::<String>::new());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_poison_message_when_replayed_from_the_dlq_page_should_leave_the_dlq_and_be_consumed_live(
+) -> anyhow::Result<()> {
+    ui_built()?;
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(
+        &tmp.path().join("node"),
+        &["--retry-delays", "10ms,10ms", "--max-reconsume-times", "1"],
+    )?;
+    let poison = produce(&node, "orders", "poison-9", "this handler always fails").await?;
+
+    // A failing handler: every attempt fails, the message is dead-lettered.
+    let failing = Consumer::start(&node, "billing", "false")?;
+    let dlq_url = format!("{}/api/v1/dlq?group=billing", node.http);
+    let deadline = Instant::now() + UI_TIMEOUT;
+    while get_json(&dlq_url).await?["messages"]
+        .as_array()
+        .is_none_or(|m| m.is_empty())
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the poison message never reached the DLQ");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(failing);
+    // Messages after the fault: waiting for the fixed handler (lag).
+    produce(&node, "orders", "order-1", "fine").await?;
+    produce(&node, "orders", "order-2", "fine too").await?;
+
+    let b = Browser::start().await?;
+    // Every page with data, for the record (README screenshots).
+    b.open(&format!("{}/", node.http)).await?;
+    b.wait("the overview numbers", "return document.querySelector('.card .big')?.innerText !== '–' && document.querySelectorAll('main .loading').length === 0").await?;
+    b.wait("the dead-letter count", "return [...document.querySelectorAll('.card')].some(c => c.innerText.toLowerCase().includes('dead letters') && c.querySelector('.big').innerText === '1')").await?;
+    b.screenshot("overview").await?;
+    b.open(&format!("{}/messages/{poison}", node.http)).await?;
+    b.wait(
+        "the DLQ move on the timeline",
+        "return document.querySelector('tr[data-stage=dlq]')",
+    )
+    .await?;
+    b.screenshot("timeline-dead").await?;
+    b.open(&format!("{}/consumers", node.http)).await?;
+    b.wait("the group", "return document.querySelector('section.group')")
+        .await?;
+    b.screenshot("consumers").await?;
+    b.open(&format!("{}/cluster", node.http)).await?;
+    b.wait("the members", "return document.querySelector('main table')")
+        .await?;
+    b.screenshot("cluster").await?;
+
+    b.open(&format!("{}/dlq?group=billing", node.http)).await?;
+    let row = format!("table.dlq tbody tr[data-origin=\"{poison}\"]");
+    b.wait(
+        "the dead letter",
+        &format!("return document.querySelector(`{row} button.replay`)"),
+    )
+    .await?;
+    let listed = b
+        .c()
+        .execute(&format!("return document.querySelector(`{row}`).innerText"), vec![])
+        .await?;
+    assert!(
+        listed
+            .as_str()
+            .is_some_and(|t| t.contains(&poison) && t.contains("poison-9")),
+        "the row names the message: {listed}"
+    );
+    b.screenshot("dlq").await?;
+
+    // The handler is fixed: replay from the page, confirm, watch.
+    let _fixed = Consumer::start(&node, "billing", "true")?;
+    b.mark_page().await?;
+    b.click(&format!("{row} button.replay")).await?;
+    b.c().accept_alert().await?;
+    b.wait(
+        "the row to leave the DLQ",
+        "return document.querySelector('table.dlq') === null && document.querySelector('main .empty')",
+    )
+    .await?;
+    b.wait(
+        "the replay's outcome",
+        "return document.querySelector('.replays [data-outcome=consumed]')",
+    )
+    .await?;
+    b.screenshot("dlq-replayed").await?;
+    b.assert_same_page().await?;
+
+    // Into the timeline without a reload: the replay and the consumption.
+    b.click(".replays a").await?;
+    b.wait(
+        "the replay on the timeline",
+        "return document.querySelector('tr[data-stage=replay]')",
+    )
+    .await?;
+    b.wait(
+        "the consumption on the timeline",
+        "return document.querySelector('ol.path li[data-stage=consume].done')",
+    )
+    .await?;
+    b.assert_same_page().await?;
+    b.screenshot("timeline-replayed").await?;
+    // Every message of the run, with the statuses they ended in.
+    b.open(&format!("{}/messages", node.http)).await?;
+    b.wait(
+        "the consumed messages",
+        "return document.querySelectorAll('table.results .st-ok').length >= 3",
+    )
+    .await?;
+    b.screenshot("messages-all").await?;
+    let api = get_json(&format!("{}/api/v1/messages/{poison}", node.http)).await?;
+    assert_eq!(api["groups"][0]["status"], json!("consumed"), "{api}");
+    assert_eq!(b.console_errors().await?, Vec::<String>::new());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_fresh_node_each_page_should_render_its_empty_state_without_console_errors() -> anyhow::Result<()> {
+    ui_built()?;
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(&tmp.path().join("node"), &[])?;
+
+    // Deep links are the UI; unknown API paths stay JSON 404s.
+    let deep = reqwest::get(format!("{}/messages/whatever", node.http)).await?;
+    assert_eq!(deep.status(), 200);
+    assert!(deep.text().await?.contains("waybill_dashboard.js"));
+    let api = reqwest::get(format!("{}/api/v1/nope", node.http)).await?;
+    assert_eq!(api.status(), 404);
+    assert!(api.json::<Value>().await?["error"].is_string());
+
+    let b = Browser::start().await?;
+    let pages = [
+        ("/", "empty-overview"),
+        ("/messages", "empty-messages"),
+        ("/messages/0001000000010000000000000000", "empty-timeline"),
+        ("/dlq", "empty-dlq"),
+        ("/consumers", "empty-consumers"),
+        ("/cluster", "empty-cluster"),
+        ("/matrix", "empty-matrix"),
+    ];
+    for (path, shot) in pages {
+        b.open(&format!("{}{path}", node.http)).await?;
+        b.wait(
+            &format!("{path} to finish loading"),
+            "return document.querySelectorAll('main .loading').length === 0 && (document.querySelector('main .empty') || document.querySelector('main table'))",
+        )
+        .await?;
+        let errors = b
+            .c()
+            .execute(
+                "return [...document.querySelectorAll('main .error')].map(e => e.innerText)",
+                vec![],
+            )
+            .await?;
+        assert_eq!(errors, json!([]), "{path} shows an error");
+        assert_eq!(
+            b.console_errors().await?,
+            Vec::<String>::new(),
+            "console errors on {path}"
+        );
+        b.screenshot(shot).await?;
+    }
+    // Keyboard: the first Tab lands on the skip link, Enter moves focus to main.
+    b.open(&format!("{}/", node.http)).await?;
+    let skip = b
+        .c()
+        .execute(
+            "document.querySelector('.skip').focus(); return document.activeElement.innerText",
+            vec![],
+        )
+        .await?;
+    assert_eq!(skip, json!("Skip to content"));
+    Ok(())
+}
