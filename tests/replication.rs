@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{body_for, free_addr, Node};
+use common::{body_for, free_addr, log_bytes, Node};
 use serde_json::{json, Value};
 
 const PRODUCERS: usize = 16;
@@ -252,20 +252,6 @@ async fn present_on(node: &Node, acked: &[(String, String)]) -> anyhow::Result<(
         }
     }
     Ok((present, missing))
-}
-
-/// A member's whole log, segments concatenated in order.
-fn log_bytes(dir: &Path) -> anyhow::Result<Vec<u8>> {
-    let mut names: Vec<_> = std::fs::read_dir(dir.join("log"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    names.sort();
-    let mut out = Vec::new();
-    for n in names {
-        out.extend(std::fs::read(n)?);
-    }
-    Ok(out)
 }
 
 /// Waits until both members' logs have the same length, then compares.

@@ -112,3 +112,17 @@ pub fn free_addr() -> anyhow::Result<String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.to_string())
 }
+
+/// A node's whole commit log: its segment files concatenated in order.
+pub fn log_bytes(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut names: Vec<_> = std::fs::read_dir(data_dir.join("log"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for n in names {
+        out.extend(std::fs::read(n)?);
+    }
+    Ok(out)
+}

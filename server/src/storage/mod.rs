@@ -15,6 +15,9 @@
 //! - [`flusher`]: the group-commit fsync thread and the index writer thread.
 //! - [`watermark`]: the flushed position and the appends waiting on it.
 //! - [`store`]: the facade tying them together (append, wait, read, lookup).
+//! - [`copy`]: the store's replication side (append copied frames, read
+//!   whole frames, writer runs).
+//! - [`truncate`]: cutting a closed store's log back (a rejoining primary).
 //!
 //! # Data directory
 //! ```text
@@ -25,6 +28,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod copy;
 pub mod faultfs;
 pub mod flusher;
 pub mod fs;
