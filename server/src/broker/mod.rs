@@ -305,7 +305,8 @@ impl Broker {
         if let Some(r) = self.raft.get() {
             return r.check_leader().map_err(|e| BrokerError::NotPrimary(e.to_string()));
         }
-        let Some(c) = self.cluster.get() else {
+        // Outside a replication group every node writes: no lock per append.
+        let Some(c) = self.cluster.get().filter(|c| c.mode != crate::replication::Mode::None) else {
             return Ok(());
         };
         match c.role() {
@@ -572,23 +573,15 @@ impl Broker {
             ProposeError::NotLeader { .. } => BrokerError::NotPrimary(e.to_string()),
             other => BrokerError::Unconfirmed(other.to_string()),
         })?;
-        Ok((
-            SendResult {
-                id: MessageId {
-                    node: p.node,
-                    epoch: p.epoch,
-                    pos: p.pos,
-                },
-                status: SendStatus::SendOk,
-                queue_id,
-                queue_offset: p.queue_offset,
-            },
-            Placed {
-                queue_id,
-                queue_offset: p.queue_offset,
+        Ok(placed(
+            queue_id,
+            born_ms,
+            storage::Appended {
                 pos: p.pos,
                 end: p.end,
-                born_ms,
+                queue_offset: p.queue_offset,
+                node: p.node,
+                epoch: p.epoch,
                 stored_ms: p.stored_ms,
             },
         ))
@@ -609,27 +602,7 @@ impl Broker {
             body: msg.body,
             born_ms,
         })?;
-        let id = MessageId {
-            node: appended.node,
-            epoch: appended.epoch,
-            pos: appended.pos,
-        };
-        Ok((
-            SendResult {
-                id,
-                status: SendStatus::SendOk,
-                queue_id,
-                queue_offset: appended.queue_offset,
-            },
-            Placed {
-                queue_id,
-                queue_offset: appended.queue_offset,
-                pos: appended.pos,
-                end: appended.end,
-                born_ms,
-                stored_ms: appended.stored_ms,
-            },
-        ))
+        Ok(placed(queue_id, born_ms, appended))
     }
 
     /// Waits for what the flush mode promises about log position `end`.
@@ -768,4 +741,29 @@ impl Broker {
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// The send result (status not yet decided) and placement of a message
+/// that landed at `a`, whether appended here or applied by Raft.
+fn placed(queue_id: u32, born_ms: i64, a: storage::Appended) -> (SendResult, Placed) {
+    (
+        SendResult {
+            id: MessageId {
+                node: a.node,
+                epoch: a.epoch,
+                pos: a.pos,
+            },
+            status: SendStatus::SendOk,
+            queue_id,
+            queue_offset: a.queue_offset,
+        },
+        Placed {
+            queue_id,
+            queue_offset: a.queue_offset,
+            pos: a.pos,
+            end: a.end,
+            born_ms,
+            stored_ms: a.stored_ms,
+        },
+    )
 }
