@@ -13,7 +13,7 @@ use serde_json::Value;
 use waybill::broker::{Broker, BrokerOptions, Outgoing};
 use waybill::storage::faultfs::{FaultFs, PowerLoss};
 use waybill::storage::{Flush, Store, StoreOptions};
-use waybill::trace::{audit, timeline, Tracer};
+use waybill::trace::{audit, search, timeline, Tracer};
 use waybill_client::{ConsumeResult, ConsumerOptions, Message, Producer, ProducerOptions, PushConsumer, SendStatus};
 
 async fn get_json(url: String) -> anyhow::Result<Value> {
@@ -265,7 +265,7 @@ async fn given_async_flush_and_a_power_loss_the_audit_marks_exactly_the_unsynced
     let found = audit::run(tracer.pool(), &store, None).await?;
     let mut expected = Vec::new();
     for id in &acked {
-        let tl = timeline::load(tracer.pool(), &id.to_string())
+        let tl = timeline::load(tracer.pool(), &store, &id.to_string())
             .await?
             .ok_or_else(|| anyhow::anyhow!("no trace for {id}"))?;
         let end = id.pos + 1; // any byte of the frame past the durable end loses it
@@ -293,6 +293,37 @@ async fn given_async_flush_and_a_power_loss_the_audit_marks_exactly_the_unsynced
     );
     // A second audit does not mark them twice.
     assert!(audit::run(tracer.pool(), &store, None).await?.lost.is_empty());
+    // Lost messages stay findable: by their key, and in a topic search
+    // beside the survivors.
+    let lost_id = &expected[0];
+    let i = acked
+        .iter()
+        .position(|id| id.to_string() == *lost_id)
+        .unwrap_or(usize::MAX);
+    let by_key = search::Query {
+        key: Some(format!("k{i}")),
+        limit: 10,
+        ..search::Query::default()
+    };
+    let (hits, _) = search::run(tracer.pool(), &store, &by_key).await?;
+    assert_eq!(
+        hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
+        vec![lost_id.clone()]
+    );
+    let by_topic = search::Query {
+        topic: Some("audit".into()),
+        limit: 100_000,
+        ..search::Query::default()
+    };
+    let (hits, more) = search::run(tracer.pool(), &store, &by_topic).await?;
+    assert!(!more);
+    let mut all: Vec<String> = acked.iter().map(|id| id.to_string()).collect();
+    all.reverse();
+    assert_eq!(
+        hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
+        all,
+        "every acknowledged message, newest first"
+    );
     Ok(())
 }
 
@@ -371,6 +402,31 @@ async fn given_keys_search_returns_all_and_only_their_messages_across_restarts()
     }
     paged.sort();
     assert_eq!(paged, with_a);
+    // A topic search walks the trace's runs: all six, newest first, in
+    // pages of two.
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{}/api/v1/messages?topic=search&limit=2&cursor={c}", node.http),
+            None => format!("{}/api/v1/messages?topic=search&limit=2", node.http),
+        };
+        let v = get_json(url).await?;
+        let page: Vec<String> = v["messages"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        anyhow::ensure!(page.len() <= 2 && paged.len() < 6, "pages overrun: {v}");
+        paged.extend(page);
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(paged.len(), 6, "{paged:?}");
+    let mut newest_first = paged.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(paged, newest_first, "ids of one node and boot sort as their positions");
     Ok(())
 }
 

@@ -79,9 +79,8 @@ pub async fn losses(State(state): State<AppState>, Query(q): Query<LimitQuery>) 
         return Ok(Json(json!({ "losses": [], "tracing": false })));
     };
     let rows = sqlx::query(
-        "SELECT e.message_id, e.stage, e.at, e.detail, m.topic, m.msg_key FROM trace_events e \
-         LEFT JOIN trace_messages m ON m.id = e.message_id \
-         WHERE e.outcome = 'lost' ORDER BY e.at DESC LIMIT $1",
+        "SELECT message_id, stage, at, detail, rec_topic AS topic, msg_key FROM trace_events \
+         WHERE outcome = 'lost' ORDER BY at DESC LIMIT $1",
     )
     .bind(limit(&q, 20))
     .fetch_all(tracer.pool())
@@ -118,7 +117,10 @@ pub async fn duplicates(State(state): State<AppState>, Query(q): Query<LimitQuer
     let mut out = Vec::new();
     for r in &rows {
         let id = text(r, "message_id");
-        let Some(tl) = timeline::load(tracer.pool(), &id).await.map_err(|e| fail(&e))? else {
+        let Some(tl) = timeline::load(tracer.pool(), state.broker.store(), &id)
+            .await
+            .map_err(|e| fail(&e))?
+        else {
             continue;
         };
         for g in tl.groups.iter().filter(|g| g.attempts > 1) {

@@ -78,7 +78,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
         .map_err(|e: crate::broker::BadId| ApiError::BadRequest(e.to_string()))?;
     let stored = state.broker.get(&parsed)?;
     let (timeline, trace_error) = match state.broker.tracer() {
-        Some(t) => match timeline::load(t.pool(), &id).await {
+        Some(t) => match timeline::load(t.pool(), state.broker.store(), &id).await {
             Ok(tl) => (tl, None),
             Err(e) => (None, Some(e.to_string())),
         },
@@ -136,48 +136,27 @@ pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>)
         limit,
         cursor,
     };
-    let (hits, more) = search::run(tracer.pool(), &query)
+    let store = state.broker.store();
+    let (hits, more) = search::run(tracer.pool(), store, &query)
         .await
         .map_err(|e| ApiError::Unavailable(format!("trace store query failed: {e}")))?;
     let next_cursor = if more { hits.last().map(search::cursor_of) } else { None };
     let mut out = Vec::with_capacity(hits.len());
-    let mut seen = std::collections::HashSet::new();
     for h in hits {
-        let status = match timeline::load(tracer.pool(), &h.id).await {
-            Ok(Some(tl)) => tl.status,
-            Ok(None) => "stored",
+        // No timeline yet: stored, but the trace has not written it ("found,
+        // no trace yet").
+        let (status, traced) = match timeline::load(tracer.pool(), store, &h.id).await {
+            Ok(Some(tl)) => (tl.status, true),
+            Ok(None) => ("stored", false),
             Err(e) => return Err(ApiError::Unavailable(format!("trace store query failed: {e}"))),
         };
         if q.status.as_deref().is_some_and(|s| s != status) {
             continue;
         }
-        seen.insert(h.id.clone());
         out.push(json!({
             "id": h.id, "topic": h.topic, "key": h.key, "tags": h.tags,
-            "born_at": rfc3339(h.born_ms), "stored_at": rfc3339(h.stored_ms), "status": status, "traced": true,
+            "born_at": rfc3339(h.born_ms), "stored_at": rfc3339(h.stored_ms), "status": status, "traced": traced,
         }));
-    }
-    // Messages stored but not yet written to the trace ("found, no trace yet").
-    if q.cursor.is_none() && q.status.is_none() && q.topic.is_none() && q.tag.is_none() {
-        let fresh: Vec<(MessageId, StoredMessage)> = match (&q.key, &q.id) {
-            (Some(k), _) => state.broker.find_by_key(k, limit),
-            (None, Some(id)) => match id.parse::<MessageId>() {
-                Ok(parsed) => state.broker.get(&parsed)?.map(|m| (parsed, m)).into_iter().collect(),
-                Err(e) => return Err(ApiError::BadRequest(e.to_string())),
-            },
-            _ => Vec::new(),
-        };
-        // System-topic copies (retries, dead letters) carry the key too; they
-        // are part of the original message's timeline, not search hits.
-        for (id, m) in fresh.into_iter().filter(|(_, m)| !m.topic.starts_with('%')) {
-            if seen.insert(id.to_string()) && out.len() < limit {
-                out.push(json!({
-                    "id": id.to_string(), "topic": m.topic, "key": m.key, "tags": m.tags,
-                    "born_at": rfc3339(m.born_ms), "stored_at": rfc3339(m.stored_ms), "status": "stored",
-                    "traced": false,
-                }));
-            }
-        }
     }
     Ok(Json(json!({ "messages": out, "next_cursor": next_cursor })))
 }

@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::storage::{self, FlushOutcome, NewMessage, StorageError, Store, StoredMessage};
-use crate::trace::event::Stored;
+use crate::trace::event::{Stored, StoredMsg};
 use crate::trace::{TraceEvent, Tracer};
 pub use id::{BadId, MessageId};
 pub use topic::TopicError;
@@ -256,7 +256,9 @@ impl Broker {
     /// Sends a summary of `ev` to live listeners, if any.
     fn publish(&self, ev: &TraceEvent) {
         if self.live.receiver_count() > 0 {
-            let _ = self.live.send(crate::trace::live::summary(ev));
+            for v in crate::trace::live::summaries(ev) {
+                let _ = self.live.send(v);
+            }
         }
     }
 
@@ -428,13 +430,8 @@ impl Broker {
                 None => self.next_queue.fetch_add(1, Ordering::Relaxed) % queues,
             };
             let info = tracing.then(|| {
-                (
-                    msg.key.clone(),
-                    msg.tags.clone(),
-                    msg.producer.clone(),
-                    msg.send_mode.unwrap_or("sync"),
-                    msg.properties.get("traceparent").cloned(),
-                )
+                let traceparent = self.otel.get().and_then(|_| msg.properties.get(tp).cloned());
+                (msg.key.clone(), msg.send_mode.unwrap_or("sync"), traceparent)
             });
             pending.push((queue_id, msg, info));
         }
@@ -499,44 +496,40 @@ impl Broker {
         self.appended.notify_waiters();
         let acked_ms = now_ms();
         if let Some(o) = self.otel.get() {
-            for (id, a, (_, _, _, _, traceparent)) in &traced {
+            for (id, a, (_, _, traceparent)) in &traced {
                 if let Some(tp) = traceparent {
                     o.stored(&id.to_string(), topic, tp, a.born_ms, a.stored_ms, acked_ms);
                 }
             }
         }
-        if let Some(t) = self.tracer.get() {
-            let flush_mode = match self.store.flush_mode() {
-                storage::Flush::Sync => "sync",
-                storage::Flush::Async { .. } => "async",
-            };
-            for (id, a, (key, tags, producer, send_mode, traceparent)) in traced {
-                let ev = TraceEvent::Stored(Box::new(Stored {
-                    id: id.to_string(),
-                    topic: topic.to_string(),
-                    key,
-                    tags,
-                    queue_id: a.queue_id,
-                    queue_offset: a.queue_offset,
-                    pos: a.pos,
-                    end: a.end,
-                    born_ms: a.born_ms,
-                    stored_ms: a.stored_ms,
-                    acked_ms,
-                    producer,
-                    send_mode: send_mode.to_string(),
-                    flush_mode,
-                    send_status: if send_mode == "oneway" {
-                        "NONE"
-                    } else {
-                        status.unwrap_or(SendStatus::SendOk).name()
-                    },
-                    replication: self.replication_name(),
-                    traceparent,
-                }));
-                self.publish(&ev);
-                t.record(ev);
-            }
+        if let Some(t) = self.tracer.get().filter(|_| !traced.is_empty()) {
+            let ev = TraceEvent::Stored(Box::new(Stored {
+                topic: topic.to_string(),
+                messages: traced
+                    .into_iter()
+                    .map(|(id, a, (key, send_mode, _))| StoredMsg {
+                        node: id.node,
+                        epoch: id.epoch,
+                        pos: a.pos,
+                        end: a.end,
+                        queue_id: a.queue_id,
+                        queue_offset: a.queue_offset,
+                        born_ms: a.born_ms,
+                        stored_ms: a.stored_ms,
+                        key,
+                        send_mode,
+                    })
+                    .collect(),
+                acked_ms,
+                flush_mode: match self.store.flush_mode() {
+                    storage::Flush::Sync => "sync",
+                    storage::Flush::Async { .. } => "async",
+                },
+                send_status: status.unwrap_or(SendStatus::SendOk).name(),
+                replication: self.replication_name(),
+            }));
+            self.publish(&ev);
+            t.record(ev);
         }
         Ok(placed
             .into_iter()

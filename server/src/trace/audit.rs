@@ -14,9 +14,9 @@
 //! Limit: a message whose trace row was shed or not yet written when the
 //! process died is unknown to the audit (the trace says so with a gap).
 
-use sqlx::AnyPool;
+use sqlx::{AnyPool, AssertSqlSafe};
 
-use super::db::{int, text};
+use super::runs::{self, Entry, Run};
 use super::TraceError;
 use crate::storage::{DamageKind, Store};
 
@@ -27,6 +27,34 @@ pub struct AuditReport {
     pub lost: Vec<String>,
 }
 
+/// An acknowledged message the log may have lost.
+struct Candidate {
+    id: String,
+    pos: u64,
+    topic: String,
+    key: Option<String>,
+    queue_id: u32,
+    queue_offset: u64,
+    flush_mode: String,
+    /// Inside a region recovery found corrupt.
+    corrupt: bool,
+}
+
+impl Candidate {
+    fn new(run: &Run, e: Entry, corrupt: bool) -> Candidate {
+        Candidate {
+            id: e.id(run).to_string(),
+            pos: e.pos,
+            topic: run.topic.clone(),
+            key: e.key,
+            queue_id: e.queue_id,
+            queue_offset: e.queue_offset,
+            flush_mode: run.flush_mode.clone(),
+            corrupt,
+        }
+    }
+}
+
 /// `cut_at`: where replication cut this log at start (a former primary
 /// rejoining): acknowledged messages past it are lost at `replicate`.
 pub async fn run(pool: &AnyPool, store: &Store, cut_at: Option<u64>) -> Result<AuditReport, TraceError> {
@@ -35,43 +63,54 @@ pub async fn run(pool: &AnyPool, store: &Store, cut_at: Option<u64>) -> Result<A
     let log_end = stats.log_end as i64;
     let now = chrono::Utc::now().timestamp_millis();
     let mut report = AuditReport::default();
-    // Ids sort as node | epoch | position (fixed-width hex), so for each
-    // earlier boot the frames past the recovered end are one range of the
-    // primary key: no scan of the whole table.
-    let mut candidates = Vec::new();
+    // Runs of earlier boots reaching past the recovered end: one range of
+    // the (node, epoch, pos_from) index per boot, no scan of the table.
+    let mut candidates: Vec<Candidate> = Vec::new();
     for epoch in 1..store.epoch() {
-        let from = format!("{:04X}{:08X}{:016X}", store.node_id(), epoch, log_end.max(0) as u64);
-        let to = format!("{:04X}{:08X}", store.node_id(), epoch.saturating_add(1));
-        let rows = sqlx::query(
-            "SELECT id, pos, end_pos, flush_mode FROM trace_messages WHERE id >= $1 AND id < $2 \
-             AND send_status = 'SEND_OK' AND end_pos > $3",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(log_end)
-        .fetch_all(pool)
-        .await?;
-        candidates.extend(
-            rows.into_iter()
-                .map(|r| (text(&r, "id"), int(&r, "pos"), text(&r, "flush_mode"), false)),
+        let sql = format!(
+            "SELECT {} FROM trace_runs WHERE node = $1 AND epoch = $2 AND pos_to > $3 AND send_status = 'SEND_OK'",
+            runs::COLUMNS
         );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(node)
+            .bind(i64::from(epoch))
+            .bind(log_end)
+            .fetch_all(pool)
+            .await?;
+        for r in &rows {
+            let (run, entries) = runs::from_row(r);
+            for e in entries.into_iter().filter(|e| e.end as i64 > log_end) {
+                candidates.push(Candidate::new(&run, e, false));
+            }
+        }
     }
     for d in store.damage().iter().filter(|d| d.kind == DamageKind::Corrupt) {
-        let rows = sqlx::query(
-            "SELECT id, pos, flush_mode FROM trace_messages WHERE node = $1 AND send_status = 'SEND_OK' \
-             AND pos >= $2 AND pos < $3",
-        )
-        .bind(node)
-        .bind(d.from as i64)
-        .bind(d.to as i64)
-        .fetch_all(pool)
-        .await?;
-        candidates.extend(
-            rows.into_iter()
-                .map(|r| (text(&r, "id"), int(&r, "pos"), text(&r, "flush_mode"), true)),
+        let sql = format!(
+            "SELECT {} FROM trace_runs WHERE node = $1 AND pos_to > $2 AND pos_from < $3 AND send_status = 'SEND_OK'",
+            runs::COLUMNS
         );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(node)
+            .bind(d.from as i64)
+            .bind(d.to as i64)
+            .fetch_all(pool)
+            .await?;
+        for r in &rows {
+            let (run, entries) = runs::from_row(r);
+            for e in entries.into_iter().filter(|e| e.pos >= d.from && e.pos < d.to) {
+                candidates.push(Candidate::new(&run, e, true));
+            }
+        }
     }
-    for (id, pos, flush_mode, corrupt) in candidates {
+    for c in candidates {
+        let Candidate {
+            id,
+            pos,
+            flush_mode,
+            corrupt,
+            ..
+        } = &c;
+        let (pos, corrupt) = (*pos as i64, *corrupt);
         report.checked += 1;
         // Ids embed the epoch: only earlier boots can have lost messages.
         let epoch = id
@@ -82,7 +121,7 @@ pub async fn run(pool: &AnyPool, store: &Store, cut_at: Option<u64>) -> Result<A
             continue;
         }
         let already = sqlx::query("SELECT 1 AS one FROM trace_events WHERE message_id = $1 AND outcome = 'lost'")
-            .bind(&id)
+            .bind(id)
             .fetch_optional(pool)
             .await?;
         if already.is_some() {
@@ -100,7 +139,7 @@ pub async fn run(pool: &AnyPool, store: &Store, cut_at: Option<u64>) -> Result<A
                 "store",
                 "acknowledged, but its record is corrupt on disk: not served".to_string(),
             )
-        } else if flush_mode == "async" {
+        } else if flush_mode.as_str() == "async" {
             (
                 "flush",
                 "acknowledged after the write (async flush) but not fsynced before the crash: absent from the log \
@@ -114,18 +153,23 @@ pub async fn run(pool: &AnyPool, store: &Store, cut_at: Option<u64>) -> Result<A
             )
         };
         sqlx::query(
-            "INSERT INTO trace_events (message_id, stage, at, node, grp, outcome, detail) \
-             VALUES ($1, $2, $3, $4, NULL, 'lost', $5)",
+            "INSERT INTO trace_events (message_id, stage, at, node, grp, outcome, detail, record_id, rec_topic, \
+             rec_queue, rec_offset, msg_key) VALUES ($1, $2, $3, $4, NULL, 'lost', $5, $6, $7, $8, $9, $10)",
         )
-        .bind(&id)
+        .bind(id)
         .bind(stage)
         .bind(now)
         .bind(node)
         .bind(&reason)
+        .bind(id)
+        .bind(c.topic.clone())
+        .bind(i64::from(c.queue_id))
+        .bind(c.queue_offset as i64)
+        .bind(c.key.clone())
         .execute(pool)
         .await?;
         tracing::warn!(%id, stage, "audit: acknowledged message lost");
-        report.lost.push(id);
+        report.lost.push(c.id);
     }
     if !report.lost.is_empty() {
         tracing::warn!(

@@ -2,9 +2,10 @@
 //!
 //! One `AnyPool` and portable SQL (`$n` placeholders work on both); the
 //! migrations differ per backend and are embedded in the binary. SQLite runs
-//! in WAL mode with `synchronous = NORMAL`: the trace is evidence, not the
-//! message store, so a power loss may cost its last moments, never the
-//! messages themselves.
+//! in WAL mode with `synchronous = NORMAL`, PostgreSQL sessions with
+//! `synchronous_commit = off`: the trace is evidence, not the message store,
+//! so a power loss may cost its last moments, never the messages themselves
+//! (and no trace commit waits on an fsync that competes with the log's).
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::AnyPool;
@@ -41,10 +42,18 @@ pub async fn connect(url: &str) -> Result<AnyPool, TraceError> {
         .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
         .after_connect(move |conn, _| {
             Box::pin(async move {
-                if backend == Backend::Sqlite {
-                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                match backend {
+                    Backend::Sqlite => {
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                    }
+                    // Commits do not wait for PostgreSQL's WAL fsync (its WAL
+                    // writer flushes within moments): same bargain as SQLite's
+                    // NORMAL, and no fsync competing with the commit log's.
+                    Backend::Postgres => {
+                        sqlx::query("SET synchronous_commit = off").execute(&mut *conn).await?;
+                    }
                 }
                 Ok(())
             })

@@ -1,31 +1,52 @@
 //! What the broker tells the tracer. Cheap to build on the hot path: owned
 //! strings and integers, no I/O; the writer turns them into rows.
 
-/// A stored message: its own "produce" and "store" stages in one event.
+/// One message of a produce request as placed in the log. Plain integers
+/// and the key the request already owned: no formatting on the hot path.
 #[derive(Debug, Clone)]
-pub struct Stored {
-    pub id: String,
-    pub topic: String,
-    pub key: Option<String>,
-    pub tags: Option<String>,
-    pub queue_id: u32,
-    pub queue_offset: u64,
+pub struct StoredMsg {
+    /// Node and boot epoch that wrote it (with `pos`, its id).
+    pub node: u16,
+    pub epoch: u32,
     pub pos: u64,
     pub end: u64,
+    pub queue_id: u32,
+    pub queue_offset: u64,
     pub born_ms: i64,
     pub stored_ms: i64,
+    pub key: Option<String>,
+    /// `sync`, `async` or `oneway`, as the producer declared it.
+    pub send_mode: &'static str,
+}
+
+/// A produce request's messages: their "produce" and "store" stages, one
+/// event per request. The writer turns these into runs (see
+/// [`super::runs`]), not per-message rows: the log holds each message's
+/// own fields, the run adds what only the broker knew (how and when it
+/// answered).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub topic: String,
+    pub messages: Vec<StoredMsg>,
     /// When the producer was answered (after the fsync in sync flush mode).
     pub acked_ms: i64,
-    pub producer: Option<String>,
-    /// `sync`, `async` or `oneway`, as the producer declared it.
-    pub send_mode: String,
-    /// `sync` or `async`: what the store's flush mode was.
+    /// `sync` or `async`: the store's flush mode.
     pub flush_mode: &'static str,
-    /// The SendStatus name the producer was answered (none for oneway).
+    /// The SendStatus name the producers were answered (oneway: `NONE`).
     pub send_status: &'static str,
-    /// `none`, `sync` or `async`: the replication mode it was stored under.
+    /// `none`, `sync`, `async` or `raft`: the replication mode.
     pub replication: &'static str,
-    pub traceparent: Option<String>,
+}
+
+impl Stored {
+    /// The status a message of this request was answered with.
+    pub fn status_of(&self, m: &StoredMsg) -> &'static str {
+        if m.send_mode == "oneway" {
+            "NONE"
+        } else {
+            self.send_status
+        }
+    }
 }
 
 /// A message-level event (retry, dead letter, replay, retry delivery, loss).

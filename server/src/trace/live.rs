@@ -5,12 +5,31 @@ use serde_json::{json, Value};
 
 use super::TraceEvent;
 
-pub fn summary(ev: &TraceEvent) -> Value {
+/// One summary per message for a produce request, one for anything else.
+pub fn summaries(ev: &TraceEvent) -> Vec<Value> {
     match ev {
-        TraceEvent::Stored(s) => json!({
-            "type": "stage", "stage": "store", "id": s.id, "topic": s.topic, "key": s.key,
-            "at_ms": s.stored_ms, "outcome": s.send_status, "send_mode": s.send_mode,
-        }),
+        TraceEvent::Stored(s) => s
+            .messages
+            .iter()
+            .map(|m| {
+                let id = crate::broker::MessageId {
+                    node: m.node,
+                    epoch: m.epoch,
+                    pos: m.pos,
+                };
+                json!({
+                    "type": "stage", "stage": "store", "id": id.to_string(), "topic": s.topic, "key": m.key,
+                    "at_ms": m.stored_ms, "outcome": s.status_of(m), "send_mode": m.send_mode,
+                })
+            })
+            .collect(),
+        other => vec![summary(other)],
+    }
+}
+
+fn summary(ev: &TraceEvent) -> Value {
+    match ev {
+        TraceEvent::Stored(s) => json!({ "type": "stage", "stage": "store", "topic": s.topic }),
         TraceEvent::Message(m) => json!({
             "type": "stage", "stage": m.stage, "id": m.message_id, "group": m.group,
             "at_ms": m.at_ms, "outcome": m.outcome, "detail": m.detail,

@@ -14,6 +14,7 @@
 //! - [`event`]: what the broker reports.
 //! - [`live`]: event summaries for the live feed.
 //! - [`otel`]: OpenTelemetry spans over OTLP/HTTP.
+//! - [`runs`]: produce and store stages as runs of the log, not rows per message.
 //! - [`db`]: connecting, migrations, row helpers.
 //! - [`writer`]: the batching writer task.
 //! - [`timeline`]: a message's stages, status and loss points.
@@ -27,6 +28,7 @@ pub mod db;
 pub mod event;
 pub mod live;
 pub mod otel;
+pub mod runs;
 pub mod search;
 pub mod timeline;
 pub mod writer;

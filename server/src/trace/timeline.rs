@@ -15,7 +15,9 @@ use sqlx::any::AnyRow;
 use sqlx::AnyPool;
 
 use super::db::{int, opt_str, text};
-use super::TraceError;
+use super::{runs, TraceError};
+use crate::broker::MessageId;
+use crate::storage::Store;
 
 /// One stage as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -112,32 +114,37 @@ struct GroupState {
 }
 
 /// Builds the timeline of message `id`; `Ok(None)` when the trace has no
-/// row for it (yet).
-pub async fn load(pool: &AnyPool, id: &str) -> Result<Option<Timeline>, TraceError> {
-    let Some(m) = sqlx::query("SELECT * FROM trace_messages WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?
-    else {
+/// record of it (yet). The run gives how and when the broker answered; the
+/// log, while it still holds the record, gives the message's own fields.
+pub async fn load(pool: &AnyPool, store: &Store, id: &str) -> Result<Option<Timeline>, TraceError> {
+    let Ok(parsed) = id.parse::<MessageId>() else {
         return Ok(None);
     };
-    let node = int(&m, "node");
-    let topic = text(&m, "topic");
-    let queue_id = int(&m, "queue_id");
-    let queue_offset = int(&m, "queue_offset");
-    let end = int(&m, "end_pos");
-    let born = int(&m, "born_at");
-    let stored = int(&m, "stored_at");
-    let send_mode = text(&m, "send_mode");
-    let flush_mode = text(&m, "flush_mode");
-    let send_status = text(&m, "send_status");
+    let Some((run, e)) = runs::find(pool, &parsed).await? else {
+        return Ok(None);
+    };
+    let record = match store.read(parsed.pos) {
+        Ok(m) if m.node == parsed.node && m.epoch == parsed.epoch => Some(m),
+        _ => None,
+    };
+    let node = i64::from(run.node);
+    let topic = run.topic.clone();
+    let queue_id = i64::from(e.queue_id);
+    let queue_offset = e.queue_offset as i64;
+    let end = e.end as i64;
+    let born = e.born_ms;
+    let stored = e.stored_ms;
+    let acked = e.acked_ms;
+    let send_mode = run.send_mode.clone();
+    let flush_mode = run.flush_mode.clone();
+    let send_status = run.send_status.clone();
     let node_s = Some(node.to_string());
 
     let mut stages = vec![
         stage(
             "produce",
             born,
-            opt_str(&m, "producer"),
+            record.as_ref().and_then(|m| m.producer.clone()),
             if send_mode == "oneway" { "unconfirmed" } else { "ok" },
             format!("{send_mode} send"),
             None,
@@ -149,7 +156,7 @@ pub async fn load(pool: &AnyPool, id: &str) -> Result<Option<Timeline>, TraceErr
             "ok",
             format!(
                 "queue {queue_id} offset {queue_offset}, log position {}; answered {send_status}",
-                int(&m, "pos")
+                e.pos
             ),
             None,
         ),
@@ -176,7 +183,7 @@ pub async fn load(pool: &AnyPool, id: &str) -> Result<Option<Timeline>, TraceErr
     match (flush_mode.as_str(), flushed_at) {
         ("sync", _) => stages.push(stage(
             "flush",
-            int(&m, "acked_at").max(stored),
+            acked.max(stored),
             node_s.clone(),
             "ok",
             "covered by an fsync before the acknowledgement (sync flush; time of the ack)".into(),
@@ -209,7 +216,12 @@ pub async fn load(pool: &AnyPool, id: &str) -> Result<Option<Timeline>, TraceErr
         }),
     }
 
-    replicate_stages(pool, &m, node, end, &mut stages, &mut loss).await?;
+    let answer = Answer {
+        mode: &run.replication,
+        send_status: &send_status,
+        acked,
+    };
+    replicate_stages(pool, answer, node, end, &mut stages, &mut loss).await?;
 
     let mut groups: BTreeMap<String, GroupState> = BTreeMap::new();
     // First-time deliveries: pull ranges over the message's own queue slot.
@@ -411,8 +423,8 @@ pub async fn load(pool: &AnyPool, id: &str) -> Result<Option<Timeline>, TraceErr
     Ok(Some(Timeline {
         id: id.to_string(),
         topic,
-        key: opt_str(&m, "msg_key"),
-        tags: opt_str(&m, "tags"),
+        key: record.as_ref().map_or(e.key.clone(), |m| m.key.clone()),
+        tags: record.as_ref().and_then(|m| m.tags.clone()),
         status,
         stages,
         loss_points: loss,
@@ -420,9 +432,10 @@ pub async fn load(pool: &AnyPool, id: &str) -> Result<Option<Timeline>, TraceErr
         gaps,
         send_mode,
         flush_mode,
-        trace_id: opt_str(&m, "traceparent")
-            .as_deref()
-            .and_then(waybill_client::tracecontext::parse)
+        trace_id: record
+            .as_ref()
+            .and_then(|m| m.properties.get(waybill_client::tracecontext::PROP_TRACEPARENT))
+            .and_then(|tp| waybill_client::tracecontext::parse(tp))
             .map(|(t, _)| t.to_string()),
     }))
 }
@@ -438,16 +451,24 @@ fn gap_json(r: &AnyRow) -> Value {
 
 /// The replicate stage: per replica, the first sampled confirmation at or
 /// past the message's end; and the async-replication loss point.
+/// How the broker answered the producer (from the message's run).
+struct Answer<'a> {
+    /// Replication mode: none, sync, async or raft.
+    mode: &'a str,
+    send_status: &'a str,
+    acked: i64,
+}
+
 async fn replicate_stages(
     pool: &AnyPool,
-    m: &AnyRow,
+    answer: Answer<'_>,
     node: i64,
     end: i64,
     stages: &mut Vec<Stage>,
     loss: &mut Vec<LossPoint>,
 ) -> Result<(), TraceError> {
-    let mode = opt_str(m, "replication").unwrap_or_else(|| "none".into());
-    if mode == "none" {
+    let mode = answer.mode;
+    if mode == "none" || mode.is_empty() {
         return Ok(());
     }
     let rows = sqlx::query(
@@ -465,8 +486,8 @@ async fn replicate_stages(
             (kind.trim_start_matches("replicated:").to_string(), int(r, "at"))
         })
         .collect();
-    let acked = int(m, "acked_at");
-    if mode == "raft" && text(m, "send_status") == "SEND_OK" {
+    let acked = answer.acked;
+    if mode == "raft" && answer.send_status == "SEND_OK" {
         stages.push(stage(
             "replicate",
             acked,
@@ -477,7 +498,7 @@ async fn replicate_stages(
         ));
         return Ok(());
     }
-    if mode == "sync" && text(m, "send_status") == "SEND_OK" {
+    if mode == "sync" && answer.send_status == "SEND_OK" {
         let at = confirmed.first().map_or(acked, |(_, at)| (*at).min(acked));
         let who = confirmed.first().map(|(r, _)| r.clone());
         stages.push(stage(

@@ -20,7 +20,7 @@ use super::{Shared, TraceError};
 use crate::storage::Store;
 
 /// How long a batch collects after its first event.
-const BATCH_WINDOW: Duration = Duration::from_millis(20);
+const BATCH_WINDOW: Duration = Duration::from_millis(50);
 /// Most events per batch and rows per insert (bounded by the databases'
 /// bind-parameter limits: 18 columns × 1000 rows stays under SQLite's
 /// 32,766 and PostgreSQL's 65,535).
@@ -123,55 +123,32 @@ async fn write(
     }
     let node = i64::from(node);
     let mut tx = pool.begin().await?;
-    for chunk in stored.chunks(MAX_BATCH) {
+    let runs = super::runs::build(stored.iter().copied());
+    for chunk in runs.chunks(MAX_BATCH) {
         let sql = format!(
-            "INSERT INTO trace_messages (id, node, topic, msg_key, tags, queue_id, queue_offset, pos, end_pos, \
-             born_at, stored_at, acked_at, producer, send_mode, flush_mode, send_status, traceparent, replication) \
-             VALUES {} ON CONFLICT (id) DO NOTHING",
-            values(backend, chunk.len(), 18)
+            "INSERT INTO trace_runs (node, epoch, pos_from, pos_to, msg_count, topic, stored_from, stored_to, \
+             acked_to, send_mode, send_status, flush_mode, replication, entries) VALUES {} \
+             ON CONFLICT (node, epoch, pos_from) DO NOTHING",
+            values(backend, chunk.len(), 14)
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
-        for s in chunk {
+        for b in chunk {
+            let r = &b.run;
             q = q
-                .bind(s.id.clone())
-                .bind(node)
-                .bind(s.topic.clone())
-                .bind(s.key.clone())
-                .bind(s.tags.clone())
-                .bind(i64::from(s.queue_id))
-                .bind(s.queue_offset as i64)
-                .bind(s.pos as i64)
-                .bind(s.end as i64)
-                .bind(s.born_ms)
-                .bind(s.stored_ms)
-                .bind(s.acked_ms)
-                .bind(s.producer.clone())
-                .bind(s.send_mode.clone())
-                .bind(s.flush_mode)
-                .bind(s.send_status)
-                .bind(s.traceparent.clone())
-                .bind(s.replication);
-        }
-        q.execute(&mut *tx).await?;
-    }
-    let keys: Vec<(String, String, i64)> = stored
-        .iter()
-        .flat_map(|s| {
-            s.key
-                .as_deref()
-                .map(|k| crate::storage::key_index::words(k).map(|w| (w.to_string(), s.id.clone(), s.stored_ms)))
-                .into_iter()
-                .flatten()
-        })
-        .collect();
-    for chunk in keys.chunks(MAX_BATCH) {
-        let sql = format!(
-            "INSERT INTO trace_keys (msg_key, id, stored_at) VALUES {}",
-            values(backend, chunk.len(), 3)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for (k, id, at) in chunk {
-            q = q.bind(k.clone()).bind(id.clone()).bind(*at);
+                .bind(i64::from(r.node))
+                .bind(i64::from(r.epoch))
+                .bind(r.pos_from as i64)
+                .bind(r.pos_to as i64)
+                .bind(b.count as i64)
+                .bind(r.topic.clone())
+                .bind(r.stored_from)
+                .bind(r.stored_to)
+                .bind(b.acked_to)
+                .bind(r.send_mode.clone())
+                .bind(r.send_status.clone())
+                .bind(r.flush_mode.clone())
+                .bind(r.replication.clone())
+                .bind(b.entries.clone());
         }
         q.execute(&mut *tx).await?;
     }
