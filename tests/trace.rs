@@ -95,6 +95,42 @@ async fn full_path(extra: &[&str]) -> anyhow::Result<()> {
         Some(0),
         "sync path carries no risk: {v}"
     );
+    // The status filter: a second message, sent after the consumer left
+    // (stored, or delivered to its last pull, never consumed), is newer;
+    // `status=consumed` still finds the first, one per page.
+    let second = producer
+        .send(
+            "path",
+            Message {
+                body: b"nobody reads me".to_vec(),
+                ..Message::default()
+            },
+        )
+        .await?;
+    let ids_for = |filter: &'static str| {
+        let url = format!("{}/api/v1/messages?topic=path&limit=1{filter}", node.http);
+        async move {
+            let v = get_json(url).await?;
+            let ids: Vec<String> = v["messages"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            anyhow::Ok(ids)
+        }
+    };
+    let start = Instant::now();
+    while ids_for("").await? != vec![second.id.clone()] {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(10), "second message never traced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        ids_for("&status=consumed").await?,
+        vec![sent.id.clone()],
+        "found past a newer hit of another status"
+    );
+    assert!(ids_for("&status=lost").await?.is_empty());
+    let bad = reqwest::get(format!("{}/api/v1/messages?status=vanished", node.http)).await?;
+    assert_eq!(bad.status(), reqwest::StatusCode::BAD_REQUEST);
     Ok(())
 }
 

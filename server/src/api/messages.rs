@@ -116,6 +116,21 @@ pub struct SearchQuery {
 /// Default and largest page of a search (pages are unlimited in number).
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 1000;
+/// Message statuses a search can filter on (SPEC section 6).
+const STATUSES: [&str; 10] = [
+    "half",
+    "stored",
+    "replicated",
+    "delivered",
+    "consumed",
+    "retrying",
+    "dead",
+    "replayed",
+    "rolled_back",
+    "lost",
+];
+/// Longest a status-filtered page keeps looking before it ends early.
+const STATUS_SCAN_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
@@ -126,7 +141,15 @@ pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>)
         Some(c) => Some(search::parse_cursor(c).ok_or_else(|| ApiError::BadRequest(format!("bad cursor {c:?}")))?),
         None => None,
     };
-    let query = search::Query {
+    if let Some(st) = q.status.as_deref() {
+        if !STATUSES.contains(&st) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown status {st:?} (one of {})",
+                STATUSES.join(", ")
+            )));
+        }
+    }
+    let mut query = search::Query {
         key: q.key.clone(),
         id: q.id.clone(),
         topic: q.topic.clone(),
@@ -137,26 +160,46 @@ pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>)
         cursor,
     };
     let store = state.broker.store();
-    let (hits, more) = search::run(tracer.pool(), store, &query)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("trace store query failed: {e}")))?;
-    let next_cursor = if more { hits.last().map(search::cursor_of) } else { None };
-    let mut out = Vec::with_capacity(hits.len());
-    for h in hits {
-        // No timeline yet: stored, but the trace has not written it ("found,
-        // no trace yet").
-        let (status, traced) = match timeline::load(tracer.pool(), store, &h.id).await {
-            Ok(Some(tl)) => (tl.status, true),
-            Ok(None) => ("stored", false),
-            Err(e) => return Err(ApiError::Unavailable(format!("trace store query failed: {e}"))),
-        };
-        if q.status.as_deref().is_some_and(|s| s != status) {
-            continue;
+    let started = std::time::Instant::now();
+    let mut out = Vec::with_capacity(limit);
+    let mut next_cursor = None;
+    // A status filter is applied to hits, so a page may take several
+    // rounds; past STATUS_SCAN_BUDGET the page ends early with a cursor.
+    'pages: loop {
+        let (hits, more) = search::run(tracer.pool(), store, &query)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("trace store query failed: {e}")))?;
+        let last = hits.last().map(search::cursor_of);
+        let n = hits.len();
+        for (i, h) in hits.into_iter().enumerate() {
+            // No timeline yet: stored, but the trace has not written it
+            // ("found, no trace yet").
+            let (status, traced) = match timeline::load(tracer.pool(), store, &h.id).await {
+                Ok(Some(tl)) => (tl.status, true),
+                Ok(None) => ("stored", false),
+                Err(e) => return Err(ApiError::Unavailable(format!("trace store query failed: {e}"))),
+            };
+            if q.status.as_deref().is_some_and(|s| s != status) {
+                continue;
+            }
+            let cursor = search::cursor_of(&h);
+            out.push(json!({
+                "id": h.id, "topic": h.topic, "key": h.key, "tags": h.tags,
+                "born_at": rfc3339(h.born_ms), "stored_at": rfc3339(h.stored_ms), "status": status, "traced": traced,
+            }));
+            if out.len() == limit {
+                if more || i + 1 < n {
+                    next_cursor = Some(cursor);
+                }
+                break 'pages;
+            }
         }
-        out.push(json!({
-            "id": h.id, "topic": h.topic, "key": h.key, "tags": h.tags,
-            "born_at": rfc3339(h.born_ms), "stored_at": rfc3339(h.stored_ms), "status": status, "traced": traced,
-        }));
+        let Some(last) = last.filter(|_| more) else { break };
+        if started.elapsed() > STATUS_SCAN_BUDGET {
+            next_cursor = Some(last);
+            break;
+        }
+        query.cursor = search::parse_cursor(&last);
     }
     Ok(Json(json!({ "messages": out, "next_cursor": next_cursor })))
 }

@@ -56,8 +56,10 @@ pub fn cursor_of(h: &Hit) -> String {
     format!("{}:{}", h.stored_ms, h.id)
 }
 
-/// Runs read per round of the run walk.
-const RUNS_PER_ROUND: i64 = 256;
+/// Runs read by the run walk's first round; each next round reads four
+/// times as many, up to the most.
+const FIRST_RUNS_PER_ROUND: i64 = 4;
+const MAX_RUNS_PER_ROUND: i64 = 256;
 
 /// Runs the search; returns up to `limit` hits and whether more follow.
 pub async fn run(pool: &AnyPool, store: &Store, q: &Query) -> Result<(Vec<Hit>, bool), TraceError> {
@@ -118,14 +120,19 @@ fn from_entry(store: &Store, run: &Run, e: Entry) -> Hit {
     let id = e.id(run);
     match record(store, &id) {
         Some(m) => from_record(&id, m),
-        None => Hit {
-            id: id.to_string(),
-            topic: run.topic.clone(),
-            key: e.key,
-            tags: None,
-            born_ms: e.born_ms,
-            stored_ms: e.stored_ms,
-        },
+        None => entry_hit(run, e),
+    }
+}
+
+/// A hit from what the run alone says (no tags: those are in the log).
+fn entry_hit(run: &Run, e: Entry) -> Hit {
+    Hit {
+        id: e.id(run).to_string(),
+        topic: run.topic.clone(),
+        key: e.key,
+        tags: None,
+        born_ms: e.born_ms,
+        stored_ms: e.stored_ms,
     }
 }
 
@@ -180,6 +187,7 @@ async fn by_key(pool: &AnyPool, store: &Store, key: &str) -> Result<Vec<Hit>, Tr
 /// Walks runs newest first until the page is settled (see the module doc).
 async fn by_runs(pool: &AnyPool, store: &Store, q: &Query) -> Result<Vec<Hit>, TraceError> {
     let mut hits: Vec<Hit> = Vec::new();
+    let mut round = FIRST_RUNS_PER_ROUND;
     // Keyset of the last run read: (stored_to, node, epoch, pos_from).
     let mut after: Option<(i64, i64, i64, i64)> = None;
     loop {
@@ -212,7 +220,7 @@ async fn by_runs(pool: &AnyPool, store: &Store, q: &Query) -> Result<Vec<Hit>, T
         }
         sql += &format!(
             " ORDER BY stored_to DESC, node DESC, epoch DESC, pos_from DESC LIMIT {}",
-            next(BindValue::I(RUNS_PER_ROUND))
+            next(BindValue::I(round))
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for v in binds {
@@ -225,11 +233,17 @@ async fn by_runs(pool: &AnyPool, store: &Store, q: &Query) -> Result<Vec<Hit>, T
         let Some(last) = rows.last() else { break };
         let boundary = int(last, "stored_to");
         after = Some((boundary, int(last, "node"), int(last, "epoch"), int(last, "pos_from")));
-        let full = rows.len() as i64 == RUNS_PER_ROUND;
+        let full = rows.len() as i64 == round;
+        round = (round * 4).min(MAX_RUNS_PER_ROUND);
         for r in &rows {
             let (run, entries) = runs::from_row(r);
             for e in entries.into_iter().rev() {
-                let h = from_entry(store, &run, e);
+                // Tags live only in the log: read it when filtering by tag.
+                let h = if q.tag.is_some() {
+                    from_entry(store, &run, e)
+                } else {
+                    entry_hit(&run, e)
+                };
                 if keep(q, &h) {
                     hits.push(h);
                 }
@@ -243,7 +257,21 @@ async fn by_runs(pool: &AnyPool, store: &Store, q: &Query) -> Result<Vec<Hit>, T
             break;
         }
     }
-    Ok(hits)
+    // The page's hits get the log's fields (tags, producer's key as stored).
+    Ok(hits
+        .into_iter()
+        .map(|h| {
+            match h
+                .id
+                .parse::<MessageId>()
+                .ok()
+                .and_then(|id| record(store, &id).map(|m| (id, m)))
+            {
+                Some((id, m)) => from_record(&id, m),
+                None => h,
+            }
+        })
+        .collect())
 }
 
 enum BindValue {
