@@ -14,18 +14,21 @@
 //! - [`connection`]: one pipelined TCP connection (many requests in flight).
 //! - [`producer`]: the `Producer`.
 //! - [`consumer`]: the `PushConsumer`.
+//! - [`transaction`]: `send_in_transaction` and check-backs.
 
 pub mod connection;
 pub mod consumer;
 pub mod producer;
 pub mod protocol;
 pub mod tracecontext;
+pub mod transaction;
 pub mod wire;
 
 pub use connection::{ClientError, Connection};
 pub use consumer::{ConsumeResult, ConsumerOptions, PushConsumer};
 pub use producer::{Producer, ProducerOptions, SendResult};
-pub use protocol::{Delivered, Message};
+pub use protocol::{Delivered, Message, TransactionCheck, TransactionState};
+pub use transaction::{TransactionChecker, TransactionSendResult};
 
 /// Outcome of a send, with RocketMQ's names. Only `SendOk` is success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

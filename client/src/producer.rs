@@ -48,6 +48,9 @@ pub struct ProducerOptions {
     pub retry_times_when_send_failed: u32,
     /// RocketMQ's sendMsgTimeout (default 3 s).
     pub send_timeout: Duration,
+    /// RocketMQ's producer group: transactions are checked back with any
+    /// producer of the group. Needed for `send_in_transaction`.
+    pub group: Option<String>,
 }
 
 impl ProducerOptions {
@@ -57,6 +60,7 @@ impl ProducerOptions {
             producer_id: None,
             retry_times_when_send_failed: 2,
             send_timeout: Duration::from_secs(3),
+            group: None,
         }
     }
 }
@@ -76,14 +80,14 @@ struct Queued {
 }
 
 pub struct Producer {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     /// The batcher's queue, created with the batcher on first send (that
     /// needs a running runtime, which `new` does not).
     queue: OnceCell<mpsc::Sender<Queued>>,
 }
 
-struct Inner {
-    opts: ProducerOptions,
+pub(crate) struct Inner {
+    pub(crate) opts: ProducerOptions,
     // tokio Mutex: held across the connect await so concurrent senders do
     // not open one connection each.
     conns: Vec<Mutex<Option<Arc<Connection>>>>,
@@ -242,7 +246,7 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Queued>) {
 }
 
 impl Inner {
-    async fn connection(&self, i: usize) -> Result<Arc<Connection>, ClientError> {
+    pub(crate) async fn connection(&self, i: usize) -> Result<Arc<Connection>, ClientError> {
         let mut slot = self.conns[i].lock().await;
         if let Some(c) = slot.as_ref() {
             if !c.is_closed() {
@@ -254,7 +258,7 @@ impl Inner {
         Ok(c)
     }
 
-    fn stamp(&self, mut m: Message) -> Message {
+    pub(crate) fn stamp(&self, mut m: Message) -> Message {
         if m.born_ms == 0 {
             m.born_ms = now_ms();
         }
@@ -275,30 +279,40 @@ impl Inner {
             oneway: false,
             messages,
         };
+        match self.call(&req).await? {
+            (Response::Produced(results), attempt, i) => Ok(self.results(results, attempt, i)),
+            (other, _, _) => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    pub(crate) fn results(&self, results: Vec<crate::protocol::Produced>, attempt: u32, i: usize) -> Vec<SendResult> {
+        results
+            .into_iter()
+            .map(|p| SendResult {
+                status: p.status,
+                id: p.id,
+                queue_id: p.queue_id,
+                queue_offset: p.queue_offset,
+                attempt,
+                broker: self.opts.brokers[i].clone(),
+            })
+            .collect()
+    }
+
+    /// Sends `req`, retrying failed tries (see the module doc); returns the
+    /// answer, which try got it and from which broker.
+    pub(crate) async fn call(&self, req: &Request) -> Result<(Response, u32, usize), ClientError> {
         let tries = self.opts.retry_times_when_send_failed + 1;
         let n = self.opts.brokers.len();
         let mut last = None;
         for attempt in 1..=tries {
             let i = self.preferred.load(Ordering::Relaxed) % n;
             let outcome = match self.connection(i).await {
-                Ok(conn) => conn.call(&req, self.opts.send_timeout).await,
+                Ok(conn) => conn.call(req, self.opts.send_timeout).await,
                 Err(e) => Err(e),
             };
             match outcome {
-                Ok(Response::Produced(results)) => {
-                    return Ok(results
-                        .into_iter()
-                        .map(|p| SendResult {
-                            status: p.status,
-                            id: p.id,
-                            queue_id: p.queue_id,
-                            queue_offset: p.queue_offset,
-                            attempt,
-                            broker: self.opts.brokers[i].clone(),
-                        })
-                        .collect())
-                }
-                Ok(other) => return Err(ClientError::Unexpected(format!("{other:?}"))),
+                Ok(resp) => return Ok((resp, attempt, i)),
                 Err(e) if e.is_retriable() => {
                     tracing::warn!(attempt, broker = %self.opts.brokers[i], error = %e, "send failed; retrying");
                     // Try the next broker where one exists.

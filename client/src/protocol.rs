@@ -28,6 +28,66 @@ pub const PROP_DLQ_REASON: &str = "DLQ_ORIGIN_REASON";
 pub const PROP_SEND_MODE: &str = "WAYBILL_SEND_MODE";
 /// The dead letter a replay was made from.
 pub const PROP_REPLAY_OF: &str = "REPLAY_OF";
+/// On a half message: it belongs to a transaction (RocketMQ's `TRAN_MSG`).
+pub const PROP_TRANSACTION_PREPARED: &str = "TRAN_MSG";
+/// On a half message: the topic it goes to when committed.
+pub const PROP_REAL_TOPIC: &str = "REAL_TOPIC";
+/// On a half message: the producer group asked to check it (RocketMQ's `PGROUP`).
+pub const PROP_PRODUCER_GROUP: &str = "PGROUP";
+/// On a committed transactional message: the id of its half message.
+pub const PROP_TRANSACTION_ID: &str = "UNIQ_TRANSACTION_ID";
+
+/// What a producer's local transaction decided (RocketMQ's
+/// `LocalTransactionState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransactionState {
+    /// `COMMIT_MESSAGE`: deliver the half message.
+    Commit,
+    /// `ROLLBACK_MESSAGE`: drop it; consumers never see it.
+    Rollback,
+    /// `UNKNOW`: not decided yet; the broker checks back later.
+    Unknown,
+}
+
+impl TransactionState {
+    pub fn name(self) -> &'static str {
+        match self {
+            TransactionState::Commit => "COMMIT_MESSAGE",
+            TransactionState::Rollback => "ROLLBACK_MESSAGE",
+            TransactionState::Unknown => "UNKNOW",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            TransactionState::Commit => 0,
+            TransactionState::Rollback => 1,
+            TransactionState::Unknown => 2,
+        }
+    }
+
+    fn from_code(v: u8) -> Result<Self, WireError> {
+        Ok(match v {
+            0 => TransactionState::Commit,
+            1 => TransactionState::Rollback,
+            2 => TransactionState::Unknown,
+            _ => return Err(WireError::Payload("unknown transaction state")),
+        })
+    }
+}
+
+/// A half message whose transaction the broker asks its producer group
+/// about (RocketMQ's check-back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionCheck {
+    /// Id of the half message (what `send_in_transaction` returned).
+    pub id: String,
+    /// The topic it goes to when committed.
+    pub topic: String,
+    /// How many times the broker has asked (1 = first check).
+    pub check_times: u32,
+    pub message: Message,
+}
 
 /// A message as a producer sends it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -113,6 +173,23 @@ pub enum Request {
         record_id: String,
         reason: String,
     },
+    /// Stores a half message: durable, invisible to consumers until its
+    /// transaction commits. Answered with `Produced` (the half's id).
+    ProduceHalf {
+        topic: String,
+        producer_group: String,
+        message: Message,
+    },
+    /// Ends a transaction. `from_check` when answering a check-back.
+    /// Answered with `Produced` (the committed message) or `Ok`.
+    EndTransaction {
+        producer_group: String,
+        id: String,
+        state: TransactionState,
+        from_check: bool,
+    },
+    /// Waits up to `wait_ms` for check-backs addressed to a producer group.
+    PollChecks { producer_group: String, wait_ms: u32 },
 }
 
 /// What the broker answers.
@@ -124,6 +201,7 @@ pub enum Response {
     Offset(Option<u64>),
     Ok,
     Error { code: ErrorCode, message: String },
+    Checks(Vec<TransactionCheck>),
 }
 
 /// Error classes a client can act on.
@@ -158,12 +236,16 @@ const K_PULL: u8 = 4;
 const K_COMMIT: u8 = 5;
 const K_QUERY_OFFSET: u8 = 6;
 const K_SEND_BACK: u8 = 7;
+const K_PRODUCE_HALF: u8 = 8;
+const K_END_TRANSACTION: u8 = 9;
+const K_POLL_CHECKS: u8 = 10;
 const K_PRODUCED: u8 = 64;
 const K_ASSIGNMENT: u8 = 65;
 const K_MESSAGES: u8 = 66;
 const K_OFFSET: u8 = 67;
 const K_OK: u8 = 68;
 const K_ERROR: u8 = 69;
+const K_CHECKS: u8 = 70;
 
 fn put_message(w: &mut Writer, m: &Message) {
     w.opt_str(m.key.as_deref())
@@ -287,6 +369,31 @@ impl Request {
                 w.str(group).str(record_id).str(reason);
                 K_SEND_BACK
             }
+            Request::ProduceHalf {
+                topic,
+                producer_group,
+                message,
+            } => {
+                w.str(topic).str(producer_group);
+                put_message(&mut w, message);
+                K_PRODUCE_HALF
+            }
+            Request::EndTransaction {
+                producer_group,
+                id,
+                state,
+                from_check,
+            } => {
+                w.str(producer_group).str(id).u8(state.code()).u8(u8::from(*from_check));
+                K_END_TRANSACTION
+            }
+            Request::PollChecks {
+                producer_group,
+                wait_ms,
+            } => {
+                w.str(producer_group).u32(*wait_ms);
+                K_POLL_CHECKS
+            }
         };
         (kind, w.buf)
     }
@@ -343,6 +450,21 @@ impl Request {
                 record_id: r.str()?,
                 reason: r.str()?,
             },
+            K_PRODUCE_HALF => Request::ProduceHalf {
+                topic: r.str()?,
+                producer_group: r.str()?,
+                message: get_message(&mut r)?,
+            },
+            K_END_TRANSACTION => Request::EndTransaction {
+                producer_group: r.str()?,
+                id: r.str()?,
+                state: TransactionState::from_code(r.u8()?)?,
+                from_check: r.bool()?,
+            },
+            K_POLL_CHECKS => Request::PollChecks {
+                producer_group: r.str()?,
+                wait_ms: r.u32()?,
+            },
             other => return Err(WireError::Kind(other)),
         };
         r.finish()?;
@@ -398,6 +520,14 @@ impl Response {
                 w.u8(*code as u8).str(message);
                 K_ERROR
             }
+            Response::Checks(checks) => {
+                w.u32(checks.len() as u32);
+                for c in checks {
+                    w.str(&c.id).str(&c.topic).u32(c.check_times);
+                    put_message(&mut w, &c.message);
+                }
+                K_CHECKS
+            }
         };
         (kind, w.buf)
     }
@@ -451,6 +581,19 @@ impl Response {
                 code: ErrorCode::from_u8(r.u8()?)?,
                 message: r.str()?,
             },
+            K_CHECKS => {
+                let n = r.count(31)?;
+                let mut checks = Vec::with_capacity(n);
+                for _ in 0..n {
+                    checks.push(TransactionCheck {
+                        id: r.str()?,
+                        topic: r.str()?,
+                        check_times: r.u32()?,
+                        message: get_message(&mut r)?,
+                    });
+                }
+                Response::Checks(checks)
+            }
             other => return Err(WireError::Kind(other)),
         };
         r.finish()?;
@@ -500,6 +643,21 @@ mod tests {
                 record_id: "r".into(),
                 reason: "x".into(),
             },
+            Request::ProduceHalf {
+                topic: "t".into(),
+                producer_group: "pg".into(),
+                message: sample(),
+            },
+            Request::EndTransaction {
+                producer_group: "pg".into(),
+                id: "h".into(),
+                state: TransactionState::Unknown,
+                from_check: true,
+            },
+            Request::PollChecks {
+                producer_group: "pg".into(),
+                wait_ms: 7,
+            },
         ];
         for req in reqs {
             let (kind, payload) = req.encode();
@@ -538,6 +696,12 @@ mod tests {
                 code: ErrorCode::Unavailable,
                 message: "down".into(),
             },
+            Response::Checks(vec![TransactionCheck {
+                id: "h".into(),
+                topic: "t".into(),
+                check_times: 2,
+                message: Message::default(),
+            }]),
         ];
         for resp in resps {
             let (kind, payload) = resp.encode();

@@ -72,6 +72,13 @@ pub struct Config {
     /// Dead letters of a message that reached the DLQ more than this many
     /// times are quarantined rather than replayed.
     pub replay_guard: u32,
+    /// A transaction's half message undecided this long (ms since it was
+    /// stored or last checked) is checked back with its producer group
+    /// (RocketMQ's `transactionTimeOut`).
+    pub tx_check_timeout_ms: u64,
+    /// Checks before an undecided transaction is rolled back (RocketMQ's
+    /// `transactionCheckMax`).
+    pub tx_max_checks: u32,
     /// Trace store: `sqlite://FILE`, `postgres://…`, or `none` to turn
     /// tracing off. Default: `sqlite://<data_dir>/trace.db`.
     pub trace_db: Option<String>,
@@ -117,6 +124,8 @@ impl Default for Config {
             max_reconsume_times: 16,
             client_timeout_ms: 30_000,
             replay_guard: 3,
+            tx_check_timeout_ms: 6000,
+            tx_max_checks: 15,
             trace_db: None,
             auth_token: None,
             otlp_endpoint: None,

@@ -103,6 +103,12 @@ struct ServeArgs {
     /// Quarantine dead letters of messages that reached the DLQ more than N times [default: 3].
     #[arg(long)]
     replay_guard: Option<u32>,
+    /// Check back with the producer group about a transaction's half message after this many ms [default: 6000].
+    #[arg(long)]
+    tx_check_timeout_ms: Option<u64>,
+    /// Checks before the broker rolls an undecided transaction back [default: 15].
+    #[arg(long)]
+    tx_max_checks: Option<u32>,
     /// Trace store: sqlite://FILE, postgres://…, or `none` [default: sqlite://<data-dir>/trace.db].
     #[arg(long)]
     trace_db: Option<String>,
@@ -161,6 +167,8 @@ impl ServeArgs {
             max_reconsume_times,
             client_timeout_ms,
             replay_guard,
+            tx_check_timeout_ms,
+            tx_max_checks,
             alert_dlq_inflow,
             alert_consumer_lag,
             alert_unflushed_ms,

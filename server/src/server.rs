@@ -102,6 +102,10 @@ pub async fn serve(
                 retry: cfg.retry_policy()?,
                 client_timeout: Duration::from_millis(cfg.client_timeout_ms),
                 replay_guard: cfg.replay_guard,
+                transactions: crate::broker::transaction::TxOptions {
+                    check_after: Duration::from_millis(cfg.tx_check_timeout_ms.max(1)),
+                    max_checks: cfg.tx_max_checks,
+                },
             },
         )
         .map_err(ServeError::Broker)?,
@@ -164,6 +168,7 @@ pub async fn serve(
         broker.set_raft(raft);
     }
     let wire_task = tokio::spawn(crate::broker::listener::serve(wire, broker.clone()));
+    tokio::spawn(check_transactions(Arc::downgrade(&broker)));
     if cluster.role() == Role::Replica && cluster.mode != Mode::Raft {
         replica::spawn_follower(broker.clone(), cluster.clone());
     }
@@ -309,4 +314,14 @@ async fn rejoin(
     .await
     .map_err(|e| ServeError::Http(std::io::Error::other(e)))??;
     Ok((reopened, Some(f.from)))
+}
+
+/// Transaction check-backs, a round every 200 ms while the broker lives.
+async fn check_transactions(broker: std::sync::Weak<Broker>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let Some(b) = broker.upgrade() else { return };
+        b.check_transactions().await;
+    }
 }

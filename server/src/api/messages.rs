@@ -175,6 +175,8 @@ pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>)
             // No timeline yet: stored, but the trace has not written it
             // ("found, no trace yet").
             let (status, traced) = match timeline::load(tracer.pool(), store, &h.id).await {
+                // A committed transaction's half: its copy is the hit.
+                Ok(Some(tl)) if tl.committed_as.is_some() => continue,
                 Ok(Some(tl)) => (tl.status, true),
                 Ok(None) => ("stored", false),
                 Err(e) => return Err(ApiError::Unavailable(format!("trace store query failed: {e}"))),
@@ -277,6 +279,7 @@ fn message_json(
             v["send_mode"] = json!(tl.send_mode);
             v["flush_mode"] = json!(tl.flush_mode);
             v["trace_id"] = json!(tl.trace_id);
+            v["committed_as"] = json!(tl.committed_as);
             v["traced"] = json!(true);
         }
         None => {

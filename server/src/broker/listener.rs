@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, Semaphore};
 use waybill_client::protocol::{ErrorCode, Produced, Request, Response};
 use waybill_client::wire::{self, Header, HEADER_LEN};
 
-use super::{Broker, BrokerError, Outgoing};
+use super::transaction::Ended;
+use super::{Broker, BrokerError, Outgoing, SendResult};
 use crate::storage::StorageError;
 
 /// Requests one connection may have in flight; beyond it the reader stops
@@ -200,17 +201,7 @@ async fn handle(broker: &Broker, req: Request) -> Response {
                 })
                 .collect();
             match broker.send_batch(&topic, msgs).await {
-                Ok(results) => Response::Produced(
-                    results
-                        .into_iter()
-                        .map(|r| Produced {
-                            status: r.status,
-                            id: r.id.to_string(),
-                            queue_id: r.queue_id,
-                            queue_offset: r.queue_offset,
-                        })
-                        .collect(),
-                ),
+                Ok(results) => Response::Produced(results.into_iter().map(produced).collect()),
                 Err(e) => error(e),
             }
         }
@@ -268,5 +259,51 @@ async fn handle(broker: &Broker, req: Request) -> Response {
             Ok(_) => Response::Ok,
             Err(e) => error(e),
         },
+        Request::ProduceHalf {
+            topic,
+            producer_group,
+            message: m,
+        } => {
+            let msg = Outgoing {
+                send_mode: Some("sync"),
+                topic: topic.clone(),
+                key: m.key,
+                tags: m.tags,
+                producer: m.producer,
+                properties: m.properties,
+                body: m.body,
+                born_ms: (m.born_ms != 0).then_some(m.born_ms),
+            };
+            match broker.send_half(&topic, &producer_group, msg).await {
+                Ok(r) => Response::Produced(vec![produced(r)]),
+                Err(e) => error(e),
+            }
+        }
+        Request::EndTransaction {
+            producer_group,
+            id,
+            state,
+            from_check,
+        } => match broker.end_transaction(&producer_group, &id, state, from_check).await {
+            Ok(Ended::Committed(r)) => Response::Produced(vec![produced(r)]),
+            Ok(Ended::RolledBack | Ended::StillOpen) => Response::Ok,
+            Err(e) => error(e),
+        },
+        Request::PollChecks {
+            producer_group,
+            wait_ms,
+        } => {
+            let wait = Duration::from_millis(u64::from(wait_ms)).min(MAX_PULL_WAIT);
+            Response::Checks(broker.poll_checks(&producer_group, wait).await)
+        }
+    }
+}
+
+fn produced(r: SendResult) -> Produced {
+    Produced {
+        status: r.status,
+        id: r.id.to_string(),
+        queue_id: r.queue_id,
+        queue_offset: r.queue_offset,
     }
 }

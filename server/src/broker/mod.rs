@@ -22,6 +22,7 @@ pub mod listener;
 pub mod pull;
 pub mod retry;
 pub mod topic;
+pub mod transaction;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -51,6 +52,8 @@ pub struct BrokerOptions {
     /// A dead letter whose message reached the DLQ more than this many
     /// times is quarantined instead of replayed (no replay loops).
     pub replay_guard: u32,
+    /// Transaction check-back timing.
+    pub transactions: transaction::TxOptions,
 }
 
 impl Default for BrokerOptions {
@@ -61,6 +64,7 @@ impl Default for BrokerOptions {
             retry: retry::RetryPolicy::default(),
             client_timeout: Duration::from_secs(30),
             replay_guard: 3,
+            transactions: transaction::TxOptions::default(),
         }
     }
 }
@@ -160,6 +164,7 @@ pub struct Broker {
     appended: Notify,
     groups: groups::Groups,
     replays: dlq::Replays,
+    transactions: transaction::Transactions,
     /// Set once at start when tracing is on; never blocks the broker.
     tracer: std::sync::OnceLock<Arc<Tracer>>,
     /// Live feed for the dashboard (`/api/v1/events`): a summary of every
@@ -189,6 +194,7 @@ impl Broker {
             next_queue: AtomicU32::new(0),
             appended: Notify::new(),
             replays: dlq::Replays::default(),
+            transactions: transaction::Transactions::default(),
             tracer: std::sync::OnceLock::new(),
             live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
             dlq_moves: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -400,6 +406,12 @@ impl Broker {
     /// for the fsync covering the last); every message gets a result.
     pub async fn send_batch(&self, topic: &str, msgs: Vec<Outgoing>) -> Result<Vec<SendResult>, BrokerError> {
         topic::validate(topic)?;
+        self.store_batch(topic, msgs).await
+    }
+
+    /// [`Broker::send_batch`] without the topic-name check, so the broker
+    /// itself can store to system topics the same way (half messages).
+    async fn store_batch(&self, topic: &str, msgs: Vec<Outgoing>) -> Result<Vec<SendResult>, BrokerError> {
         self.check_writable()?;
         if msgs
             .iter()

@@ -19,8 +19,10 @@ use sqlx::{AnyPool, AssertSqlSafe};
 use super::db::{int, text};
 use super::runs::{self, Entry, Run};
 use super::TraceError;
+use crate::broker::transaction::HALF_TOPIC;
 use crate::broker::MessageId;
 use crate::storage::{key_index, Store, StoredMessage};
+use waybill_client::protocol::PROP_REAL_TOPIC;
 
 #[derive(Debug, Clone, Default)]
 pub struct Query {
@@ -96,7 +98,14 @@ fn keep(q: &Query, h: &Hit) -> bool {
         && !h.topic.starts_with('%')
 }
 
-fn from_record(id: &MessageId, m: StoredMessage) -> Hit {
+/// A hit from the log's record. A transaction's half message shows under
+/// the topic it is bound for (its status says it is a half).
+fn from_record(id: &MessageId, mut m: StoredMessage) -> Hit {
+    if m.topic == HALF_TOPIC {
+        if let Some(t) = m.properties.remove(PROP_REAL_TOPIC) {
+            m.topic = t;
+        }
+    }
     Hit {
         id: id.to_string(),
         topic: m.topic,

@@ -16,8 +16,10 @@ use sqlx::AnyPool;
 
 use super::db::{int, opt_str, text};
 use super::{runs, TraceError};
+use crate::broker::transaction::HALF_TOPIC;
 use crate::broker::MessageId;
 use crate::storage::Store;
+use waybill_client::protocol::PROP_TRANSACTION_ID;
 
 /// One stage as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -68,6 +70,10 @@ pub struct Timeline {
     pub flush_mode: String,
     /// W3C trace id the message's stages belong to.
     pub trace_id: Option<String>,
+    /// A committed transaction's half message: the id of the copy
+    /// delivered to its topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub committed_as: Option<String>,
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -93,12 +99,15 @@ fn rank(s: &str) -> u8 {
         "store" => 1,
         "flush" => 2,
         "replicate" => 3,
-        "deliver" => 4,
-        "consume" => 5,
-        "retry" => 6,
-        "dlq" => 7,
-        "replay" => 8,
-        _ => 9,
+        "tx_prepare" => 4,
+        "tx_check" => 5,
+        "tx_commit" | "tx_rollback" => 6,
+        "deliver" => 7,
+        "consume" => 8,
+        "retry" => 9,
+        "dlq" => 10,
+        "replay" => 11,
+        _ => 12,
     }
 }
 
@@ -252,10 +261,20 @@ pub async fn load(pool: &AnyPool, store: &Store, id: &str) -> Result<Option<Time
             Some(g),
         ));
     }
-    let events = sqlx::query("SELECT * FROM trace_events WHERE message_id = $1 ORDER BY at, seq")
+    let mut events = sqlx::query("SELECT * FROM trace_events WHERE message_id = $1 ORDER BY at, seq")
         .bind(id)
         .fetch_all(pool)
         .await?;
+    // A committed transactional message: its half's prepare, checks and
+    // commit belong to its path.
+    if let Some(half) = record.as_ref().and_then(|m| m.properties.get(PROP_TRANSACTION_ID)) {
+        events.extend(
+            sqlx::query("SELECT * FROM trace_events WHERE message_id = $1 AND stage LIKE 'tx_%' ORDER BY at, seq")
+                .bind(half)
+                .fetch_all(pool)
+                .await?,
+        );
+    }
     // Records delivered to each group: the original, then retry records.
     let mut delivered: Vec<(String, String, String, i64, i64)> = groups
         .keys()
@@ -411,6 +430,56 @@ pub async fn load(pool: &AnyPool, store: &Store, id: &str) -> Result<Option<Time
     } else {
         "delivered"
     };
+    let mut committed_as = None;
+    let status = if run.topic == HALF_TOPIC {
+        let of = |stage: &str| events.iter().find(|e| text(e, "stage") == stage);
+        if let Some(rb) = of("tx_rollback") {
+            if text(rb, "detail").starts_with("rolled back by the broker") {
+                loss.push(LossPoint {
+                    stage: "tx_check".into(),
+                    kind: "risk",
+                    reason: "rolled back because the producer never confirmed its local transaction: if that \
+                             transaction committed, this message is lost"
+                        .into(),
+                    group: None,
+                });
+            }
+            "rolled_back"
+        } else if let Some(c) = of("tx_commit").map(|e| text(e, "record_id")) {
+            // The committed copy's path continues this one.
+            let copy = Box::pin(load(pool, store, &c)).await?;
+            committed_as = Some(c);
+            match copy {
+                Some(ct) => {
+                    stages.extend(
+                        ct.stages
+                            .into_iter()
+                            .filter(|s| s.stage != "produce" && !s.stage.starts_with("tx_")),
+                    );
+                    loss.extend(ct.loss_points);
+                    group_status = ct.groups;
+                    ct.status
+                }
+                None => "stored",
+            }
+        } else {
+            let checks = events.iter().filter(|e| text(e, "stage") == "tx_check").count();
+            if checks > 0 {
+                loss.push(LossPoint {
+                    stage: "tx_check".into(),
+                    kind: "risk",
+                    reason: format!(
+                        "transaction undecided after {checks} checks: consumers will not see it unless its producer \
+                         group commits"
+                    ),
+                    group: None,
+                });
+            }
+            "half"
+        }
+    } else {
+        status
+    };
     let gaps = sqlx::query("SELECT from_at, to_at, dropped FROM trace_gaps WHERE from_at <= $1 AND to_at >= $2")
         .bind(stored.max(born) + 60_000)
         .bind(born)
@@ -437,6 +506,7 @@ pub async fn load(pool: &AnyPool, store: &Store, id: &str) -> Result<Option<Time
             .and_then(|m| m.properties.get(waybill_client::tracecontext::PROP_TRACEPARENT))
             .and_then(|tp| waybill_client::tracecontext::parse(tp))
             .map(|(t, _)| t.to_string()),
+        committed_as,
     }))
 }
 
