@@ -269,3 +269,30 @@ async fn given_a_killed_broker_an_open_transaction_is_checked_back_after_restart
     consumer.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_the_cli_a_transaction_commits_or_rolls_back_and_says_which() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(&tmp.path().join("node"), &[])?;
+    let run = |outcome: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_waybill"))
+            .args(["produce", "--broker", &node.broker, "--topic", "cli-tx", "--body", "b"])
+            .args(["--transaction", outcome, "--key", outcome])
+            .stdin(std::process::Stdio::null())
+            .output()
+    };
+    let commit = run("commit")?;
+    assert!(commit.status.success(), "{}", String::from_utf8_lossy(&commit.stderr));
+    let line: Value = serde_json::from_slice(&commit.stdout)?;
+    assert_eq!(line["status"], "SEND_OK");
+    assert_eq!(line["transaction"], "COMMIT_MESSAGE");
+    assert!(line["committed_id"].is_string(), "{line}");
+    let rollback = run("rollback")?;
+    assert!(rollback.status.success());
+    let line: Value = serde_json::from_slice(&rollback.stdout)?;
+    assert_eq!(line["transaction"], "ROLLBACK_MESSAGE");
+    assert!(line["committed_id"].is_null());
+    let id = line["id"].as_str().unwrap_or_default().to_string();
+    timeline_until(&node, &id, |v| v["status"] == "rolled_back").await?;
+    Ok(())
+}

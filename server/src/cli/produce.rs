@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde_json::json;
 use tokio::sync::Semaphore;
-use waybill_client::{Message, Producer, ProducerOptions, SendResult, SendStatus};
+use waybill_client::{Message, Producer, ProducerOptions, SendResult, SendStatus, TransactionState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -52,6 +52,31 @@ pub struct ProduceArgs {
     /// RocketMQ's retryTimesWhenSendFailed.
     #[arg(long, default_value_t = 2)]
     pub retries: u32,
+    /// Send each message as a transaction whose local transaction decides
+    /// this (`unknown` leaves it to the broker's check-backs, which nobody
+    /// answers here: the broker rolls it back after its check limit).
+    #[arg(long, value_enum, conflicts_with = "mode")]
+    pub transaction: Option<TxOutcome>,
+    /// Producer group of transactional sends (checked back by the broker).
+    #[arg(long, default_value = "waybill-cli")]
+    pub producer_group: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TxOutcome {
+    Commit,
+    Rollback,
+    Unknown,
+}
+
+impl TxOutcome {
+    fn state(self) -> TransactionState {
+        match self {
+            TxOutcome::Commit => TransactionState::Commit,
+            TxOutcome::Rollback => TransactionState::Rollback,
+            TxOutcome::Unknown => TransactionState::Unknown,
+        }
+    }
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
@@ -90,6 +115,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let mut opts = ProducerOptions::new(args.broker.clone());
     opts.retry_times_when_send_failed = args.retries;
     opts.producer_id = Some(format!("cli-{}", std::process::id()));
+    opts.group = Some(args.producer_group.clone());
     let producer = Arc::new(Producer::new(opts)?);
     let message = Message {
         key: args.key.clone(),
@@ -98,6 +124,9 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         body,
         ..Message::default()
     };
+    if let Some(outcome) = args.transaction {
+        return transactions(&args, &producer, message, outcome).await;
+    }
     let failed = Arc::new(AtomicBool::new(false));
     let permits = Arc::new(Semaphore::new(args.concurrency));
     let done = Arc::new(AtomicU64::new(0));
@@ -155,6 +184,38 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     }
     if failed.load(Ordering::Relaxed) {
         bail!("some messages were not acknowledged with SEND_OK");
+    }
+    Ok(())
+}
+
+/// `--transaction`: one transaction per message, in turn; a line each
+/// with the half's id (the transaction) and, when committed, the copy's.
+async fn transactions(
+    args: &ProduceArgs,
+    producer: &Producer,
+    message: Message,
+    outcome: TxOutcome,
+) -> anyhow::Result<()> {
+    let mut failed = false;
+    for _ in 0..args.count {
+        let r = producer
+            .send_in_transaction(&args.topic, message.clone(), |_| async move { outcome.state() })
+            .await
+            .context("transactional send failed")?;
+        println!(
+            "{}",
+            json!({
+                "id": r.half.id,
+                "key": args.key,
+                "status": r.half.status.name(),
+                "transaction": r.state.name(),
+                "committed_id": r.committed.as_ref().map(|c| c.id.clone()),
+            })
+        );
+        failed |= r.half.status != SendStatus::SendOk || (outcome == TxOutcome::Commit && r.committed.is_none());
+    }
+    if failed {
+        bail!("some transactions were not stored with SEND_OK or not committed");
     }
     Ok(())
 }
