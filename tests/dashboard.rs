@@ -494,3 +494,53 @@ async fn given_a_fresh_node_each_page_should_render_its_empty_state_without_cons
     assert_eq!(skip, json!("Skip to content"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_an_auth_token_the_dashboard_asks_for_it_once_and_then_searches_and_streams() -> anyhow::Result<()> {
+    ui_built()?;
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(&tmp.path().join("node"), &["--auth-token", "s3cr/t token"])?;
+    let id: String = {
+        let v: Value = reqwest::Client::new()
+            .post(format!("{}/api/v1/topics/orders/messages", node.http))
+            .bearer_auth("s3cr/t token")
+            .json(&json!({"key": "order-9", "body": "locked"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        v["id"].as_str().context("no id")?.to_string()
+    };
+
+    let b = Browser::start().await?;
+    b.open(&format!("{}/messages?key=order-9", node.http)).await?;
+    b.wait(
+        "the token prompt",
+        "return document.querySelector('form.token input#token') !== null",
+    )
+    .await?;
+    b.screenshot("token-prompt").await?;
+    b.c()
+        .find(Locator::Css("form.token input#token"))
+        .await?
+        .send_keys("s3cr/t token")
+        .await?;
+    b.click("form.token button[type=submit]").await?;
+    b.wait(
+        "the search result after the token",
+        &format!(
+            "return [...document.querySelectorAll('table.results td.id')].some(td => td.innerText.includes('{id}'))"
+        ),
+    )
+    .await?;
+    // The live feed carries the token too: it connects.
+    b.wait("the live feed", "return document.querySelector('.live.on') !== null")
+        .await?;
+    let prompt = b
+        .c()
+        .execute("return document.querySelector('form.token') === null", vec![])
+        .await?;
+    assert_eq!(prompt, json!(true), "no prompt once the token works");
+    Ok(())
+}

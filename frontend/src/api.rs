@@ -56,6 +56,38 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// Where the token typed into the prompt is kept (this browser only).
+const TOKEN_KEY: &str = "waybill.token";
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok()?
+}
+
+/// The `--auth-token` this browser sends, if the user gave one.
+pub fn token() -> Option<String> {
+    storage()?.get_item(TOKEN_KEY).ok()?.filter(|t| !t.is_empty())
+}
+
+/// Keeps `t` for every later call (empty: forget it).
+pub fn set_token(t: &str) {
+    if let Some(s) = storage() {
+        let _ = if t.is_empty() {
+            s.remove_item(TOKEN_KEY)
+        } else {
+            s.set_item(TOKEN_KEY, t)
+        };
+    }
+}
+
+thread_local! {
+    static AUTH_NEEDED: RwSignal<bool> = RwSignal::new(false);
+}
+
+/// Set when the node answered 401: the app shows the token prompt.
+pub fn auth_needed() -> RwSignal<bool> {
+    AUTH_NEEDED.with(|s| *s)
+}
+
 fn js(e: JsValue) -> ApiError {
     ApiError::Network(e.as_string().unwrap_or_else(|| format!("{e:?}")))
 }
@@ -79,6 +111,9 @@ async fn call(method: &str, url: &str) -> Result<Value, ApiError> {
     let req = Request::new_with_str_and_init(url, &opts).map_err(js)?;
     req.headers().set("accept", "application/json").map_err(js)?;
     req.headers().set("x-waybill-user", "dashboard").map_err(js)?;
+    if let Some(t) = token() {
+        req.headers().set("authorization", &format!("Bearer {t}")).map_err(js)?;
+    }
     let window = web_sys::window().ok_or_else(|| ApiError::Network("no window".into()))?;
     let resp: Response = JsFuture::from(window.fetch_with_request(&req))
         .await
@@ -91,6 +126,9 @@ async fn call(method: &str, url: &str) -> Result<Value, ApiError> {
         .as_string()
         .unwrap_or_default();
     let parsed: Option<Value> = serde_json::from_str(&text).ok();
+    if resp.status() == 401 {
+        auth_needed().set(true);
+    }
     if !resp.ok() {
         let message = parsed
             .as_ref()

@@ -52,6 +52,7 @@ pub fn App() -> impl IntoView {
                 <live::Indicator/>
             </header>
             <live::AlertBanner/>
+            <TokenPrompt/>
             <main id="main" tabindex="-1">
                 <Routes fallback=|| view! { <pages::NotFound/> }>
                     <Route path=path!("/") view=pages::overview::Overview/>
@@ -64,5 +65,43 @@ pub fn App() -> impl IntoView {
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+/// Asks for the node's `--auth-token` once the API answered 401; keeps it
+/// in this browser and reloads so every call and the live feed carry it.
+#[component]
+fn TokenPrompt() -> impl IntoView {
+    let needed = api::auth_needed();
+    let value = RwSignal::new(String::new());
+    let refused = api::token().is_some();
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        api::set_token(value.get_untracked().trim());
+        if let Some(w) = web_sys::window() {
+            let _ = w.location().reload();
+        }
+    };
+    view! {
+        <Show when=move || needed.get()>
+            <form class="token banner" role="alert" on:submit=submit>
+                <label for="token">
+                    {if refused {
+                        "The node refused the access token this browser sent. Token:"
+                    } else {
+                        "This node requires an access token (waybill serve --auth-token). Token:"
+                    }}
+                </label>
+                <input
+                    id="token"
+                    name="token"
+                    type="password"
+                    autocomplete="current-password"
+                    prop:value=move || value.get()
+                    on:input=move |ev| value.set(event_target_value(&ev))
+                />
+                <button type="submit">"Use token"</button>
+            </form>
+        </Show>
     }
 }

@@ -62,7 +62,16 @@ impl Live {
     /// Opens the feed; the connection lives as long as the page.
     pub fn connect() -> Live {
         let live = Live::offline();
-        let Ok(es) = EventSource::new("/api/v1/events") else {
+        // EventSource cannot send headers: the token rides in the query
+        // (the node accepts it there for this one route).
+        let url = match crate::api::token() {
+            Some(t) => format!(
+                "/api/v1/events?access_token={}",
+                String::from(js_sys::encode_uri_component(&t))
+            ),
+            None => "/api/v1/events".to_string(),
+        };
+        let Ok(es) = EventSource::new(&url) else {
             return live;
         };
         let on_stats = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {

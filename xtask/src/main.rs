@@ -32,8 +32,14 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The checkout this xtask runs for: `cargo run` sets `CARGO_MANIFEST_DIR`
+/// at run time, which stays right when a shared target dir holds a binary
+/// built from another checkout; the compile-time value is the fallback.
 fn workspace_root() -> anyhow::Result<PathBuf> {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest
         .parent()
         .map(Path::to_path_buf)
         .context("xtask has no parent folder")
