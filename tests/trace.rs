@@ -497,3 +497,35 @@ async fn given_a_live_listener_the_event_feed_streams_stages_and_stats() -> anyh
     assert!(text.contains("event: trace"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_send_stored_by_its_second_attempt_the_produce_stage_says_so_and_carries_the_duplicate_risk(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(&tmp.path().join("node"), &[])?;
+    // The first broker in the list is not there: the first try fails to
+    // connect, the second goes to the node.
+    let mut o = ProducerOptions::new(common::free_addr()?);
+    o.brokers.push(node.broker.clone());
+    let producer = Producer::new(o)?;
+    let sent = producer
+        .send(
+            "retried",
+            Message {
+                body: b"second time lucky".to_vec(),
+                ..Message::default()
+            },
+        )
+        .await?;
+    assert_eq!(sent.attempt, 2);
+    let v = timeline_until(&node, &sent.id, |v| v["traced"] == true).await?;
+    assert_eq!(v["stages"][0]["stage"], "produce");
+    assert_eq!(v["stages"][0]["detail"], "sync send, attempt 2", "{v}");
+    let risk = v["loss_points"]
+        .as_array()
+        .and_then(|a| a.iter().find(|l| l["stage"] == "produce"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(risk["kind"], "risk", "{v}");
+    Ok(())
+}

@@ -307,6 +307,13 @@ impl Inner {
         let mut last = None;
         for attempt in 1..=tries {
             let i = self.preferred.load(Ordering::Relaxed) % n;
+            let retry;
+            let req = if attempt > 1 {
+                retry = with_attempt(req, attempt);
+                &retry
+            } else {
+                req
+            };
             let outcome = match self.connection(i).await {
                 Ok(conn) => conn.call(req, self.opts.send_timeout).await,
                 Err(e) => Err(e),
@@ -326,4 +333,20 @@ impl Inner {
         }
         Err(last.unwrap_or_else(|| ClientError::Unexpected("no attempt made".into())))
     }
+}
+
+/// `req` for try `attempt`: its messages say which try they came in (the
+/// trace shows it; a retried send may have been stored by an earlier try).
+fn with_attempt(req: &Request, attempt: u32) -> Request {
+    let mut req = req.clone();
+    let stamp = |m: &mut Message| {
+        m.properties
+            .insert(crate::protocol::PROP_SEND_ATTEMPT.to_string(), attempt.to_string());
+    };
+    match &mut req {
+        Request::Produce { messages, .. } => messages.iter_mut().for_each(stamp),
+        Request::ProduceHalf { message, .. } => stamp(message),
+        _ => {}
+    }
+    req
 }

@@ -26,6 +26,8 @@ pub const PROP_DELAY_LEVEL: &str = "DELAY";
 pub const PROP_DLQ_REASON: &str = "DLQ_ORIGIN_REASON";
 /// How the producer sent the message (`async` for `send_async`), for the trace.
 pub const PROP_SEND_MODE: &str = "WAYBILL_SEND_MODE";
+/// Which try of a producer's send this is (set from the second try on).
+pub const PROP_SEND_ATTEMPT: &str = "WAYBILL_SEND_ATTEMPT";
 /// The dead letter a replay was made from.
 pub const PROP_REPLAY_OF: &str = "REPLAY_OF";
 /// On a half message: it belongs to a transaction (RocketMQ's `TRAN_MSG`).

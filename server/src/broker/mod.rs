@@ -443,7 +443,12 @@ impl Broker {
             };
             let info = tracing.then(|| {
                 let traceparent = self.otel.get().and_then(|_| msg.properties.get(tp).cloned());
-                (msg.key.clone(), msg.send_mode.unwrap_or("sync"), traceparent)
+                let attempt = msg
+                    .properties
+                    .get(waybill_client::protocol::PROP_SEND_ATTEMPT)
+                    .and_then(|a| a.parse::<u32>().ok())
+                    .unwrap_or(1);
+                (msg.key.clone(), (msg.send_mode.unwrap_or("sync"), attempt), traceparent)
             });
             pending.push((queue_id, msg, info));
         }
@@ -519,7 +524,7 @@ impl Broker {
                 topic: topic.to_string(),
                 messages: traced
                     .into_iter()
-                    .map(|(id, a, (key, send_mode, _))| StoredMsg {
+                    .map(|(id, a, (key, (send_mode, attempt), _))| StoredMsg {
                         node: id.node,
                         epoch: id.epoch,
                         pos: a.pos,
@@ -530,6 +535,7 @@ impl Broker {
                         stored_ms: a.stored_ms,
                         key,
                         send_mode,
+                        attempt,
                     })
                     .collect(),
                 acked_ms,

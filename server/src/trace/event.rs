@@ -17,6 +17,8 @@ pub struct StoredMsg {
     pub key: Option<String>,
     /// `sync`, `async` or `oneway`, as the producer declared it.
     pub send_mode: &'static str,
+    /// Which try of the producer's send stored it (1 = the first).
+    pub attempt: u32,
 }
 
 /// A produce request's messages: their "produce" and "store" stages, one

@@ -19,7 +19,7 @@ pub fn summaries(ev: &TraceEvent) -> Vec<Value> {
                 };
                 json!({
                     "type": "stage", "stage": "store", "id": id.to_string(), "topic": s.topic, "key": m.key,
-                    "at_ms": m.stored_ms, "outcome": s.status_of(m), "send_mode": m.send_mode,
+                    "at_ms": m.stored_ms, "outcome": s.status_of(m), "send_mode": m.send_mode, "attempt": m.attempt,
                 })
             })
             .collect(),

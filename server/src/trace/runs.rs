@@ -13,8 +13,8 @@
 //! messages are contiguous (every entry starts where the previous ended),
 //! so the run holding a position is the one with the greatest `pos_from`
 //! at or below it. Entries are varints: length, queue id, queue offset,
-//! stored − run start, zigzag(stored − born), acked − stored, key length + 1
-//! (0: no key) and the key's bytes.
+//! stored − run start, zigzag(stored − born), acked − stored, the
+//! producer's send attempt, key length + 1 (0: no key) and the key's bytes.
 
 use sqlx::any::AnyRow;
 use sqlx::AnyPool;
@@ -53,6 +53,8 @@ pub struct Entry {
     pub born_ms: i64,
     pub stored_ms: i64,
     pub acked_ms: i64,
+    /// Which try of the producer's send stored it (1 = the first).
+    pub attempt: u32,
     pub key: Option<String>,
 }
 
@@ -156,6 +158,7 @@ pub fn build<'a>(events: impl IntoIterator<Item = &'a Stored>) -> Vec<Building> 
         put(&mut b.entries, (m.stored_ms - b.run.stored_from).max(0) as u64);
         put(&mut b.entries, zigzag(m.stored_ms - m.born_ms));
         put(&mut b.entries, (acked - m.stored_ms) as u64);
+        put(&mut b.entries, u64::from(m.attempt));
         match &m.key {
             Some(k) => {
                 put(&mut b.entries, k.len() as u64 + 1);
@@ -183,6 +186,7 @@ pub fn decode(run: &Run, bytes: &[u8]) -> Option<Vec<Entry>> {
         let stored_ms = run.stored_from.checked_add(i64::try_from(get(bytes, &mut at)?).ok()?)?;
         let born_ms = stored_ms.checked_sub(unzigzag(get(bytes, &mut at)?))?;
         let acked_ms = stored_ms.checked_add(i64::try_from(get(bytes, &mut at)?).ok()?)?;
+        let attempt = u32::try_from(get(bytes, &mut at)?).ok()?;
         let key = match get(bytes, &mut at)? {
             0 => None,
             n => {
@@ -201,6 +205,7 @@ pub fn decode(run: &Run, bytes: &[u8]) -> Option<Vec<Entry>> {
             born_ms,
             stored_ms,
             acked_ms,
+            attempt,
             key,
         });
         pos = end;
@@ -271,6 +276,7 @@ mod tests {
             stored_ms: 1_005 + pos as i64,
             key: key.map(str::to_string),
             send_mode: mode,
+            attempt: if pos == 100 { 2 } else { 1 },
         }
     }
 
@@ -309,6 +315,7 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         assert_eq!(entries[1].born_ms, 1_100);
+        assert_eq!(entries.iter().map(|e| e.attempt).collect::<Vec<_>>(), vec![1, 2, 1]);
         assert_eq!(entries[1].stored_ms, 1_105);
         assert_eq!((entries[2].queue_id, entries[2].queue_offset), (0, 16));
     }

@@ -155,7 +155,11 @@ pub async fn load(pool: &AnyPool, store: &Store, id: &str) -> Result<Option<Time
             born,
             record.as_ref().and_then(|m| m.producer.clone()),
             if send_mode == "oneway" { "unconfirmed" } else { "ok" },
-            format!("{send_mode} send"),
+            if e.attempt > 1 {
+                format!("{send_mode} send, attempt {}", e.attempt)
+            } else {
+                format!("{send_mode} send")
+            },
             None,
         ),
         stage(
@@ -171,6 +175,18 @@ pub async fn load(pool: &AnyPool, store: &Store, id: &str) -> Result<Option<Time
         ),
     ];
     let mut loss = Vec::new();
+    if e.attempt > 1 {
+        loss.push(LossPoint {
+            stage: "produce".into(),
+            kind: "risk",
+            reason: format!(
+                "stored by the producer's attempt {}: an earlier attempt that timed out may have been stored too \
+                 (a duplicate under another id)",
+                e.attempt
+            ),
+            group: None,
+        });
+    }
     if send_mode == "oneway" {
         loss.push(LossPoint {
             stage: "produce".into(),
