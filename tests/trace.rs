@@ -88,6 +88,16 @@ async fn full_path(extra: &[&str]) -> anyhow::Result<()> {
     assert_eq!(times, sorted, "stages in time order");
     assert!(times.iter().all(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()));
     assert_eq!(v["status"], "consumed");
+    let consume = v["stages"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["stage"] == "consume"))
+        .and_then(|s| s["detail"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        consume.starts_with("handled with CONSUME_SUCCESS in ") && consume.contains(" ms;"),
+        "the handler's time: {consume}"
+    );
     assert_eq!(v["groups"][0]["group"], "readers");
     assert_eq!(v["groups"][0]["status"], "consumed");
     assert_eq!(

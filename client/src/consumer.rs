@@ -235,18 +235,23 @@ async fn consume_queue(shared: Arc<Shared>, topic: String, queue_id: u32, mut st
                 continue;
             }
         };
+        let mut handled = Vec::with_capacity(messages.len());
         for d in messages {
             if o.auto_commit {
-                commit(&shared, &topic, queue_id, d.queue_offset + 1).await;
+                commit(&shared, &topic, queue_id, d.queue_offset + 1, Vec::new()).await;
             }
             let record_id = d.record_id.clone();
+            let queue_offset = d.queue_offset;
+            let started = std::time::Instant::now();
             let outcome = handle(&shared, d).await;
-            if let Err(reason) = outcome {
-                send_back(&shared, &record_id, &reason).await;
+            let ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+            match outcome {
+                Ok(()) => handled.push((queue_offset, ms)),
+                Err(reason) => send_back(&shared, &record_id, &format!("{reason} (after {ms} ms)")).await,
             }
         }
         if next != offset && !o.auto_commit {
-            commit(&shared, &topic, queue_id, next).await;
+            commit(&shared, &topic, queue_id, next, handled).await;
         }
         offset = next;
     }
@@ -284,12 +289,15 @@ async fn send_back(shared: &Shared, record_id: &str, reason: &str) {
     }
 }
 
-async fn commit(shared: &Shared, topic: &str, queue_id: u32, offset: u64) {
+/// Commits `offset`; `handled` says which messages the handler finished
+/// and in how many milliseconds (the trace shows it per message).
+async fn commit(shared: &Shared, topic: &str, queue_id: u32, offset: u64, handled: Vec<(u64, u32)>) {
     let req = Request::Commit {
         group: shared.opts.group.clone(),
         topic: topic.to_string(),
         queue_id,
         offset,
+        handled,
     };
     if let Err(e) = shared.call(&req, Duration::ZERO).await {
         // Not fatal: the messages are redelivered (at-least-once).

@@ -162,6 +162,9 @@ pub enum Request {
         topic: String,
         queue_id: u32,
         offset: u64,
+        /// Messages the handler finished with `Success` since the last
+        /// commit: `(queue offset, handler milliseconds)`, for the trace.
+        handled: Vec<(u64, u32)>,
     },
     QueryOffset {
         group: String,
@@ -355,8 +358,16 @@ impl Request {
                 topic,
                 queue_id,
                 offset,
+                handled,
             } => {
-                w.str(group).str(topic).u32(*queue_id).u64(*offset);
+                w.str(group)
+                    .str(topic)
+                    .u32(*queue_id)
+                    .u64(*offset)
+                    .u32(handled.len() as u32);
+                for (o, ms) in handled {
+                    w.u64(*o).u32(*ms);
+                }
                 K_COMMIT
             }
             Request::QueryOffset { group, topic, queue_id } => {
@@ -436,12 +447,21 @@ impl Request {
                 max: r.u32()?,
                 wait_ms: r.u32()?,
             },
-            K_COMMIT => Request::Commit {
-                group: r.str()?,
-                topic: r.str()?,
-                queue_id: r.u32()?,
-                offset: r.u64()?,
-            },
+            K_COMMIT => {
+                let (group, topic, queue_id, offset) = (r.str()?, r.str()?, r.u32()?, r.u64()?);
+                let n = r.count(12)?;
+                let mut handled = Vec::with_capacity(n);
+                for _ in 0..n {
+                    handled.push((r.u64()?, r.u32()?));
+                }
+                Request::Commit {
+                    group,
+                    topic,
+                    queue_id,
+                    offset,
+                    handled,
+                }
+            }
             K_QUERY_OFFSET => Request::QueryOffset {
                 group: r.str()?,
                 topic: r.str()?,
@@ -659,6 +679,13 @@ mod tests {
             Request::PollChecks {
                 producer_group: "pg".into(),
                 wait_ms: 7,
+            },
+            Request::Commit {
+                group: "g".into(),
+                topic: "t".into(),
+                queue_id: 1,
+                offset: 9,
+                handled: vec![(7, 3), (8, 0)],
             },
         ];
         for req in reqs {

@@ -29,3 +29,7 @@ CREATE INDEX trace_runs_topic ON trace_runs (topic, stored_to);
 -- a message gone from the log is still found by key.
 ALTER TABLE trace_events ADD COLUMN msg_key TEXT;
 CREATE INDEX trace_events_lost ON trace_events (outcome, msg_key);
+
+-- The messages a commit covers that the handler finished with success,
+-- with its time: varint pairs (offset delta, handler ms).
+ALTER TABLE trace_commits ADD COLUMN handled BLOB;

@@ -244,7 +244,8 @@ async fn handle(broker: &Broker, req: Request) -> Response {
             topic,
             queue_id,
             offset,
-        } => match broker.commit(&group, &topic, queue_id, offset) {
+            handled,
+        } => match broker.commit(&group, &topic, queue_id, offset, handled) {
             Ok(()) => Response::Ok,
             Err(e) => error(e),
         },

@@ -661,8 +661,17 @@ impl Broker {
         Ok(r)
     }
 
-    /// Commits a consumer group's offset for a queue.
-    pub fn commit(&self, group: &str, topic: &str, queue_id: u32, offset: u64) -> Result<(), BrokerError> {
+    /// Commits a consumer group's offset for a queue; `handled` lists the
+    /// messages the consumer's handler finished, with its time, for the
+    /// trace.
+    pub fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        handled: Vec<(u64, u32)>,
+    ) -> Result<(), BrokerError> {
         topic::validate_group(group)?;
         self.groups.set_offset(group, topic, queue_id, offset);
         if let Some(o) = self.otel.get() {
@@ -675,6 +684,7 @@ impl Broker {
             offset,
             at_ms: now_ms(),
             auto_commit: self.groups.auto_commit(group),
+            handled,
         });
         if self.check_writable().is_err() {
             // A replica serving reads while the primary is away keeps the

@@ -97,5 +97,8 @@ pub enum TraceEvent {
         offset: u64,
         at_ms: i64,
         auto_commit: bool,
+        /// `(queue offset, handler ms)` of the messages this commit covers
+        /// that the handler finished with success.
+        handled: Vec<(u64, u32)>,
     },
 }

@@ -52,9 +52,10 @@ fn summary(ev: &TraceEvent) -> Value {
             offset,
             at_ms,
             auto_commit,
+            handled,
         } => json!({
             "type": "commit", "group": group, "topic": topic, "queue_id": queue_id,
-            "offset": offset, "at_ms": at_ms, "auto_commit": auto_commit,
+            "offset": offset, "at_ms": at_ms, "auto_commit": auto_commit, "handled": handled.len(),
         }),
     }
 }

@@ -15,6 +15,7 @@
 //! - [`live`]: event summaries for the live feed.
 //! - [`otel`]: OpenTelemetry spans over OTLP/HTTP.
 //! - [`runs`]: produce and store stages as runs of the log, not rows per message.
+//! - [`varint`]: the compact encoding of run entries and handler times.
 //! - [`db`]: connecting, migrations, row helpers.
 //! - [`writer`]: the batching writer task.
 //! - [`timeline`]: a message's stages, status and loss points.
@@ -31,6 +32,7 @@ pub mod otel;
 pub mod runs;
 pub mod search;
 pub mod timeline;
+pub mod varint;
 pub mod writer;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

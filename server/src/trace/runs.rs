@@ -21,6 +21,7 @@ use sqlx::AnyPool;
 
 use super::db::{int, text};
 use super::event::{Stored, StoredMsg};
+use super::varint::{get, put};
 use super::TraceError;
 use crate::broker::MessageId;
 
@@ -75,27 +76,6 @@ pub struct Building {
     pub count: usize,
     pub acked_to: i64,
     pub entries: Vec<u8>,
-}
-
-fn put(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
-}
-
-fn get(buf: &[u8], at: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*at)?;
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
 }
 
 fn zigzag(v: i64) -> u64 {

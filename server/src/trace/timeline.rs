@@ -351,7 +351,7 @@ pub async fn load(pool: &AnyPool, store: &Store, id: &str) -> Result<Option<Time
             continue;
         }
         let commit = sqlx::query(
-            "SELECT at, auto_commit FROM trace_commits WHERE grp = $1 AND topic = $2 AND queue_id = $3 \
+            "SELECT at, auto_commit, handled FROM trace_commits WHERE grp = $1 AND topic = $2 AND queue_id = $3 \
              AND queue_offset > $4 ORDER BY at LIMIT 1",
         )
         .bind(g)
@@ -374,7 +374,14 @@ pub async fn load(pool: &AnyPool, store: &Store, id: &str) -> Result<Option<Time
                 if auto {
                     "offset auto-committed on delivery; the handler's result is unknown".into()
                 } else {
-                    "handled with CONSUME_SUCCESS; offset committed".into()
+                    let handled: Vec<u8> = sqlx::Row::try_get::<Option<Vec<u8>>, _>(&c, "handled")
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    match super::varint::handled_ms(&handled, *roffset as u64) {
+                        Some(ms) => format!("handled with CONSUME_SUCCESS in {ms} ms; offset committed"),
+                        None => "handled with CONSUME_SUCCESS; offset committed".into(),
+                    }
                 },
                 Some(g.clone()),
             ));

@@ -207,8 +207,8 @@ async fn write(
     }
     for chunk in commits.chunks(MAX_BATCH) {
         let sql = format!(
-            "INSERT INTO trace_commits (grp, topic, queue_id, queue_offset, at, auto_commit) VALUES {}",
-            values(backend, chunk.len(), 6)
+            "INSERT INTO trace_commits (grp, topic, queue_id, queue_offset, at, auto_commit, handled) VALUES {}",
+            values(backend, chunk.len(), 7)
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for ev in chunk {
@@ -219,6 +219,7 @@ async fn write(
                 offset,
                 at_ms,
                 auto_commit,
+                handled,
             } = ev
             {
                 q = q
@@ -227,7 +228,8 @@ async fn write(
                     .bind(i64::from(*queue_id))
                     .bind(*offset as i64)
                     .bind(*at_ms)
-                    .bind(i64::from(*auto_commit));
+                    .bind(i64::from(*auto_commit))
+                    .bind(super::varint::encode_handled(handled));
             }
         }
         q.execute(&mut *tx).await?;
