@@ -76,6 +76,18 @@ async fn full_path(extra: &[&str]) -> anyhow::Result<()> {
     })
     .await?;
     let v = timeline_until(&node, &sent.id, |v| stage_names(v).contains(&"consume".to_string())).await?;
+    // The same path in Prometheus terms, per topic and group.
+    let metrics = reqwest::get(format!("{}/metrics", node.http)).await?.text().await?;
+    for line in [
+        "waybill_topic_messages_produced_total{topic=\"path\",status=\"SEND_OK\"} 1",
+        "waybill_topic_messages_stored_total{topic=\"path\"} 1",
+        "waybill_topic_messages_flushed_total{topic=\"path\"} 1",
+        "waybill_topic_messages_consumed_total{topic=\"path\",group=\"readers\"} 1",
+        "waybill_consumer_lag{group=\"readers\",topic=\"path\"} 0",
+        "waybill_group_dlq_total{group=\"readers\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line} in:\n{metrics}");
+    }
     consumer.shutdown().await;
     println!("{}", serde_json::to_string_pretty(&v["stages"])?);
     assert_eq!(stage_names(&v), vec!["produce", "store", "flush", "deliver", "consume"]);

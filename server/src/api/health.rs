@@ -163,6 +163,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             }
         }
     }
+    super::metrics::write(&mut out, &state.broker);
     if let Some(a) = state.broker.alerts() {
         out.push_str(&a.metrics_text());
     }

@@ -9,6 +9,7 @@
 //! - [`dlq`]: dead letters: list, replay one, replay many; consumer groups.
 //! - [`events`]: the live feed (server-sent events).
 //! - [`health`]: `/healthz` and `/metrics`.
+//! - [`metrics`]: the per-topic and per-group series of `/metrics`.
 //! - [`dashboard`]: read-only views the dashboard needs (node settings,
 //!   losses, duplicates, consumer queue positions).
 //! - [`ui`]: the dashboard's files, with `index.html` for deep links.
@@ -23,6 +24,7 @@ pub mod events;
 pub mod health;
 pub mod json;
 pub mod messages;
+pub mod metrics;
 pub mod ui;
 
 use std::path::PathBuf;

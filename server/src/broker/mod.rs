@@ -165,6 +165,9 @@ pub struct Broker {
     groups: groups::Groups,
     replays: dlq::Replays,
     transactions: transaction::Transactions,
+    /// Messages stored by produce requests, by (topic, answer) since start.
+    /// std Mutex: one short update per request.
+    produced: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     /// Set once at start when tracing is on; never blocks the broker.
     tracer: std::sync::OnceLock<Arc<Tracer>>,
     /// Live feed for the dashboard (`/api/v1/events`): a summary of every
@@ -195,6 +198,7 @@ impl Broker {
             appended: Notify::new(),
             replays: dlq::Replays::default(),
             transactions: transaction::Transactions::default(),
+            produced: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             tracer: std::sync::OnceLock::new(),
             live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
             dlq_moves: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -549,7 +553,7 @@ impl Broker {
             self.publish(&ev);
             t.record(ev);
         }
-        Ok(placed
+        let results: Vec<SendResult> = placed
             .into_iter()
             .map(|(mut r, _)| {
                 if let Some(s) = status {
@@ -557,7 +561,29 @@ impl Broker {
                 }
                 r
             })
-            .collect())
+            .collect();
+        self.count_produced(topic, &results);
+        Ok(results)
+    }
+
+    /// Per topic and answer: one lock round per request, not per message.
+    fn count_produced(&self, topic: &str, results: &[SendResult]) {
+        let mut counts = self.produced.lock().unwrap_or_else(|p| p.into_inner());
+        for r in results {
+            match counts.get_mut(&(topic.to_string(), r.status.name())) {
+                Some(n) => *n += 1,
+                None => {
+                    counts.insert((topic.to_string(), r.status.name()), 1);
+                }
+            }
+        }
+    }
+
+    /// Messages stored by produce requests, by topic and the status the
+    /// producer was answered.
+    pub fn produced(&self) -> Vec<((String, &'static str), u64)> {
+        let counts = self.produced.lock().unwrap_or_else(|p| p.into_inner());
+        counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Raft mode: proposes one message and waits until a majority has it

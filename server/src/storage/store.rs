@@ -523,6 +523,30 @@ impl Store {
     }
 
     /// Next offset to be assigned in a queue (its length).
+    /// Every consume queue with its length: `(topic, queue id, entries)`.
+    pub fn queues(&self) -> Vec<(String, u32, u64)> {
+        let w = self.shared.lock_writer();
+        w.queues
+            .iter()
+            .map(|((t, q), idx)| (t.clone(), *q, idx.next_offset()))
+            .collect()
+    }
+
+    /// Entries of a queue whose record ends at or below log position `pos`
+    /// (e.g. how many are flushed): a binary search over the queue, which
+    /// is in log order.
+    pub fn queue_count_below(&self, topic: &str, queue_id: u32, pos: u64) -> u64 {
+        let (mut lo, mut hi) = (0u64, self.queue_len(topic, queue_id));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.queue_entry(topic, queue_id, mid) {
+                Ok(Some(e)) if e.pos + u64::from(e.size) <= pos => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        lo
+    }
+
     pub fn queue_len(&self, topic: &str, queue_id: u32) -> u64 {
         let w = self.shared.lock_writer();
         w.queues
