@@ -167,7 +167,7 @@ pub struct Broker {
     transactions: transaction::Transactions,
     /// Messages stored by produce requests, by (topic, answer) since start.
     /// std Mutex: one short update per request.
-    produced: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+    produced: std::sync::Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     /// Set once at start when tracing is on; never blocks the broker.
     tracer: std::sync::OnceLock<Arc<Tracer>>,
     /// Live feed for the dashboard (`/api/v1/events`): a summary of every
@@ -198,7 +198,7 @@ impl Broker {
             appended: Notify::new(),
             replays: dlq::Replays::default(),
             transactions: transaction::Transactions::default(),
-            produced: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            produced: std::sync::Mutex::new(BTreeMap::new()),
             tracer: std::sync::OnceLock::new(),
             live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
             dlq_moves: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -566,15 +566,16 @@ impl Broker {
         Ok(results)
     }
 
-    /// Per topic and answer: one lock round per request, not per message.
+    /// Per topic and answer: one lock round per request, no allocation
+    /// once the topic is known.
     fn count_produced(&self, topic: &str, results: &[SendResult]) {
         let mut counts = self.produced.lock().unwrap_or_else(|p| p.into_inner());
-        for r in results {
-            match counts.get_mut(&(topic.to_string(), r.status.name())) {
-                Some(n) => *n += 1,
-                None => {
-                    counts.insert((topic.to_string(), r.status.name()), 1);
-                }
+        if !counts.contains_key(topic) {
+            counts.insert(topic.to_string(), BTreeMap::new());
+        }
+        if let Some(by_status) = counts.get_mut(topic) {
+            for r in results {
+                *by_status.entry(r.status.name()).or_default() += 1;
             }
         }
     }
@@ -583,7 +584,10 @@ impl Broker {
     /// producer was answered.
     pub fn produced(&self) -> Vec<((String, &'static str), u64)> {
         let counts = self.produced.lock().unwrap_or_else(|p| p.into_inner());
-        counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        counts
+            .iter()
+            .flat_map(|(t, by)| by.iter().map(move |(s, n)| ((t.clone(), *s), *n)))
+            .collect()
     }
 
     /// Raft mode: proposes one message and waits until a majority has it
