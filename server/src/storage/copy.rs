@@ -78,7 +78,10 @@ impl Store {
                     )));
                     break;
                 }
-                let pos = sh.log.append(&mut w.tail, &rest[..n])?;
+                let pos = sh
+                    .log
+                    .append(&mut w.tail, &rest[..n])
+                    .map_err(|e| super::store::fail_writes(sh, &mut w.failed, e))?;
                 queue.push(QueueEntry {
                     pos,
                     size: n as u32,
@@ -98,7 +101,9 @@ impl Store {
                 off += n;
             }
             if let Flush::Async { .. } = sh.opts.flush {
-                sh.log.write_out(&mut w.tail)?;
+                sh.log
+                    .write_out(&mut w.tail)
+                    .map_err(|e| super::store::fail_writes(sh, &mut w.failed, e))?;
                 sh.readable_end.store(w.tail.end, Ordering::Release);
                 sh.readable_moved.notify_waiters();
             }

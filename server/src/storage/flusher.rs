@@ -57,8 +57,14 @@ fn run_flusher(sh: &Shared) {
                 Flush::Async { interval } => thread::park_timeout(interval),
             }
         }
+        // A failed log write already failed every waiter: nothing here
+        // can become durable any more.
+        if sh.flushed.failed().is_some() {
+            return;
+        }
         match flush_once(sh) {
-            Ok(()) => {}
+            Ok(false) if stopping => return,
+            Ok(_) => {}
             Err(e) => {
                 let why: Arc<str> = Arc::from(e.to_string());
                 tracing::error!(error = %e, "fsync failed; store refuses further writes");
@@ -73,8 +79,9 @@ fn run_flusher(sh: &Shared) {
     }
 }
 
-/// One group commit: sync everything written up to the snapshot.
-fn flush_once(sh: &Shared) -> Result<(), StorageError> {
+/// One group commit: sync everything written up to the snapshot. Returns
+/// whether there was anything to do.
+fn flush_once(sh: &Shared) -> Result<bool, StorageError> {
     let (end, appended, sealed, active, chunk, dir_dirty) = {
         let mut w = sh.lock_writer();
         let hint = w.tail.buf.len();
@@ -89,7 +96,7 @@ fn flush_once(sh: &Shared) -> Result<(), StorageError> {
     };
     let flushed = sh.flushed.pos();
     if end <= flushed && sealed.is_empty() && !dir_dirty {
-        return Ok(());
+        return Ok(false);
     }
     // Sync flush: the frames appended since the last cycle, one write.
     if !chunk.is_empty() {
@@ -124,7 +131,7 @@ fn flush_once(sh: &Shared) -> Result<(), StorageError> {
     // Single flusher thread: a plain store of the running total is enough.
     c.synced_msgs.store(appended, Ordering::Relaxed);
     sh.flushed.advance(end);
-    Ok(())
+    Ok(true)
 }
 
 fn run_indexer(sh: &Shared) {

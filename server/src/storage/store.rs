@@ -362,13 +362,18 @@ impl Store {
                 key: msg.key,
             };
             let frame = record::encode(&stored).map_err(StorageError::Encode)?;
-            let pos = sh.log.append(&mut w.tail, &frame)?;
+            let pos = sh
+                .log
+                .append(&mut w.tail, &frame)
+                .map_err(|e| fail_writes(sh, &mut w.failed, e))?;
             recovery::note_run(&mut w.runs, pos, stored.node, stored.epoch);
             w.last = Some(pos);
             if let Flush::Async { .. } = sh.opts.flush {
                 // Ack after write: the frame must be in the file (page cache,
                 // safe from a process crash) before append returns.
-                sh.log.write_out(&mut w.tail)?;
+                sh.log
+                    .write_out(&mut w.tail)
+                    .map_err(|e| fail_writes(sh, &mut w.failed, e))?;
                 sh.readable_end.store(w.tail.end, Ordering::Release);
                 sh.readable_moved.notify_waiters();
             }
@@ -617,6 +622,19 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// A write to the log failed. Frames that already have positions (and
+/// senders waiting on them) may be gone, and positions would be handed out
+/// again: like a failed fsync, the store refuses further writes and every
+/// waiter learns its durability is unknown, so nothing is acknowledged on
+/// bytes that were never written.
+pub(crate) fn fail_writes(sh: &Shared, failed: &mut Option<Arc<str>>, e: StorageError) -> StorageError {
+    let why: Arc<str> = Arc::from(format!("log write failed: {e}"));
+    tracing::error!(error = %e, "log write failed; store refuses further writes");
+    *failed = Some(why.clone());
+    sh.flushed.fail(why);
+    e
 }
 
 /// The queue index for `(topic, queue_id)`, creating its file on first use.
