@@ -178,8 +178,8 @@ async fn handle(broker: &Broker, req: Request) -> Response {
         } => {
             let msgs = messages
                 .into_iter()
-                .map(|m| Outgoing {
-                    send_mode: Some(if oneway {
+                .map(|m| {
+                    let mode = if oneway {
                         "oneway"
                     } else if m
                         .properties
@@ -190,14 +190,8 @@ async fn handle(broker: &Broker, req: Request) -> Response {
                         "async"
                     } else {
                         "sync"
-                    }),
-                    topic: topic.clone(),
-                    key: m.key,
-                    tags: m.tags,
-                    producer: m.producer,
-                    properties: m.properties,
-                    body: m.body,
-                    born_ms: (m.born_ms != 0).then_some(m.born_ms),
+                    };
+                    outgoing(&topic, m, mode)
                 })
                 .collect();
             match broker.send_batch(&topic, msgs).await {
@@ -265,16 +259,7 @@ async fn handle(broker: &Broker, req: Request) -> Response {
             producer_group,
             message: m,
         } => {
-            let msg = Outgoing {
-                send_mode: Some("sync"),
-                topic: topic.clone(),
-                key: m.key,
-                tags: m.tags,
-                producer: m.producer,
-                properties: m.properties,
-                body: m.body,
-                born_ms: (m.born_ms != 0).then_some(m.born_ms),
-            };
+            let msg = outgoing(&topic, m, "sync");
             match broker.send_half(&topic, &producer_group, msg).await {
                 Ok(r) => Response::Produced(vec![produced(r)]),
                 Err(e) => error(e),
@@ -297,6 +282,20 @@ async fn handle(broker: &Broker, req: Request) -> Response {
             let wait = Duration::from_millis(u64::from(wait_ms)).min(MAX_PULL_WAIT);
             Response::Checks(broker.poll_checks(&producer_group, wait).await)
         }
+    }
+}
+
+/// A message from the wire as the broker stores it.
+fn outgoing(topic: &str, m: waybill_client::Message, send_mode: &'static str) -> Outgoing {
+    Outgoing {
+        send_mode: Some(send_mode),
+        topic: topic.to_string(),
+        key: m.key,
+        tags: m.tags,
+        producer: m.producer,
+        properties: m.properties,
+        body: m.body,
+        born_ms: (m.born_ms != 0).then_some(m.born_ms),
     }
 }
 

@@ -13,8 +13,11 @@
 //! - [`pull`]: reading queues for consumers (long polling, due retries).
 //! - [`retry`]: delay levels, retry and dead-letter records.
 //! - [`dlq`]: listing and replaying dead letters.
+//! - [`transaction`]: half messages, commit/rollback, check-back.
+//! - [`counts`]: produce answers per topic, for `/metrics`.
 //! - [`listener`]: the client protocol endpoint (TCP, pipelined frames).
 
+pub mod counts;
 pub mod dlq;
 pub mod groups;
 pub mod id;
@@ -165,9 +168,8 @@ pub struct Broker {
     groups: groups::Groups,
     replays: dlq::Replays,
     transactions: transaction::Transactions,
-    /// Messages stored by produce requests, by (topic, answer) since start.
-    /// std Mutex: one short update per request.
-    produced: std::sync::Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
+    /// Messages stored by produce requests, by topic and answer.
+    produced: counts::Produced,
     /// Set once at start when tracing is on; never blocks the broker.
     tracer: std::sync::OnceLock<Arc<Tracer>>,
     /// Live feed for the dashboard (`/api/v1/events`): a summary of every
@@ -198,7 +200,7 @@ impl Broker {
             appended: Notify::new(),
             replays: dlq::Replays::default(),
             transactions: transaction::Transactions::default(),
-            produced: std::sync::Mutex::new(BTreeMap::new()),
+            produced: counts::Produced::default(),
             tracer: std::sync::OnceLock::new(),
             live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
             dlq_moves: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -562,32 +564,8 @@ impl Broker {
                 r
             })
             .collect();
-        self.count_produced(topic, &results);
+        self.produced.add(topic, &results);
         Ok(results)
-    }
-
-    /// Per topic and answer: one lock round per request, no allocation
-    /// once the topic is known.
-    fn count_produced(&self, topic: &str, results: &[SendResult]) {
-        let mut counts = self.produced.lock().unwrap_or_else(|p| p.into_inner());
-        if !counts.contains_key(topic) {
-            counts.insert(topic.to_string(), BTreeMap::new());
-        }
-        if let Some(by_status) = counts.get_mut(topic) {
-            for r in results {
-                *by_status.entry(r.status.name()).or_default() += 1;
-            }
-        }
-    }
-
-    /// Messages stored by produce requests, by topic and the status the
-    /// producer was answered.
-    pub fn produced(&self) -> Vec<((String, &'static str), u64)> {
-        let counts = self.produced.lock().unwrap_or_else(|p| p.into_inner());
-        counts
-            .iter()
-            .flat_map(|(t, by)| by.iter().map(move |(s, n)| ((t.clone(), *s), *n)))
-            .collect()
     }
 
     /// Raft mode: proposes one message and waits until a majority has it

@@ -138,13 +138,26 @@ pub fn delivered(pos: u64, queue_offset: u64, m: StoredMessage) -> Delivered {
         queue_offset,
         reconsume_times: origin.reconsume_times,
         stored_ms: m.stored_ms,
-        message: Message {
-            key: m.key,
-            tags: m.tags,
-            producer: m.producer,
-            properties: m.properties,
-            body: m.body,
-            born_ms: m.born_ms,
-        },
+        message: client_message(m.key, m.tags, m.producer, m.properties, m.body, m.born_ms),
+    }
+}
+
+/// A stored record's producer-side fields, as the client protocol carries
+/// them.
+pub fn client_message(
+    key: Option<String>,
+    tags: Option<String>,
+    producer: Option<String>,
+    properties: std::collections::BTreeMap<String, String>,
+    body: Vec<u8>,
+    born_ms: i64,
+) -> Message {
+    Message {
+        key,
+        tags,
+        producer,
+        properties,
+        body,
+        born_ms,
     }
 }

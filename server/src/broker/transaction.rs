@@ -430,14 +430,14 @@ impl Broker {
                         id,
                         topic: open.topic.clone(),
                         check_times: open.checks,
-                        message: waybill_client::Message {
-                            key: m.key,
-                            tags: m.tags,
-                            producer: m.producer,
-                            properties: m.properties,
-                            body: m.body,
-                            born_ms: m.born_ms,
-                        },
+                        message: super::pull::client_message(
+                            m.key,
+                            m.tags,
+                            m.producer,
+                            m.properties,
+                            m.body,
+                            m.born_ms,
+                        ),
                     });
                 }
             }
