@@ -8,34 +8,13 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Node;
+use common::{get_json, timeline_until, Node};
 use serde_json::Value;
 use waybill::broker::{Broker, BrokerOptions, Outgoing};
 use waybill::storage::faultfs::{FaultFs, PowerLoss};
 use waybill::storage::{Flush, Store, StoreOptions};
 use waybill::trace::{audit, search, timeline, Tracer};
 use waybill_client::{ConsumeResult, ConsumerOptions, Message, Producer, ProducerOptions, PushConsumer, SendStatus};
-
-async fn get_json(url: String) -> anyhow::Result<Value> {
-    Ok(reqwest::get(url).await?.json().await?)
-}
-
-/// Polls a message's timeline until `done` holds (the tracer writes in
-/// batches, off the hot path).
-async fn timeline_until(node: &Node, id: &str, done: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-    let start = Instant::now();
-    loop {
-        let v = get_json(format!("{}/api/v1/messages/{id}", node.http)).await?;
-        if done(&v) {
-            return Ok(v);
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(15),
-            "timeline never completed: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn stage_names(v: &Value) -> Vec<String> {
     v["stages"]

@@ -7,17 +7,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Node;
+use common::{get_json, timeline_until, Node};
 use serde_json::Value;
 use waybill_client::protocol::Request;
 use waybill_client::{
     ClientError, ConsumeResult, ConsumerOptions, Message, Producer, ProducerOptions, PushConsumer, SendStatus,
     TransactionState,
 };
-
-async fn get_json(url: String) -> anyhow::Result<Value> {
-    Ok(reqwest::get(url).await?.json().await?)
-}
 
 fn producer(node: &Node) -> anyhow::Result<Producer> {
     let mut o = ProducerOptions::new(node.broker.clone());
@@ -60,21 +56,6 @@ async fn wait_for(got: &Arc<Mutex<Vec<String>>>, body: &str) -> anyhow::Result<(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
-}
-
-async fn timeline_until(node: &Node, id: &str, done: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-    let start = Instant::now();
-    loop {
-        let v = get_json(format!("{}/api/v1/messages/{id}", node.http)).await?;
-        if done(&v) {
-            return Ok(v);
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(15),
-            "timeline never completed: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn stages(v: &Value) -> Vec<(String, String)> {

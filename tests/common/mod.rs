@@ -126,3 +126,29 @@ pub fn log_bytes(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     }
     Ok(out)
 }
+
+/// `GET url` as JSON.
+pub async fn get_json(url: String) -> anyhow::Result<serde_json::Value> {
+    Ok(reqwest::get(url).await?.json().await?)
+}
+
+/// Polls a message's timeline until `done` holds (the tracer writes in
+/// batches, off the hot path); fails after 15 s with the last answer.
+pub async fn timeline_until(
+    node: &Node,
+    id: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<serde_json::Value> {
+    let start = std::time::Instant::now();
+    loop {
+        let v = get_json(format!("{}/api/v1/messages/{id}", node.http)).await?;
+        if done(&v) {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(15),
+            "timeline never completed: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
