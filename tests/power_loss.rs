@@ -98,7 +98,7 @@ async fn sync_run_with_power_loss(mode: PowerLoss) -> anyhow::Result<()> {
     drop(store); // the crashed store's threads fail on dead handles and stop
 
     let acked = acked.lock().map(|a| a.clone()).unwrap_or_default();
-    let store = Arc::new(Store::open(Arc::new(fs.clone()), options(Flush::Sync))?);
+    let store = Arc::new(Store::open(Arc::new(fs.reboot()), options(Flush::Sync))?);
     let broker = Broker::new(store.clone(), BrokerOptions::default())?;
     let mut lost = Vec::new();
     for (id, body) in &acked {
@@ -194,7 +194,7 @@ fn async_run(mode: PowerLoss) -> anyhow::Result<AsyncRun> {
         }
     };
     drop(store);
-    let store = Store::open(Arc::new(fs), options(Flush::Async { interval }))?;
+    let store = Store::open(Arc::new(fs.reboot()), options(Flush::Async { interval }))?;
     Ok((acked, store, durable_ranges(&report)))
 }
 

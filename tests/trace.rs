@@ -297,7 +297,7 @@ async fn given_async_flush_and_a_power_loss_the_audit_marks_exactly_the_unsynced
         })
         .collect();
 
-    let store = Arc::new(Store::open(Arc::new(fs), opts)?);
+    let store = Arc::new(Store::open(Arc::new(fs.reboot()), opts)?);
     let tracer = Tracer::start(&db, store.clone()).await?;
     let found = audit::run(tracer.pool(), &store, None).await?;
     let mut expected = Vec::new();

@@ -8,8 +8,12 @@
 //! - [`FaultFs::power_loss`] throws away everything that was not made
 //!   durable (or, in [`PowerLoss::Tear`] mode, keeps a random-length prefix
 //!   of each file's unsynced tail, cutting records in half), and invalidates
-//!   every handle opened before it, so the crashed engine's threads cannot
-//!   write into the "rebooted" disk.
+//!   every handle from before it — open files *and* `FaultFs` values — so
+//!   the crashed engine's threads can neither write, sync, create, remove
+//!   nor list anything on the "rebooted" disk. The harness must never lie:
+//!   a crashed flusher that could still sync a directory after the cut
+//!   would make durable what the crash should have lost. After a power loss
+//!   the test takes a fresh view with [`FaultFs::reboot`].
 //!
 //! Sync failures can be injected with [`FaultFs::fail_syncs`]; a failed sync
 //! makes nothing durable, like a real EIO.
@@ -61,12 +65,16 @@ struct State {
     syncs: u64,
 }
 
-/// The fault-injecting file system; cheap to clone (shared state).
+/// The fault-injecting file system; cheap to clone (shared state). A value
+/// belongs to one power generation: after [`FaultFs::power_loss`] every
+/// call on it (and on its clones and its open files) fails.
 #[derive(Clone, Default)]
 pub struct FaultFs {
     // std Mutex: every operation is a short in-memory copy; never held
     // across an await or another lock.
     state: Arc<Mutex<State>>,
+    /// The power generation this view was taken in.
+    generation: u64,
 }
 
 struct FaultFile {
@@ -83,6 +91,10 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 
 fn stale() -> io::Error {
     io::Error::other("file handle from before a simulated power loss")
+}
+
+fn stale_fs() -> io::Error {
+    io::Error::other("file system view from before a simulated power loss")
 }
 
 impl FaultFile {
@@ -156,7 +168,7 @@ impl FileHandle for FaultFile {
 
 impl Fs for FaultFs {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn FileHandle>> {
-        let mut st = lock(&self.state);
+        let mut st = self.current()?;
         let inode = match st.names.get(path) {
             Some(id) => *id,
             None if create => {
@@ -182,11 +194,11 @@ impl Fs for FaultFs {
 
     fn create_dir_all(&self, _path: &Path) -> io::Result<()> {
         // Directories are implicit: a name's parent is its directory.
-        Ok(())
+        self.current().map(drop)
     }
 
     fn list(&self, path: &Path) -> io::Result<Vec<String>> {
-        let st = lock(&self.state);
+        let st = self.current()?;
         let mut out: Vec<String> = Vec::new();
         for name in st.names.keys() {
             if let Ok(rest) = name.strip_prefix(path) {
@@ -203,12 +215,14 @@ impl Fs for FaultFs {
     }
 
     fn exists(&self, path: &Path) -> bool {
-        let st = lock(&self.state);
+        let Ok(st) = self.current() else {
+            return false;
+        };
         st.names.keys().any(|n| n == path || n.starts_with(path))
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        let mut st = lock(&self.state);
+        let mut st = self.current()?;
         st.names
             .remove(path)
             .map(|_| ())
@@ -216,7 +230,7 @@ impl Fs for FaultFs {
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        let mut st = lock(&self.state);
+        let mut st = self.current()?;
         let current: Vec<(PathBuf, u64)> = st
             .names
             .iter()
@@ -235,6 +249,24 @@ impl FaultFs {
         Self::default()
     }
 
+    /// The state, if this view is still of the current power generation.
+    fn current(&self) -> io::Result<MutexGuard<'_, State>> {
+        let st = lock(&self.state);
+        if st.generation != self.generation {
+            return Err(stale_fs());
+        }
+        Ok(st)
+    }
+
+    /// A view of the disk as it is now, after any power losses so far: what
+    /// a rebooted machine would mount.
+    pub fn reboot(&self) -> FaultFs {
+        FaultFs {
+            state: self.state.clone(),
+            generation: lock(&self.state).generation,
+        }
+    }
+
     /// Makes the next `n` calls to `sync` fail with an I/O error.
     pub fn fail_syncs(&self, n: u64) {
         lock(&self.state).failing_syncs = n;
@@ -246,7 +278,9 @@ impl FaultFs {
     }
 
     /// Pulls the plug. Returns, per surviving path, what was durable and
-    /// what had been written, measured at the instant of the crash.
+    /// what had been written, measured at the instant of the crash. Every
+    /// view and file handle from before it fails from now on, this one too:
+    /// continue with [`FaultFs::reboot`].
     pub fn power_loss(&self, mode: PowerLoss) -> BTreeMap<PathBuf, DurableFile> {
         let mut st = lock(&self.state);
         st.generation += 1;
@@ -302,7 +336,7 @@ impl FaultFs {
 
     /// Overwrites one byte of the current contents (bit rot, for recovery tests).
     pub fn corrupt_byte(&self, path: &Path, offset: u64) -> io::Result<()> {
-        let mut st = lock(&self.state);
+        let mut st = self.current()?;
         let id = *st
             .names
             .get(path)
@@ -336,6 +370,7 @@ mod tests {
         b.write_at(b"x", 0)?;
         b.sync()?; // synced data, but the name was never made durable
         let report = fs.power_loss(PowerLoss::DropUnsynced);
+        let fs = fs.reboot();
         assert_eq!(report[&dir.join("a")].durable_len, 5);
         assert_eq!(report[&dir.join("a")].written_len, 11);
         assert!(!fs.exists(&dir.join("b")));
@@ -355,7 +390,7 @@ mod tests {
         fs.fail_syncs(1);
         assert!(a.sync().is_err());
         fs.power_loss(PowerLoss::DropUnsynced);
-        assert_eq!(fs.open(&dir.join("a"), false)?.len()?, 0);
+        assert_eq!(fs.reboot().open(&dir.join("a"), false)?.len()?, 0);
         Ok(())
     }
 
@@ -369,8 +404,44 @@ mod tests {
         a.sync()?;
         a.write_at(&[9u8; 1000], 100)?;
         fs.power_loss(PowerLoss::Tear { seed: 42 });
-        let len = fs.open(&dir.join("a"), false)?.len()?;
+        let len = fs.reboot().open(&dir.join("a"), false)?.len()?;
         assert!((100..=1100).contains(&len));
+        Ok(())
+    }
+
+    #[test]
+    fn every_handle_and_view_from_before_a_power_loss_fails_after_it() -> io::Result<()> {
+        let fs = FaultFs::new();
+        let crashed = fs.clone(); // what the crashed engine's threads hold
+        let dir = Path::new("/d");
+        let a = fs.open(&dir.join("a"), true)?;
+        fs.sync_dir(dir)?;
+        a.write_at(b"acked?", 0)?;
+        fs.power_loss(PowerLoss::DropUnsynced);
+        // Files: no read, write, sync, length change or length query.
+        assert!(a.read_at(&mut [0; 1], 0).is_err());
+        assert!(a.write_at(b"x", 0).is_err());
+        assert!(a.sync().is_err());
+        assert!(a.set_len(0).is_err());
+        assert!(a.len().is_err());
+        // The namespace: no open, create, list, remove or directory sync.
+        for view in [&fs, &crashed] {
+            assert!(view.open(&dir.join("a"), false).is_err());
+            assert!(view.open(&dir.join("new"), true).is_err());
+            assert!(view.list(dir).is_err());
+            assert!(view.remove_file(&dir.join("a")).is_err());
+            assert!(view.sync_dir(dir).is_err());
+            assert!(view.create_dir_all(dir).is_err());
+            assert!(!view.exists(&dir.join("a")));
+        }
+        // The rebooted view sees the durable state and works.
+        let now = fs.reboot();
+        assert_eq!(now.open(&dir.join("a"), false)?.len()?, 0);
+        now.sync_dir(dir)?;
+        // A second power loss kills the first reboot's view too.
+        now.power_loss(PowerLoss::DropUnsynced);
+        assert!(now.sync_dir(dir).is_err());
+        assert!(now.reboot().sync_dir(dir).is_ok());
         Ok(())
     }
 }
