@@ -147,3 +147,47 @@ async fn given_sync_flush_when_sigkilled_mid_stream_should_keep_every_acknowledg
 async fn given_async_flush_when_sigkilled_mid_stream_should_keep_every_acknowledged_message() -> anyhow::Result<()> {
     crash_and_restart("async").await
 }
+
+/// Soak, not part of the suite (`scripts/soak.sh` runs it): SIGKILL cycles
+/// on one data dir, sync and async flush in turn (`WAYBILL_SOAK_CYCLES`,
+/// default 100). After each restart the previous cycle's acknowledged
+/// messages and every 50th older one must be present byte-identical; at the
+/// end, all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak: run by scripts/soak.sh"]
+async fn soak_sigkill_cycles_lose_no_acknowledged_message() -> anyhow::Result<()> {
+    let cycles: usize = std::env::var("WAYBILL_SOAK_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("node");
+    let mut all: Vec<(String, String)> = Vec::new();
+    let mut last = 0;
+    for cycle in 0..cycles {
+        let flush = if cycle % 2 == 0 { "sync" } else { "async" };
+        let args = [
+            "--flush",
+            flush,
+            "--segment-bytes",
+            "262144",
+            "--flush-interval-ms",
+            "200",
+        ];
+        let mut node = Node::start(&dir, &args)?;
+        let sample: Vec<_> = all[..last].iter().step_by(50).chain(&all[last..]).cloned().collect();
+        check_all_present(&node, &sample).await?;
+        let (acked, _) = produce_until_killed(&mut node).await?;
+        last = all.len();
+        all.extend(acked);
+        println!("cycle {cycle} ({flush}): acknowledged so far {}", all.len());
+    }
+    let node = Node::start(&dir, &[])?;
+    let present = check_all_present(&node, &all).await?;
+    println!(
+        "soak: {cycles} SIGKILL cycles, acknowledged {}, present {present}, lost 0",
+        all.len()
+    );
+    assert_eq!(present, all.len());
+    Ok(())
+}

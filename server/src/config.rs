@@ -62,6 +62,12 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How often index files are synced and checkpointed.
     pub index_interval_ms: u64,
+    /// Writes are refused (and resume by themselves) while the data
+    /// directory's disk has less free space than this, in MiB.
+    pub disk_reserve_mb: u64,
+    /// Below this much free space (MiB) the disk is reported low: a
+    /// `/healthz` detail and the `disk_space` alert, before writes stop.
+    pub disk_warn_mb: u64,
     /// Retry delay levels, e.g. `10ms,50ms,1s` (default: RocketMQ's 18
     /// levels, first retry at level 3).
     pub retry_delays: Option<String>,
@@ -120,6 +126,8 @@ impl Default for Config {
             queues_per_topic: 4,
             max_body_bytes: crate::api::DEFAULT_BODY_LIMIT,
             index_interval_ms: 1000,
+            disk_reserve_mb: 64,
+            disk_warn_mb: 1024,
             retry_delays: None,
             max_reconsume_times: 16,
             client_timeout_ms: 30_000,

@@ -91,6 +91,12 @@ struct ServeArgs {
     /// Index sync + checkpoint period in ms [default: 1000].
     #[arg(long)]
     index_interval_ms: Option<u64>,
+    /// Refuse writes while the disk has less free space than this, in MiB; they resume by themselves [default: 64].
+    #[arg(long)]
+    disk_reserve_mb: Option<u64>,
+    /// Report the disk as low (health detail, alert) below this free space, in MiB [default: 1024].
+    #[arg(long)]
+    disk_warn_mb: Option<u64>,
     /// Retry delay levels, e.g. `10ms,50ms,1s` [default: RocketMQ's 1s 5s 10s 30s 1m … 2h, from level 3].
     #[arg(long)]
     retry_delays: Option<String>,
@@ -164,6 +170,8 @@ impl ServeArgs {
             queues_per_topic,
             max_body_bytes,
             index_interval_ms,
+            disk_reserve_mb,
+            disk_warn_mb,
             max_reconsume_times,
             client_timeout_ms,
             replay_guard,

@@ -53,6 +53,8 @@ pub fn open_store(cfg: &Config) -> Result<Arc<Store>, ServeError> {
     opts.segment_bytes = cfg.segment_bytes;
     opts.node_id = cfg.node_id;
     opts.index_interval = Duration::from_millis(cfg.index_interval_ms);
+    opts.reserve_bytes = cfg.disk_reserve_mb << 20;
+    opts.warn_bytes = cfg.disk_warn_mb << 20;
     Store::open(Arc::new(RealFs), opts)
         .map(Arc::new)
         .map_err(|source| ServeError::Store {

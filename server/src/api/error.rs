@@ -58,6 +58,7 @@ impl ApiError {
                         "storage is not accepting writes".into(),
                     ),
                     StorageError::NoRecord { .. } => (StatusCode::NOT_FOUND, s.to_string()),
+                    StorageError::NoSpace { .. } => (StatusCode::INSUFFICIENT_STORAGE, s.to_string()),
                     StorageError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage I/O error".into()),
                     StorageError::Diverged(_) => (StatusCode::CONFLICT, s.to_string()),
                 },

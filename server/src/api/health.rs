@@ -1,8 +1,10 @@
 //! Liveness and numbers: `GET /healthz` and `GET /metrics`.
 //!
 //! `/healthz` is 200 while the node serves: `"ok"`, or `"degraded"` with
-//! the damage recovery found (corrupt regions are listed, never served);
-//! 503 once an fsync failed and the store refuses writes.
+//! the damage recovery found (corrupt regions are listed, never served) or
+//! with the disk low on space (`disk.state` `low`: writes still accepted;
+//! `full`: writes refused until space returns, reads served); 503 once an
+//! fsync or a log write failed and the store refuses writes for good.
 //! `/metrics` is Prometheus text exposition.
 
 use std::fmt::Write;
@@ -14,6 +16,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::AppState;
+use crate::storage::space::DiskState;
 use crate::storage::store::FSYNC_BUCKETS_US;
 use crate::storage::DamageKind;
 
@@ -22,10 +25,11 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let stats = store.stats();
     let damage = store.damage();
     let corrupt = damage.iter().filter(|d| d.kind != DamageKind::TornTail).count();
-    let (code, status) = match (store.failure(), corrupt) {
-        (Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "failed"),
-        (None, 0) => (StatusCode::OK, "ok"),
-        (None, _) => (StatusCode::OK, "degraded"),
+    let disk = store.disk();
+    let (code, status) = match (store.failure(), corrupt, disk.state) {
+        (Some(_), _, _) => (StatusCode::SERVICE_UNAVAILABLE, "failed"),
+        (None, 0, DiskState::Ok) => (StatusCode::OK, "ok"),
+        (None, _, _) => (StatusCode::OK, "degraded"),
     };
     (
         code,
@@ -37,6 +41,7 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             "log_end": stats.log_end,
             "flushed": stats.flushed,
             "damage": damage,
+            "disk": disk,
         })),
     )
 }
@@ -101,9 +106,28 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     }
     counter(
         "waybill_storage_failed",
-        "1 after an fsync error: the store refuses writes.",
+        "1 after a failed fsync or log write: the store refuses writes.",
         "gauge",
         u64::from(store.failure().is_some()),
+    );
+    let disk = store.disk();
+    counter(
+        "waybill_disk_available_bytes",
+        "Free space on the data directory's disk.",
+        "gauge",
+        disk.available_bytes,
+    );
+    counter(
+        "waybill_disk_reserve_bytes",
+        "Writes are refused below this much free space (and resume above it).",
+        "gauge",
+        disk.reserve_bytes,
+    );
+    counter(
+        "waybill_disk_writes_refused",
+        "1 while the disk is below the reserve and writes are refused.",
+        "gauge",
+        u64::from(disk.state == DiskState::Full),
     );
     let _ = writeln!(out, "# HELP waybill_storage_damaged_regions Log regions recovery could not read, by kind.\n# TYPE waybill_storage_damaged_regions gauge");
     for (kind, label) in [

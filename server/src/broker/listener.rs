@@ -158,7 +158,7 @@ fn error(e: BrokerError) -> Response {
         BrokerError::Conflict(_) => ErrorCode::BadRequest,
         BrokerError::NotFound(_) => ErrorCode::NotFound,
         BrokerError::Storage(StorageError::Encode(_)) => ErrorCode::BadRequest,
-        BrokerError::Storage(StorageError::Failed(_) | StorageError::Closed)
+        BrokerError::Storage(StorageError::Failed(_) | StorageError::Closed | StorageError::NoSpace { .. })
         | BrokerError::NotPrimary(_)
         | BrokerError::Unconfirmed(_) => ErrorCode::Unavailable,
         BrokerError::Storage(_) => ErrorCode::Internal,

@@ -43,6 +43,10 @@ impl Store {
                     w.tail.end
                 )));
             }
+            let appended_bytes = sh.counters.appended_bytes.load(Ordering::Relaxed);
+            let now = chrono::Utc::now().timestamp_millis();
+            sh.space
+                .admit(sh.fs.as_ref(), now, appended_bytes, bytes.len() as u64)?;
             let w = &mut *w;
             let mut off = 0usize;
             let mut result = Ok(());

@@ -33,6 +33,10 @@ pub enum PowerLoss {
     /// Each file keeps a pseudo-random prefix (seeded) of its unsynced tail,
     /// so the last record may be cut anywhere: a torn write.
     Tear { seed: u64 },
+    /// Not a power loss: the process dies (SIGKILL) and the machine does
+    /// not, so every written byte and every name survives (the page cache is
+    /// written back); only the crashed process's handles die.
+    ProcessCrash,
 }
 
 /// What the disk held durably for one file at the moment of a power loss.
@@ -63,6 +67,52 @@ struct State {
     /// Number of upcoming `sync` calls that fail with EIO.
     failing_syncs: u64,
     syncs: u64,
+    /// When set, the next `write_at` blocks on it (see [`FaultFs::stall_next_write`]).
+    stall: Option<Arc<Stall>>,
+    /// Size of the disk in bytes (sum of all file lengths); `None` = unlimited.
+    capacity: Option<u64>,
+}
+
+impl State {
+    fn used(&self) -> u64 {
+        self.inodes.values().map(|n| n.data.len() as u64).sum()
+    }
+}
+
+/// A write held back until the test releases it, to force an interleaving.
+#[derive(Default)]
+pub struct Stall {
+    // std Mutex + Condvar: the stalled caller is a plain thread (the
+    // flusher); the flag pair is all the state there is.
+    state: Mutex<(bool, bool)>, // (a writer is waiting, released)
+    changed: std::sync::Condvar,
+}
+
+impl Stall {
+    /// Blocks until a write is held here (at most `limit`); true if one is.
+    pub fn wait_until_held(&self, limit: std::time::Duration) -> bool {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (st, _) = self
+            .changed
+            .wait_timeout_while(st, limit, |s| !s.0)
+            .unwrap_or_else(|p| p.into_inner());
+        st.0
+    }
+
+    /// Lets the held write go on (it then fails if a power loss came first).
+    pub fn release(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.changed.notify_all();
+    }
+
+    fn hold(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.0 = true;
+        self.changed.notify_all();
+        while !st.1 {
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 /// The fault-injecting file system; cheap to clone (shared state). A value
@@ -128,10 +178,21 @@ impl FileHandle for FaultFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        // Held outside the state lock, so every other operation goes on.
+        let stall = lock(&self.state).stall.take();
+        if let Some(stall) = stall {
+            stall.hold();
+        }
         self.with(|st, id| {
-            let node = inode_mut(st, id)?;
             let start = usize::try_from(offset).map_err(io::Error::other)?;
             let end = start + buf.len();
+            if let Some(cap) = st.capacity {
+                let grow = (end as u64).saturating_sub(inode_mut(st, id)?.data.len() as u64);
+                if st.used() + grow > cap {
+                    return Err(io::Error::from_raw_os_error(super::fs::ENOSPC));
+                }
+            }
+            let node = inode_mut(st, id)?;
             if node.data.len() < end {
                 node.data.resize(end, 0);
             }
@@ -229,6 +290,11 @@ impl Fs for FaultFs {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))
     }
 
+    fn available(&self, _path: &Path) -> io::Result<u64> {
+        let st = self.current()?;
+        Ok(st.capacity.map_or(u64::MAX / 2, |cap| cap.saturating_sub(st.used())))
+    }
+
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut st = self.current()?;
         let current: Vec<(PathBuf, u64)> = st
@@ -267,6 +333,28 @@ impl FaultFs {
         }
     }
 
+    /// Makes the next `write_at` on any file block until the returned
+    /// [`Stall`] is released: the test can then make other threads act
+    /// while that write is on its way (e.g. a segment roll during a flusher
+    /// write).
+    pub fn stall_next_write(&self) -> Arc<Stall> {
+        let stall = Arc::new(Stall::default());
+        lock(&self.state).stall = Some(stall.clone());
+        stall
+    }
+
+    /// Sets the disk's size: writes that would grow the files past it fail
+    /// with ENOSPC, and [`Fs::available`] reports what is left. `None`
+    /// makes it unlimited again (space returns).
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        lock(&self.state).capacity = bytes;
+    }
+
+    /// Bytes all files hold now.
+    pub fn used(&self) -> u64 {
+        lock(&self.state).used()
+    }
+
     /// Makes the next `n` calls to `sync` fail with an I/O error.
     pub fn fail_syncs(&self, n: u64) {
         lock(&self.state).failing_syncs = n;
@@ -286,8 +374,30 @@ impl FaultFs {
         st.generation += 1;
         let mut rng = match mode {
             PowerLoss::Tear { seed } => seed | 1,
-            PowerLoss::DropUnsynced => 1,
+            PowerLoss::DropUnsynced | PowerLoss::ProcessCrash => 1,
         };
+        if mode == PowerLoss::ProcessCrash {
+            let names = st.names.clone();
+            let mut report = BTreeMap::new();
+            for (path, id) in &names {
+                if let Some(node) = st.inodes.get(id) {
+                    let len = node.data.len() as u64;
+                    report.insert(
+                        path.clone(),
+                        DurableFile {
+                            durable_len: len,
+                            written_len: len,
+                        },
+                    );
+                }
+            }
+            st.durable_names = names;
+            for node in st.inodes.values_mut() {
+                node.durable = node.data.clone();
+            }
+            st.failing_syncs = 0;
+            return report;
+        }
         let mut report = BTreeMap::new();
         let names = st.durable_names.clone();
         let mut alive = HashMap::new();

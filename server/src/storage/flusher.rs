@@ -20,7 +20,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::log::write_chunk;
-use super::store::{Shared, FSYNC_BUCKETS_US};
+use super::store::{enospc_note, Shared, FSYNC_BUCKETS_US};
 use super::{Flush, StorageError};
 
 /// How long an idle sync-mode flusher sleeps before re-checking for work or
@@ -66,8 +66,12 @@ fn run_flusher(sh: &Shared) {
             Ok(false) if stopping => return,
             Ok(_) => {}
             Err(e) => {
-                let why: Arc<str> = Arc::from(e.to_string());
-                tracing::error!(error = %e, "fsync failed; store refuses further writes");
+                let (what, e) = match e {
+                    Failure::Write(e) => ("log write failed", e),
+                    Failure::Sync(e) => ("fsync failed", e),
+                };
+                let why: Arc<str> = Arc::from(format!("{what}: {e}{}", enospc_note(&e)));
+                tracing::error!(error = %why, "store refuses further writes");
                 sh.lock_writer().failed = Some(why.clone());
                 sh.flushed.fail(why);
                 return;
@@ -79,9 +83,16 @@ fn run_flusher(sh: &Shared) {
     }
 }
 
+/// Which step of a group commit failed: the log says which, and a full
+/// disk is named.
+enum Failure {
+    Write(StorageError),
+    Sync(StorageError),
+}
+
 /// One group commit: sync everything written up to the snapshot. Returns
 /// whether there was anything to do.
-fn flush_once(sh: &Shared) -> Result<bool, StorageError> {
+fn flush_once(sh: &Shared) -> Result<bool, Failure> {
     let (end, appended, sealed, active, chunk, dir_dirty) = {
         let mut w = sh.lock_writer();
         let hint = w.tail.buf.len();
@@ -98,24 +109,36 @@ fn flush_once(sh: &Shared) -> Result<bool, StorageError> {
     if end <= flushed && sealed.is_empty() && !dir_dirty {
         return Ok(false);
     }
-    // Sync flush: the frames appended since the last cycle, one write.
+    // Sync flush: the frames appended since the last cycle, in position
+    // order: the tails of segments sealed since then, then the active
+    // segment's chunk (one write each). This thread is the only writer in
+    // sync mode, and the previous cycle's writes finished before these.
+    for s in &sealed {
+        if !s.unwritten.is_empty() {
+            write_chunk(&s.seg, s.start, &s.unwritten).map_err(Failure::Write)?;
+        }
+    }
     if !chunk.is_empty() {
-        write_chunk(&active, end - chunk.len() as u64, &chunk)?;
+        write_chunk(&active, end - chunk.len() as u64, &chunk).map_err(Failure::Write)?;
     }
     sh.readable_end.fetch_max(end, Ordering::AcqRel);
     sh.readable_moved.notify_waiters();
     let started = Instant::now();
-    for seg in sealed.iter().chain(std::iter::once(&active)) {
-        seg.file.sync().map_err(|source| StorageError::Io {
-            path: seg.path.clone(),
-            source,
+    for seg in sealed.iter().map(|s| &s.seg).chain(std::iter::once(&active)) {
+        seg.file.sync().map_err(|source| {
+            Failure::Sync(StorageError::Io {
+                path: seg.path.clone(),
+                source,
+            })
         })?;
     }
     if dir_dirty {
         let dir = sh.log.dir();
-        sh.fs.sync_dir(dir).map_err(|source| StorageError::Io {
-            path: dir.to_path_buf(),
-            source,
+        sh.fs.sync_dir(dir).map_err(|source| {
+            Failure::Sync(StorageError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })
         })?;
     }
     let took = started.elapsed();

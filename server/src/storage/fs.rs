@@ -54,7 +54,18 @@ pub trait Fs: Send + Sync + 'static {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes the entries of directory `path` (creations, removals) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Bytes an unprivileged writer can still add to the file system that
+    /// holds `path` (statvfs `f_bavail × f_frsize`).
+    fn available(&self, path: &Path) -> io::Result<u64>;
 }
+
+/// True for "no space left on device".
+pub fn is_enospc(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(ENOSPC) || e.kind() == io::ErrorKind::StorageFull
+}
+
+/// Linux's errno for a full file system.
+pub const ENOSPC: i32 = 28;
 
 /// The real file system.
 #[derive(Debug, Default, Clone)]
@@ -131,5 +142,10 @@ impl Fs for RealFs {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
+    }
+
+    fn available(&self, path: &Path) -> io::Result<u64> {
+        let st = rustix::fs::statvfs(path)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 }

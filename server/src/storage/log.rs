@@ -13,6 +13,12 @@
 //! - A segment is sealed when the next frame would not fit; sealed segments
 //!   wait in `unsynced_sealed` until the flusher has synced them, so a flush
 //!   watermark is never published past bytes of a segment nobody synced.
+//! - Bytes reach the files in position order, so a crash never leaves a
+//!   hole (zeros) before bytes that were written. With sync flush only the
+//!   flusher writes: a roll does not write the tail buffer itself (the
+//!   flusher may still hold an earlier chunk of the same segment, taken but
+//!   not yet written); it hands the buffer over with the sealed segment and
+//!   the flusher writes sealed tails, then the active chunk, in order.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,11 +34,21 @@ pub struct LogTail {
     pub end: u64,
     /// Appended frames not yet written to `active`'s file.
     pub buf: Vec<u8>,
-    /// Segments sealed since the last flush; the flusher syncs and drains them.
-    pub unsynced_sealed: Vec<Arc<Segment>>,
+    /// Segments sealed since the last flush, with their bytes not yet
+    /// written; the flusher writes, syncs and drains them in order.
+    pub unsynced_sealed: Vec<Sealed>,
     /// A segment file was created since the last flush: its directory entry
     /// must be synced before anything in it counts as durable.
     pub dir_dirty: bool,
+}
+
+/// A sealed segment waiting for the flusher.
+pub struct Sealed {
+    pub seg: Arc<Segment>,
+    /// Global position of `unwritten[0]`: the segment's last frames, which
+    /// were still in the tail buffer when it was sealed (sync flush).
+    pub start: u64,
+    pub unwritten: Vec<u8>,
 }
 
 /// Writes `bytes` at global position `start` of `seg`; on failure cuts the
@@ -104,7 +120,9 @@ impl CommitLog {
     }
 
     fn roll(&self, tail: &mut LogTail) -> Result<(), StorageError> {
-        self.write_out(tail)?;
+        // Not written here: an earlier chunk of this segment may still be on
+        // its way to the file (taken by the flusher, not yet written), and
+        // writing past it would leave a hole if the power went in between.
         let base = tail.end;
         let seg = Segment::open(self.fs.as_ref(), &self.dir, base, true).map_err(|source| StorageError::Io {
             path: self.dir.join(Segment::file_name(base)),
@@ -116,7 +134,12 @@ impl CommitLog {
             .unwrap_or_else(|p| p.into_inner())
             .insert(base, seg.clone());
         let old = std::mem::replace(&mut tail.active, seg);
-        tail.unsynced_sealed.push(old);
+        let unwritten = std::mem::take(&mut tail.buf);
+        tail.unsynced_sealed.push(Sealed {
+            seg: old,
+            start: base - unwritten.len() as u64,
+            unwritten,
+        });
         tail.dir_dirty = true;
         Ok(())
     }

@@ -14,6 +14,9 @@
 //! - [`recovery`]: start-up scan, torn-tail truncation, corruption report.
 //! - [`flusher`]: the group-commit fsync thread and the index writer thread.
 //! - [`watermark`]: the flushed position and the appends waiting on it.
+//! - [`space`]: the free-space gate that refuses appends on a full disk.
+//! - [`reads`]: reading records back (by position, key, queue offset).
+//! - [`replay`]: re-indexing records found past the checkpoint.
 //! - [`store`]: the facade tying them together (append, wait, read, lookup).
 //! - [`copy`]: the store's replication side (append copied frames, read
 //!   whole frames, writer runs).
@@ -35,9 +38,12 @@ pub mod fs;
 pub mod key_index;
 pub mod log;
 pub mod queue_index;
+pub mod reads;
 pub mod record;
 pub mod recovery;
+pub mod replay;
 pub mod segment;
+pub mod space;
 pub mod store;
 pub mod truncate;
 pub mod watermark;
@@ -71,6 +77,16 @@ pub struct StoreOptions {
     pub index_interval: Duration,
     /// Node id embedded in message ids.
     pub node_id: u16,
+    /// Appends are refused while the disk has less free space than this
+    /// (and resume by themselves once it is back), so that a full disk
+    /// never fails a write half-way: see [`space`].
+    pub reserve_bytes: u64,
+    /// Below this much free space the store reports the disk as low.
+    pub warn_bytes: u64,
+    /// How stale the free-space measurement may get before an append
+    /// measures again: how soon writes resume after space returns, and how
+    /// long another process filling the disk can go unseen.
+    pub space_refresh: Duration,
 }
 
 impl StoreOptions {
@@ -81,6 +97,9 @@ impl StoreOptions {
             segment_bytes: 1 << 30,
             index_interval: Duration::from_millis(1000),
             node_id: 1,
+            reserve_bytes: 64 << 20,
+            warn_bytes: 1 << 30,
+            space_refresh: Duration::from_millis(100),
         }
     }
 }
@@ -105,8 +124,14 @@ pub enum StorageError {
     NoRecord { pos: u64 },
     #[error("message cannot be stored: {0}")]
     Encode(#[source] FrameError),
-    #[error("store failed after an fsync error and refuses writes: {0}")]
+    #[error("store failed and refuses writes: {0}")]
     Failed(String),
+    #[error("no space left on device (ENOSPC): {available} bytes free in {path}, below the {reserve}-byte reserve; writes resume when space is freed")]
+    NoSpace {
+        path: PathBuf,
+        available: u64,
+        reserve: u64,
+    },
     #[error("store is closed")]
     Closed,
     #[error("replicated log does not continue this one: {0}")]

@@ -10,8 +10,10 @@
 //! ```
 //! Invariants: `crc32c` covers exactly the payload; a frame is valid only if
 //! magic, length bounds, CRC and version all check out, so a torn or flipped
-//! record is never decoded into a message. The magic lets recovery find the
-//! next record after a corrupt one (resync).
+//! record is never decoded into a message. The magic lets recovery find
+//! candidates for the next record after a corrupt one; a candidate is only
+//! believed when the consume index proves it (see `recovery.rs`), because a
+//! body can contain a whole valid-looking frame.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +25,10 @@ pub const HEADER_LEN: usize = 12;
 pub const VERSION: u8 = 1;
 /// Largest payload accepted; bounds what recovery will believe a length field.
 pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+
+/// The smallest possible frame: header, fixed fields, a one-byte topic, no
+/// properties, an empty body. Bounds how many records a byte range can hold.
+pub const MIN_FRAME_LEN: usize = HEADER_LEN + 1 + 1 + 2 + 4 + 8 + 8 + 4 + 8 + 2 + 1 + 2 + 4;
 
 const FLAG_KEY: u8 = 1;
 const FLAG_TAGS: u8 = 2;
@@ -278,6 +284,16 @@ mod tests {
             bad[i] ^= 0x01;
             assert!(decode(&bad).is_err(), "flip at byte {i} went unnoticed");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn the_smallest_frame_is_min_frame_len() -> Result<(), FrameError> {
+        let m = StoredMessage {
+            topic: "t".into(),
+            ..StoredMessage::default()
+        };
+        assert_eq!(encode(&m)?.len(), MIN_FRAME_LEN);
         Ok(())
     }
 

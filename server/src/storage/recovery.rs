@@ -1,20 +1,26 @@
 //! Crash recovery of the commit log: find the valid records, cut a torn
 //! tail, and report (never serve, never drop neighbours of) corrupt ones.
 //!
-//! Every segment is scanned frame by frame and every frame's CRC checked.
-//! When bytes at position `p` are not a valid frame, recovery looks for the
-//! next valid frame in the same segment (first by trusting an intact length
-//! field, then by searching for the frame magic):
-//! - found at `q`: `[p, q)` is a corrupt region; it is reported and skipped,
-//!   and the valid records on both sides stay.
-//! - not found, and `p` is at or past the checkpoint's `flushed` mark: the
-//!   bytes were never promised durable, so this is a torn tail from a crash
-//!   mid-write. The segment is truncated at `p` and any later segments
-//!   (which can only hold unflushed bytes) are removed.
-//! - not found, but `p` is below `flushed`: data that was fsynced has gone
-//!   bad. It is reported as corrupt and left in place as evidence; appends
-//!   continue after it.
-
+//! Every segment is scanned frame by frame from its first byte, and every
+//! frame's CRC checked. Walking from frame to frame by their lengths can
+//! only land on real record starts. When bytes at position `p` are not a
+//! valid frame:
+//! - `p` at or past the checkpoint's `flushed` mark: the bytes were never
+//!   promised durable, so this is a torn tail from a crash mid-write. The
+//!   segment is truncated at `p` and any later segments (which can only hold
+//!   unflushed bytes) are removed. Recovery never searches for records in
+//!   unflushed data: a message body may hold bytes that look like a whole
+//!   valid frame (a producer can send anything), and a search could take
+//!   them for a record nobody produced.
+//! - `p` below `flushed`: data that was fsynced has gone bad. Recovery looks
+//!   for the next record start `q` in the segment that is *proven*: a valid
+//!   frame whose (topic, queue, offset) entry in the persisted consume index
+//!   (below the checkpoint's `indexed_upto`) points at exactly `q` with its
+//!   exact size. Only the broker writes index entries, for records it
+//!   appended, so no byte sequence inside a body can be proven. `[p, q)` is
+//!   reported corrupt and skipped; the records from `q` on stay. With no
+//!   proven start the rest of the segment is reported corrupt and left in
+//!   place as evidence; appends continue after it.
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,6 +29,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::fs::{FileHandle, Fs};
+use super::queue_index::ENTRY_LEN;
 use super::record::{self, FrameError, StoredMessage, HEADER_LEN, MAGIC};
 use super::segment::Segment;
 use super::StorageError;
@@ -90,6 +97,50 @@ pub fn note_run(runs: &mut Vec<WriterRun>, pos: u64, node: u16, epoch: u32) {
     }
 }
 
+/// Proves record starts inside flushed data from the persisted consume
+/// index (see the module comment).
+pub struct IndexProof<'a> {
+    pub fs: &'a dyn Fs,
+    /// `index/queues`.
+    pub queues_dir: &'a Path,
+    /// The checkpoint's `indexed_upto`: entries of records below it are in
+    /// the index files and synced.
+    pub indexed_upto: u64,
+}
+
+impl IndexProof<'_> {
+    /// True when the consume index names `pos` as the start of `msg`'s
+    /// frame of `len` bytes.
+    fn proves(&self, pos: u64, msg: &StoredMessage, len: u64) -> bool {
+        if pos >= self.indexed_upto || !valid_topic(&msg.topic) {
+            return false;
+        }
+        let path = self.queues_dir.join(&msg.topic).join(format!("{}.cq", msg.queue_id));
+        let Some(at) = msg.queue_offset.checked_mul(ENTRY_LEN as u64) else {
+            return false;
+        };
+        let Ok(file) = self.fs.open(&path, false) else {
+            return false;
+        };
+        let mut entry = [0u8; ENTRY_LEN];
+        match file.read_at(&mut entry, at) {
+            Ok(n) if n == ENTRY_LEN => {}
+            _ => return false,
+        }
+        let mut p = [0u8; 8];
+        p.copy_from_slice(&entry[0..8]);
+        let mut l = [0u8; 4];
+        l.copy_from_slice(&entry[8..12]);
+        u64::from_le_bytes(p) == pos && u64::from(u32::from_le_bytes(l)) == len
+    }
+}
+
+/// A topic name that is safe as a directory name (no path traversal from a
+/// name read off the disk).
+pub fn valid_topic(topic: &str) -> bool {
+    !(topic.is_empty() || topic == "." || topic == ".." || topic.contains(['/', '\0']))
+}
+
 /// A sliding read window over one file.
 struct Window<'a> {
     file: &'a dyn FileHandle,
@@ -128,16 +179,9 @@ impl<'a> Window<'a> {
         Ok(record::decode(bytes).map(|m| (m, total as u64)))
     }
 
-    /// The next position after `bad` where a valid frame starts.
-    fn resync(&mut self, bad: u64) -> io::Result<Option<u64>> {
-        // An intact length field with a bad CRC: the next frame is right after.
-        let head = self.get(bad, HEADER_LEN)?.to_vec();
-        if let Ok(total) = record::frame_len(&head) {
-            let next = bad + total as u64;
-            if next < self.len && self.frame(next)?.is_ok() {
-                return Ok(Some(next));
-            }
-        }
+    /// The next position after `bad` in this segment where a valid frame
+    /// starts that `proof` proves a real record start.
+    fn resync(&mut self, bad: u64, base: u64, proof: &IndexProof<'_>) -> io::Result<Option<u64>> {
         let magic = MAGIC.to_le_bytes();
         let mut at = bad + 1;
         while at + HEADER_LEN as u64 <= self.len {
@@ -147,8 +191,10 @@ impl<'a> Window<'a> {
                 continue;
             };
             let cand = at + i as u64;
-            if self.frame(cand)?.is_ok() {
-                return Ok(Some(cand));
+            if let Ok((msg, len)) = self.frame(cand)? {
+                if proof.proves(base + cand, &msg, len) {
+                    return Ok(Some(cand));
+                }
             }
             at = cand + 1;
         }
@@ -162,8 +208,14 @@ enum SegmentEnd {
 }
 
 /// Scans all segments in `dir`. `flushed` and `replay_from` come from the
-/// checkpoint.
-pub fn scan(fs: &dyn Fs, dir: &Path, flushed: u64, replay_from: u64) -> Result<Scan, StorageError> {
+/// checkpoint; `proof` vouches for record starts after flushed damage.
+pub fn scan(
+    fs: &dyn Fs,
+    dir: &Path,
+    flushed: u64,
+    replay_from: u64,
+    proof: &IndexProof<'_>,
+) -> Result<Scan, StorageError> {
     let io_err = |path: PathBuf| move |source| StorageError::Io { path, source };
     fs.create_dir_all(dir).map_err(io_err(dir.to_path_buf()))?;
     let mut bases: Vec<u64> = fs
@@ -209,7 +261,7 @@ pub fn scan(fs: &dyn Fs, dir: &Path, flushed: u64, replay_from: u64) -> Result<S
             });
         }
         let len = seg.file.len().map_err(io_err(seg.path.clone()))?;
-        let ending = scan_segment(&seg, len, replay_from, &mut out)?;
+        let ending = scan_segment(&seg, len, flushed, replay_from, proof, &mut out)?;
         expected = base + len;
         if let SegmentEnd::Invalid { at, error } = ending {
             let global = base + at;
@@ -255,7 +307,14 @@ pub fn scan(fs: &dyn Fs, dir: &Path, flushed: u64, replay_from: u64) -> Result<S
     Ok(out)
 }
 
-fn scan_segment(seg: &Segment, len: u64, replay_from: u64, out: &mut Scan) -> Result<SegmentEnd, StorageError> {
+fn scan_segment(
+    seg: &Segment,
+    len: u64,
+    flushed: u64,
+    replay_from: u64,
+    proof: &IndexProof<'_>,
+    out: &mut Scan,
+) -> Result<SegmentEnd, StorageError> {
     let io_err = |source| StorageError::Io {
         path: seg.path.clone(),
         source,
@@ -279,7 +338,9 @@ fn scan_segment(seg: &Segment, len: u64, replay_from: u64, out: &mut Scan) -> Re
                 }
                 at += total;
             }
-            Err(error) => match w.resync(at).map_err(io_err)? {
+            // Unflushed: a torn tail, cut by the caller; never searched.
+            Err(error) if seg.base + at >= flushed => return Ok(SegmentEnd::Invalid { at, error }),
+            Err(error) => match w.resync(at, seg.base, proof).map_err(io_err)? {
                 Some(next) => {
                     tracing::error!(segment = %seg.path.display(), from = seg.base + at, to = seg.base + next, %error, "corrupt record skipped");
                     out.damage.push(Damage {

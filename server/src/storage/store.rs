@@ -28,6 +28,7 @@ use super::log::{CommitLog, LogTail};
 use super::queue_index::{QueueEntry, QueueIndex};
 use super::record::{self, StoredMessage};
 use super::recovery::{self, Damage, WriterRun};
+use super::space::{DiskReport, Space};
 use super::watermark::{Registration, Watermark};
 use super::{flusher, Flush, StorageError, StoreOptions};
 
@@ -152,6 +153,8 @@ pub(crate) struct Shared {
     pub indexed_upto: AtomicU64,
     pub epoch: u32,
     pub damage: Vec<Damage>,
+    /// Refuses appends on a full disk (see `space.rs`).
+    pub space: Space,
     pub counters: Counters,
     pub shutdown: AtomicBool,
     /// Set once the threads start; `unpark` wakes them.
@@ -184,7 +187,7 @@ fn now_ms() -> i64 {
 }
 
 fn check_topic(topic: &str) -> Result<(), StorageError> {
-    if topic.is_empty() || topic == "." || topic == ".." || topic.contains(['/', '\0']) {
+    if !recovery::valid_topic(topic) {
         return Err(StorageError::Encode(record::FrameError::Payload(
             "topic is not a valid file name",
         )));
@@ -208,7 +211,12 @@ impl Store {
         let mut checkpoint = CheckpointFile::open(cp_path, cp_file)?;
         let cp = checkpoint.current();
 
-        let mut scan = recovery::scan(fs.as_ref(), &log_dir, cp.flushed, cp.indexed_upto)?;
+        let proof = recovery::IndexProof {
+            fs: fs.as_ref(),
+            queues_dir: &queues_dir,
+            indexed_upto: cp.indexed_upto,
+        };
+        let mut scan = recovery::scan(fs.as_ref(), &log_dir, cp.flushed, cp.indexed_upto, &proof)?;
         let runs = std::mem::take(&mut scan.runs);
         let last = scan.last;
         for d in &scan.damage {
@@ -238,7 +246,9 @@ impl Store {
         let keys_path = index_dir.join("keys.idx");
         let keys_file = fs.open(&keys_path, true).map_err(io_err(&keys_path))?;
         let keys = KeyIndex::open(keys_path, keys_file, cut)?;
-        for d in [&dir, &index_dir, &queues_dir] {
+        // `log/` too: a crash after a roll but before the flusher synced the
+        // directory can leave a segment whose name is not durable yet.
+        for d in [&dir, &log_dir, &index_dir, &queues_dir] {
             fs.sync_dir(d).map_err(io_err(d))?;
         }
 
@@ -274,7 +284,14 @@ impl Store {
                 pos: *pos,
                 error,
             })?;
-            index_replayed(fs.as_ref(), &queues_dir, &mut writer, *pos, frame.len() as u32, &msg)?;
+            let size = frame.len() as u32;
+            if let Some(d) =
+                super::replay::index_replayed(fs.as_ref(), &queues_dir, &mut writer, *pos, size, &msg, &scan.damage)?
+            {
+                tracing::error!(pos, detail = %d.detail, "recovered record refused");
+                scan.damage.push(d);
+                continue;
+            }
             replayed += 1;
         }
         // The new epoch must be durable before any id that embeds it exists.
@@ -290,6 +307,7 @@ impl Store {
         );
 
         let flushed = Watermark::new(scan.end);
+        let space = Space::new(&dir, opts.reserve_bytes, opts.warn_bytes, opts.space_refresh);
         let shared = Arc::new(Shared {
             fs,
             queues_dir,
@@ -303,7 +321,8 @@ impl Store {
             checkpoint: Mutex::new(checkpoint),
             indexed_upto: AtomicU64::new(cut),
             epoch,
-            damage: scan.damage,
+            damage: std::mem::take(&mut scan.damage),
+            space,
             counters: Counters::default(),
             shutdown: AtomicBool::new(false),
             flusher: OnceLock::new(),
@@ -346,7 +365,8 @@ impl Store {
                 &msg.topic,
                 msg.queue_id,
             )?;
-            let stored_ms = writer.map_or_else(now_ms, |w| w.stored_ms);
+            let now = now_ms();
+            let stored_ms = writer.map_or(now, |w| w.stored_ms);
             let stored = StoredMessage {
                 node: writer.map_or(sh.opts.node_id, |w| w.node),
                 epoch: writer.map_or(sh.epoch, |w| w.epoch),
@@ -362,6 +382,9 @@ impl Store {
                 key: msg.key,
             };
             let frame = record::encode(&stored).map_err(StorageError::Encode)?;
+            let appended_bytes = sh.counters.appended_bytes.load(Ordering::Relaxed);
+            sh.space
+                .admit(sh.fs.as_ref(), now, appended_bytes, frame.len() as u64)?;
             let pos = sh
                 .log
                 .append(&mut w.tail, &frame)
@@ -423,145 +446,15 @@ impl Store {
         }
     }
 
-    /// Reads the message whose frame starts at `pos`, checking that `pos` is
-    /// a real record boundary (its queue index points at it) and its CRC.
-    pub fn read(&self, pos: u64) -> Result<StoredMessage, StorageError> {
-        if pos >= self.shared.readable_end.load(Ordering::Acquire) {
-            return Err(StorageError::NoRecord { pos });
-        }
-        // A bad header at a position nobody reported damaged means the
-        // position is simply not a record start (a made-up id): not found.
-        // A good header with a bad CRC, or anything inside a damaged region,
-        // is corruption and is reported as such, never served.
-        let in_damage = |pos: u64| self.shared.damage.iter().any(|d| d.from <= pos && pos < d.to);
-        let frame = match self.shared.log.read_frame(pos) {
-            Ok(f) => f,
-            Err(StorageError::Corrupt { .. }) if !in_damage(pos) => return Err(StorageError::NoRecord { pos }),
-            Err(e) => return Err(e),
-        };
-        let msg = record::decode(&frame).map_err(|error| StorageError::Corrupt {
-            path: self
-                .shared
-                .log
-                .segment_for(pos)
-                .map(|s| s.path.clone())
-                .unwrap_or_default(),
-            pos,
-            error,
-        })?;
-        match self.queue_entry(&msg.topic, msg.queue_id, msg.queue_offset)? {
-            Some(e) if e.pos == pos => Ok(msg),
-            _ => Err(StorageError::NoRecord { pos }),
-        }
-    }
-
-    /// Messages whose key (any space-separated word) equals `key`, newest
-    /// first, at most `limit`. Corrupt candidates are skipped and logged.
-    pub fn find_by_key(&self, key: &str, limit: usize) -> Vec<(u64, StoredMessage)> {
-        let candidates = self.shared.lock_writer().keys.candidates(key);
-        let mut out = Vec::new();
-        for pos in candidates.into_iter().rev() {
-            if out.len() >= limit {
-                break;
-            }
-            match self.read(pos) {
-                Ok(m) if m.key.as_deref().is_some_and(|k| key_index::words(k).any(|w| w == key)) => out.push((pos, m)),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(pos, error = %e, "key index candidate unreadable"),
-            }
-        }
-        out
-    }
-
-    /// The consume-queue entry for a queue offset.
-    pub fn queue_entry(&self, topic: &str, queue_id: u32, offset: u64) -> Result<Option<QueueEntry>, StorageError> {
-        let w = self.shared.lock_writer();
-        match w.queues.get(&(topic.to_string(), queue_id)) {
-            Some(q) => q.get(offset),
-            None => Ok(None),
-        }
-    }
-
-    /// Up to `max` messages of a queue from queue offset `from`, in order,
-    /// with their log positions. Stops at the first message not yet
-    /// readable (sync flush: not yet fsynced). Holes (records lost to
-    /// corruption) are skipped. Returns the messages and the offset after
-    /// the last one examined.
-    pub fn read_queue(&self, topic: &str, queue_id: u32, from: u64, max: usize) -> Result<QueueBatch, StorageError> {
-        let readable = self.shared.readable_end.load(Ordering::Acquire);
-        let entries: Vec<(u64, QueueEntry)> = {
-            let w = self.shared.lock_writer();
-            let Some(q) = w.queues.get(&(topic.to_string(), queue_id)) else {
-                return Ok((Vec::new(), from));
-            };
-            let end = q.next_offset().min(from.saturating_add(max as u64));
-            let mut v = Vec::new();
-            for off in from..end {
-                match q.get(off)? {
-                    Some(e) => v.push((off, e)),
-                    None => break,
-                }
-            }
-            v
-        };
-        let mut out = Vec::new();
-        let mut next = from;
-        for (off, e) in entries {
-            if e.is_hole() {
-                tracing::warn!(topic, queue_id, offset = off, "skipping a message lost to corruption");
-                next = off + 1;
-                continue;
-            }
-            if e.pos + u64::from(e.size) > readable {
-                break;
-            }
-            match self.read(e.pos) {
-                Ok(m) => out.push((off, e.pos, m)),
-                Err(StorageError::Corrupt { .. }) => {
-                    tracing::error!(topic, queue_id, offset = off, pos = e.pos, "corrupt record skipped");
-                }
-                Err(err) => return Err(err),
-            }
-            next = off + 1;
-        }
-        Ok((out, next))
-    }
-
-    /// Next offset to be assigned in a queue (its length).
-    /// Every consume queue with its length: `(topic, queue id, entries)`.
-    pub fn queues(&self) -> Vec<(String, u32, u64)> {
-        let w = self.shared.lock_writer();
-        w.queues
-            .iter()
-            .map(|((t, q), idx)| (t.clone(), *q, idx.next_offset()))
-            .collect()
-    }
-
-    /// Entries of a queue whose record ends at or below log position `pos`
-    /// (e.g. how many are flushed): a binary search over the queue, which
-    /// is in log order.
-    pub fn queue_count_below(&self, topic: &str, queue_id: u32, pos: u64) -> u64 {
-        let (mut lo, mut hi) = (0u64, self.queue_len(topic, queue_id));
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.queue_entry(topic, queue_id, mid) {
-                Ok(Some(e)) if e.pos + u64::from(e.size) <= pos => lo = mid + 1,
-                _ => hi = mid,
-            }
-        }
-        lo
-    }
-
-    pub fn queue_len(&self, topic: &str, queue_id: u32) -> u64 {
-        let w = self.shared.lock_writer();
-        w.queues
-            .get(&(topic.to_string(), queue_id))
-            .map_or(0, QueueIndex::next_offset)
-    }
-
     /// Damage found by recovery at open.
     pub fn damage(&self) -> &[Damage] {
         &self.shared.damage
+    }
+
+    /// Free space of the data directory's disk, measured now.
+    pub fn disk(&self) -> DiskReport {
+        let appended = self.shared.counters.appended_bytes.load(Ordering::Relaxed);
+        self.shared.space.report(self.shared.fs.as_ref(), now_ms(), appended)
     }
 
     /// Why the store refuses writes, if it does.
@@ -630,11 +523,19 @@ impl Drop for Store {
 /// waiter learns its durability is unknown, so nothing is acknowledged on
 /// bytes that were never written.
 pub(crate) fn fail_writes(sh: &Shared, failed: &mut Option<Arc<str>>, e: StorageError) -> StorageError {
-    let why: Arc<str> = Arc::from(format!("log write failed: {e}"));
+    let why: Arc<str> = Arc::from(format!("log write failed: {e}{}", enospc_note(&e)));
     tracing::error!(error = %e, "log write failed; store refuses further writes");
     *failed = Some(why.clone());
     sh.flushed.fail(why);
     e
+}
+
+/// " (ENOSPC)" when `e` is a full disk, so logs and health name it.
+pub(crate) fn enospc_note(e: &StorageError) -> &'static str {
+    match e {
+        StorageError::Io { source, .. } if super::fs::is_enospc(source) => " (ENOSPC: the disk is full)",
+        _ => "",
+    }
 }
 
 /// The queue index for `(topic, queue_id)`, creating its file on first use.
@@ -659,38 +560,4 @@ pub(crate) fn queue_mut<'a>(
         queues.insert(k.clone(), QueueIndex::open(path, file, u64::MAX)?);
     }
     queues.get_mut(&k).ok_or(StorageError::Closed)
-}
-
-/// Re-creates the index entries of a record found past the checkpoint.
-fn index_replayed(
-    fs: &dyn Fs,
-    queues_dir: &Path,
-    w: &mut Writer,
-    pos: u64,
-    size: u32,
-    msg: &StoredMessage,
-) -> Result<(), StorageError> {
-    let q = queue_mut(fs, queues_dir, &mut w.queues, &mut w.new_dirs, &msg.topic, msg.queue_id)?;
-    let next = q.next_offset();
-    if msg.queue_offset < next {
-        tracing::warn!(pos, topic = %msg.topic, queue = msg.queue_id, offset = msg.queue_offset, "record already indexed; skipped");
-        return Ok(());
-    }
-    for _ in next..msg.queue_offset {
-        // Offsets whose records were lost to corruption: keep the queue dense.
-        q.push(QueueEntry {
-            pos,
-            size: 0,
-            tag_hash: 0,
-        });
-    }
-    q.push(QueueEntry {
-        pos,
-        size,
-        tag_hash: msg.tags.as_deref().map(key_index::hash).unwrap_or(0),
-    });
-    if let Some(k) = &msg.key {
-        w.keys.insert(k, pos);
-    }
-    Ok(())
 }

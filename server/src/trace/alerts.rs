@@ -12,6 +12,8 @@
 //! - `replica_lag`: on a primary, bytes of log a replica has not confirmed
 //!   (connected or not) — what losing the primary now would lose under
 //!   async replication, and what blocks sends under sync replication.
+//! - `disk_space`: free space on the data disk below `--disk-warn-mb`,
+//!   before writes are refused at `--disk-reserve-mb`.
 //!
 //! A webhook that fails is retried at the next transition only; alert
 //! delivery never blocks evaluation or the broker.
@@ -24,6 +26,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::broker::Broker;
+use crate::storage::space::DiskState;
 
 /// Evaluation period.
 const EVERY: Duration = Duration::from_secs(1);
@@ -201,6 +204,28 @@ impl Alerts {
                     );
                 }
             }
+        }
+        // Free space below the warning mark: before writes are refused.
+        let disk = store.disk();
+        if disk.state != DiskState::Ok {
+            let refused = disk.state == DiskState::Full;
+            out.push(Alert {
+                alert: "disk_space",
+                labels: BTreeMap::new(),
+                value: disk.available_bytes as f64,
+                threshold: disk.warn_bytes as f64,
+                summary: format!(
+                    "{} MiB free on the data disk ({}; writes are refused below {} MiB)",
+                    disk.available_bytes >> 20,
+                    if refused {
+                        "writes refused now"
+                    } else {
+                        "below the warning mark"
+                    },
+                    disk.reserve_bytes >> 20
+                ),
+                since_ms: now,
+            });
         }
         out
     }
