@@ -296,8 +296,9 @@ mod forge {
         })?)
     }
 
-    /// Five victim records, the attack, three more victim records.
-    fn write_log(fs: &FaultFs) -> anyhow::Result<(Vec<Appended>, Appended)> {
+    /// Five victim records, the attack, three more victim records; the
+    /// store is left open (the caller crashes or closes it).
+    fn write_log(fs: &FaultFs) -> anyhow::Result<(Store, Vec<Appended>, Appended)> {
         let store = Store::open(Arc::new(fs.clone()), options())?;
         let mut victims = Vec::new();
         for i in 0..5 {
@@ -307,7 +308,7 @@ mod forge {
         for i in 5..8 {
             victims.push(append(&store, "victim", &format!("v{i}"), victim(i))?);
         }
-        Ok((victims, attack))
+        Ok((store, victims, attack))
     }
 
     /// Nothing forged is served; what is served of victim/0 is a prefix of
@@ -333,14 +334,16 @@ mod forge {
     fn given_a_body_of_forged_frames_when_the_tail_is_torn_anywhere_in_it_should_serve_nothing_forged(
     ) -> anyhow::Result<()> {
         let probe = FaultFs::new();
-        let (_, attack) = write_log(&probe)?;
+        let (_, _, attack) = write_log(&probe)?;
         let mut served_after_attack = 0;
         for cut in attack.pos..attack.end {
             let fs = FaultFs::new();
-            let (victims, a) = write_log(&fs)?;
+            let (crashed, victims, a) = write_log(&fs)?;
             assert_eq!((a.pos, a.end), (attack.pos, attack.end), "same layout every run");
-            // SIGKILL: the page cache survives, the process does not.
+            // SIGKILL: the page cache survives, the process does not (no
+            // final flush, no checkpoint).
             fs.power_loss(PowerLoss::ProcessCrash);
+            drop(crashed);
             let fs = fs.reboot();
             let seg = Path::new(DATA).join("log").join(format!("{:020}.log", 0));
             fs.open(&seg, false)?.set_len(cut)?;
@@ -369,10 +372,12 @@ mod forge {
         // recovery must find the next record: the forged frames in the body
         // are the first candidates it meets.
         let probe = FaultFs::new();
-        let (_, attack) = write_log(&probe)?;
+        let (_, _, attack) = write_log(&probe)?;
         for at in 0..record::HEADER_LEN as u64 {
             let fs = FaultFs::new();
-            let (victims, a) = write_log(&fs)?;
+            let (store, victims, a) = write_log(&fs)?;
+            store.close();
+            drop(store);
             let seg = Path::new(DATA).join("log").join(format!("{:020}.log", 0));
             fs.corrupt_byte(&seg, a.pos + at)?;
             let store = Store::open(Arc::new(fs.clone()), options())?;

@@ -35,6 +35,9 @@ pub struct Space {
     checked_at_ms: AtomicI64,
     /// The store's appended-bytes counter at the last measurement.
     appended_at_check: AtomicU64,
+    /// Size of the last append refused, 0 once one is admitted: health says
+    /// `full` while that append would still be refused.
+    refused: AtomicU64,
 }
 
 /// How full the disk is, for `/healthz`, `/metrics` and alerts.
@@ -44,7 +47,8 @@ pub enum DiskState {
     Ok,
     /// Below the warning threshold: writes still accepted.
     Low,
-    /// Below the reserve: writes refused until space returns.
+    /// Below the reserve (or too close to it for the last write tried):
+    /// writes refused until space returns.
     Full,
 }
 
@@ -66,6 +70,7 @@ impl Space {
             available: AtomicU64::new(u64::MAX),
             checked_at_ms: AtomicI64::new(i64::MIN),
             appended_at_check: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -78,11 +83,15 @@ impl Space {
         let since = appended.saturating_sub(self.appended_at_check.load(Ordering::Relaxed));
         let left = self.available.load(Ordering::Relaxed).saturating_sub(since);
         if left < self.reserve.saturating_add(bytes) {
+            self.refused.store(bytes.max(1), Ordering::Relaxed);
             return Err(StorageError::NoSpace {
                 path: self.dir.clone(),
                 available: left,
                 reserve: self.reserve,
             });
+        }
+        if self.refused.load(Ordering::Relaxed) != 0 {
+            self.refused.store(0, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -91,7 +100,8 @@ impl Space {
     pub fn report(&self, fs: &dyn Fs, now_ms: i64, appended: u64) -> DiskReport {
         self.measure(fs, now_ms, appended);
         let available = self.available.load(Ordering::Relaxed);
-        let state = if available < self.reserve {
+        let refused = self.refused.load(Ordering::Relaxed);
+        let state = if available < self.reserve.saturating_add(refused) {
             DiskState::Full
         } else if available < self.warn {
             DiskState::Low
