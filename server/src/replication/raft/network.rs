@@ -5,8 +5,10 @@
 //! answered by one `K_RAFT_REPLY` frame holding the JSON of
 //! `Result<response, RaftError>`. Any I/O error or timeout drops the
 //! connection (the next RPC reconnects) and is reported to openraft as
-//! `Unreachable`, which makes it back off.
+//! `Unreachable`, which makes it back off. Each new connection presents
+//! the group's `--auth-token` first, as every broker-port client does.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -33,7 +35,10 @@ type NodeId = u64;
 const MAX_RPC_BYTES: usize = 8 << 20;
 
 /// Creates a client per target.
-pub struct Network;
+pub struct Network {
+    /// The group's `--auth-token`, presented on every connection.
+    pub token: Option<Arc<str>>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
@@ -42,6 +47,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             target,
             addr: node.addr.clone(),
+            token: self.token.clone(),
             conn: None,
         }
     }
@@ -50,6 +56,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     target: NodeId,
     addr: String,
+    token: Option<Arc<str>>,
     conn: Option<TcpStream>,
 }
 
@@ -66,10 +73,12 @@ impl Peer {
     ) -> Result<Result<Resp, E>, Io> {
         let body = serde_json::to_vec(req).map_err(|e| Io(e.to_string()))?;
         let addr = self.addr.clone();
+        let token = self.token.clone();
         let conn = &mut self.conn;
         let attempt = async {
             if conn.is_none() {
-                *conn = Some(connect(&addr, timeout).await.map_err(|e| Io(e.to_string()))?);
+                let c = connect(&addr, timeout, token.as_deref()).await;
+                *conn = Some(c.map_err(|e| Io(e.to_string()))?);
             }
             let Some(c) = conn.as_mut() else {
                 return Err(Io("no connection".into()));
