@@ -172,8 +172,11 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>, port: Port) -> Resul
                     continue;
                 }
                 crate::replication::protocol::K_FOLLOW => {
-                    // The connection now belongs to a replica's stream.
-                    break crate::replication::primary::follow(broker.clone(), &payload.bytes, rd, tx.clone()).await;
+                    // The connection now belongs to a replica's stream,
+                    // which holds none of the byte budget while it lasts.
+                    let frames::Payload { bytes, held } = payload;
+                    drop(held);
+                    break crate::replication::primary::follow(broker.clone(), &bytes, rd, tx.clone()).await;
                 }
                 k => break Err(reject(&tx, header.request_id, format!("unexpected replication frame {k}")).await),
             }

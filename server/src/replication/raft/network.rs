@@ -76,20 +76,19 @@ impl Peer {
         let token = self.token.clone();
         let conn = &mut self.conn;
         let attempt = async {
-            if conn.is_none() {
-                let c = connect(&addr, timeout, token.as_deref()).await;
-                *conn = Some(c.map_err(|e| Io(e.to_string()))?);
-            }
-            let Some(c) = conn.as_mut() else {
-                return Err(Io("no connection".into()));
+            // A connection kept from an earlier RPC may have been closed by
+            // the peer since (its idle timeout, a restart): such a failure
+            // gets one more try on a fresh connection. Raft RPCs are safe
+            // to send twice.
+            let reused = conn.is_some();
+            let first = exchange(conn, &addr, token.as_deref(), timeout, kind, &body).await;
+            let p = match first {
+                Err(_) if reused => {
+                    *conn = None;
+                    exchange(conn, &addr, token.as_deref(), timeout, kind, &body).await?
+                }
+                other => other?,
             };
-            c.write_all(&wire::frame(kind, 0, &body))
-                .await
-                .map_err(|e| Io(e.to_string()))?;
-            let (h, p) = read_frame(c, &addr).await.map_err(|e| Io(e.to_string()))?;
-            if h.kind != K_RAFT_REPLY {
-                return Err(Io(format!("unexpected frame kind {}", h.kind)));
-            }
             serde_json::from_slice::<Result<Resp, E>>(&p).map_err(|e| Io(e.to_string()))
         };
         let result = match tokio::time::timeout(timeout, attempt).await {
@@ -101,6 +100,33 @@ impl Peer {
         }
         result
     }
+}
+
+/// One request and its reply on `conn`, connecting first when there is
+/// none; returns the reply's payload.
+async fn exchange(
+    conn: &mut Option<TcpStream>,
+    addr: &str,
+    token: Option<&str>,
+    timeout: Duration,
+    kind: u8,
+    body: &[u8],
+) -> Result<Vec<u8>, Io> {
+    if conn.is_none() {
+        let c = connect(addr, timeout, token).await;
+        *conn = Some(c.map_err(|e| Io(e.to_string()))?);
+    }
+    let Some(c) = conn.as_mut() else {
+        return Err(Io("no connection".into()));
+    };
+    c.write_all(&wire::frame(kind, 0, body))
+        .await
+        .map_err(|e| Io(e.to_string()))?;
+    let (h, p) = read_frame(c, addr).await.map_err(|e| Io(e.to_string()))?;
+    if h.kind != K_RAFT_REPLY {
+        return Err(Io(format!("unexpected frame kind {}", h.kind)));
+    }
+    Ok(p)
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
