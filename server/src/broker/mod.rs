@@ -412,8 +412,7 @@ impl Broker {
     /// for the fsync covering the last); every message gets a result.
     pub async fn send_batch(&self, topic: &str, msgs: Vec<Outgoing>) -> Result<Vec<SendResult>, BrokerError> {
         topic::validate(topic)?;
-        msgs.iter()
-            .try_for_each(|m| topic::validate_properties(&m.properties))?;
+        topic::validate_properties(msgs.iter().map(|m| &m.properties))?;
         self.store_batch(topic, msgs).await
     }
 

@@ -50,12 +50,16 @@ pub fn validate_group(group: &str) -> Result<(), TopicError> {
     validate(group)
 }
 
-/// Refuses a producer's message that sets a property the broker owns.
-pub fn validate_properties(properties: &std::collections::BTreeMap<String, String>) -> Result<(), TopicError> {
-    match properties
-        .keys()
-        .find_map(|k| waybill_client::properties::reserved(k).map(|why| (k, why)))
-    {
+/// Refuses producer messages (their property maps) when one sets a
+/// property the broker owns; the error names the first such property.
+pub fn validate_properties<'a>(
+    messages: impl IntoIterator<Item = &'a std::collections::BTreeMap<String, String>>,
+) -> Result<(), TopicError> {
+    let reserved = messages
+        .into_iter()
+        .flat_map(|p| p.keys())
+        .find_map(|k| waybill_client::properties::reserved(k).map(|why| (k, why)));
+    match reserved {
         Some((name, why)) => Err(TopicError::ReservedProperty {
             name: name.chars().take(MAX_TOPIC_LEN).collect(),
             why,
@@ -80,12 +84,13 @@ mod tests {
 
     #[test]
     fn refuses_broker_owned_properties_by_name() {
-        let props = |k: &str| [(k.to_string(), "99".to_string())].into();
-        let e = validate_properties(&props("RECONSUME_TIME"))
+        let props =
+            |k: &str| -> std::collections::BTreeMap<String, String> { [(k.to_string(), "99".to_string())].into() };
+        let e = validate_properties([&props("RECONSUME_TIME")])
             .err()
             .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("\"RECONSUME_TIME\" is reserved")));
-        assert!(validate_properties(&props("WAYBILL_SEND_ATTEMPT")).is_ok());
-        assert!(validate_properties(&props("order")).is_ok());
+        assert!(validate_properties([&props("WAYBILL_SEND_ATTEMPT")]).is_ok());
+        assert!(validate_properties([&props("order")]).is_ok());
     }
 }
