@@ -7,6 +7,10 @@
 //! When either side fails, every pending request fails with
 //! [`ClientError::Disconnected`] and the connection reports itself closed;
 //! callers reconnect.
+//!
+//! With a token ([`Connection::connect_with_token`]) the first frame is
+//! `Auth`, and the connection is handed out only once the broker accepted
+//! it, so a wrong token is one clear error, not a failure of the first send.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +26,9 @@ use crate::wire::{self, Header, WireError, HEADER_LEN};
 
 /// Frames queued for the writer task before senders wait (backpressure).
 const WRITE_QUEUE: usize = 4096;
+/// How long the broker gets to accept a token: one round trip on a fresh
+/// connection, nothing stored, so a healthy broker answers in milliseconds.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -66,7 +73,24 @@ fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<R
 }
 
 impl Connection {
-    /// Connects and starts the reader and writer tasks.
+    /// Connects, presenting `token` first when there is one (see the
+    /// module doc); a refused token is a [`ClientError::Broker`] with
+    /// [`ErrorCode::Unauthorized`].
+    pub async fn connect_with_token(addr: &str, token: Option<&str>) -> Result<Arc<Connection>, ClientError> {
+        let conn = Connection::connect(addr).await?;
+        if let Some(token) = token {
+            let auth = Request::Auth {
+                token: token.to_string(),
+            };
+            match conn.call(&auth, AUTH_TIMEOUT).await? {
+                Response::Ok => {}
+                other => return Err(ClientError::Unexpected(format!("answer to Auth: {other:?}"))),
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Connects (no token) and starts the reader and writer tasks.
     pub async fn connect(addr: &str) -> Result<Arc<Connection>, ClientError> {
         let stream = TcpStream::connect(addr).await.map_err(|e| ClientError::Connect {
             addr: addr.to_string(),
@@ -113,10 +137,10 @@ impl Connection {
                     Ok(h) => h,
                     Err(e) => break e.to_string(),
                 };
-                let mut payload = vec![0u8; header.len];
-                if let Err(e) = rd.read_exact(&mut payload).await {
-                    break e.to_string();
-                }
+                let payload = match wire::read_payload(&mut rd, header.len).await {
+                    Ok(p) => p,
+                    Err(e) => break e.to_string(),
+                };
                 if let Err(e) = header.verify(&payload) {
                     break e.to_string();
                 }

@@ -53,6 +53,8 @@ pub struct ConsumerOptions {
     pub handler_timeout: Duration,
     /// Timeout of one request to the broker (pulls add `pull_wait`).
     pub request_timeout: Duration,
+    /// The broker's `--auth-token`, presented on every connection.
+    pub auth_token: Option<String>,
 }
 
 impl ConsumerOptions {
@@ -68,6 +70,7 @@ impl ConsumerOptions {
             heartbeat_interval: Duration::from_millis(1000),
             handler_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(5),
+            auth_token: None,
         }
     }
 }
@@ -102,7 +105,7 @@ impl Shared {
                 return Ok(c.clone());
             }
         }
-        let c = Connection::connect(&self.opts.broker).await?;
+        let c = Connection::connect_with_token(&self.opts.broker, self.opts.auth_token.as_deref()).await?;
         *slot = Some(c.clone());
         Ok(c)
     }

@@ -10,6 +10,8 @@
 //! # Layout
 //! - [`wire`]: frame header, CRC, primitive codecs.
 //! - [`protocol`]: requests, responses and their payloads.
+//! - [`properties`]: property names with a meaning to Waybill; which ones a
+//!   producer may not set.
 //! - [`tracecontext`]: W3C `traceparent` on every message.
 //! - [`connection`]: one pipelined TCP connection (many requests in flight).
 //! - [`producer`]: the `Producer`.
@@ -19,6 +21,7 @@
 pub mod connection;
 pub mod consumer;
 pub mod producer;
+pub mod properties;
 pub mod protocol;
 pub mod tracecontext;
 pub mod transaction;

@@ -51,6 +51,8 @@ pub struct ProducerOptions {
     /// RocketMQ's producer group: transactions are checked back with any
     /// producer of the group. Needed for `send_in_transaction`.
     pub group: Option<String>,
+    /// The broker's `--auth-token`, presented on every connection.
+    pub auth_token: Option<String>,
 }
 
 impl ProducerOptions {
@@ -61,6 +63,7 @@ impl ProducerOptions {
             retry_times_when_send_failed: 2,
             send_timeout: Duration::from_secs(3),
             group: None,
+            auth_token: None,
         }
     }
 }
@@ -253,7 +256,7 @@ impl Inner {
                 return Ok(c.clone());
             }
         }
-        let c = Connection::connect(&self.opts.brokers[i]).await?;
+        let c = Connection::connect_with_token(&self.opts.brokers[i], self.opts.auth_token.as_deref()).await?;
         *slot = Some(c.clone());
         Ok(c)
     }

@@ -4,79 +4,19 @@
 //! each with a response frame of the same id, in any order, so a connection
 //! pipelines many requests. A oneway produce gets no answer at all.
 //!
-//! Property names the broker sets on retried and dead-lettered messages
-//! follow RocketMQ's: see the `PROP_*` constants.
+//! Property names (`PROP_*`, RocketMQ's where one exists) live in
+//! [`crate::properties`] and are re-exported here.
+//!
+//! A broker started with a token wants [`Request::Auth`] as the first frame
+//! of every connection; anything else first gets an
+//! [`ErrorCode::Unauthorized`] error and the connection is closed.
 
 use std::collections::BTreeMap;
 
+pub use crate::properties::*;
+pub use crate::transaction::TransactionState;
 use crate::wire::{Reader, WireError, Writer};
 use crate::SendStatus;
-
-/// Original message id of a retried, dead-lettered or replayed message.
-pub const PROP_ORIGIN_ID: &str = "ORIGIN_MESSAGE_ID";
-/// Original topic of a retried, dead-lettered or replayed message.
-pub const PROP_ORIGIN_TOPIC: &str = "RETRY_TOPIC";
-/// Times the message was handed back for reconsumption.
-pub const PROP_RECONSUME_TIMES: &str = "RECONSUME_TIME";
-/// Wall-clock time (ms) before which a retry is not delivered.
-pub const PROP_DELAY_UNTIL: &str = "DELAY_UNTIL_MS";
-/// Delay level of a retry (1-based, RocketMQ's numbering).
-pub const PROP_DELAY_LEVEL: &str = "DELAY";
-/// Last failure reason of a dead-lettered message.
-pub const PROP_DLQ_REASON: &str = "DLQ_ORIGIN_REASON";
-/// How the producer sent the message (`async` for `send_async`), for the trace.
-pub const PROP_SEND_MODE: &str = "WAYBILL_SEND_MODE";
-/// Which try of a producer's send this is (set from the second try on).
-pub const PROP_SEND_ATTEMPT: &str = "WAYBILL_SEND_ATTEMPT";
-/// The dead letter a replay was made from.
-pub const PROP_REPLAY_OF: &str = "REPLAY_OF";
-/// On a half message: it belongs to a transaction (RocketMQ's `TRAN_MSG`).
-pub const PROP_TRANSACTION_PREPARED: &str = "TRAN_MSG";
-/// On a half message: the topic it goes to when committed.
-pub const PROP_REAL_TOPIC: &str = "REAL_TOPIC";
-/// On a half message: the producer group asked to check it (RocketMQ's `PGROUP`).
-pub const PROP_PRODUCER_GROUP: &str = "PGROUP";
-/// On a committed transactional message: the id of its half message.
-pub const PROP_TRANSACTION_ID: &str = "UNIQ_TRANSACTION_ID";
-
-/// What a producer's local transaction decided (RocketMQ's
-/// `LocalTransactionState`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TransactionState {
-    /// `COMMIT_MESSAGE`: deliver the half message.
-    Commit,
-    /// `ROLLBACK_MESSAGE`: drop it; consumers never see it.
-    Rollback,
-    /// `UNKNOW`: not decided yet; the broker checks back later.
-    Unknown,
-}
-
-impl TransactionState {
-    pub fn name(self) -> &'static str {
-        match self {
-            TransactionState::Commit => "COMMIT_MESSAGE",
-            TransactionState::Rollback => "ROLLBACK_MESSAGE",
-            TransactionState::Unknown => "UNKNOW",
-        }
-    }
-
-    fn code(self) -> u8 {
-        match self {
-            TransactionState::Commit => 0,
-            TransactionState::Rollback => 1,
-            TransactionState::Unknown => 2,
-        }
-    }
-
-    fn from_code(v: u8) -> Result<Self, WireError> {
-        Ok(match v {
-            0 => TransactionState::Commit,
-            1 => TransactionState::Rollback,
-            2 => TransactionState::Unknown,
-            _ => return Err(WireError::Payload("unknown transaction state")),
-        })
-    }
-}
 
 /// A half message whose transaction the broker asks its producer group
 /// about (RocketMQ's check-back).
@@ -195,6 +135,10 @@ pub enum Request {
     },
     /// Waits up to `wait_ms` for check-backs addressed to a producer group.
     PollChecks { producer_group: String, wait_ms: u32 },
+    /// Presents the broker's `--auth-token`; answered with `Ok`, or with
+    /// `Unauthorized` and a closed connection. A broker without a token
+    /// answers `Ok` to any.
+    Auth { token: String },
 }
 
 /// What the broker answers.
@@ -219,6 +163,9 @@ pub enum ErrorCode {
     Unavailable = 2,
     NotFound = 3,
     Internal = 4,
+    /// The broker wants its token first ([`Request::Auth`]) or the token
+    /// was wrong; the broker closes the connection.
+    Unauthorized = 5,
 }
 
 impl ErrorCode {
@@ -228,6 +175,7 @@ impl ErrorCode {
             2 => ErrorCode::Unavailable,
             3 => ErrorCode::NotFound,
             4 => ErrorCode::Internal,
+            5 => ErrorCode::Unauthorized,
             _ => return Err(WireError::Payload("unknown error code")),
         })
     }
@@ -244,6 +192,9 @@ const K_SEND_BACK: u8 = 7;
 const K_PRODUCE_HALF: u8 = 8;
 const K_END_TRANSACTION: u8 = 9;
 const K_POLL_CHECKS: u8 = 10;
+/// Public: the broker routes it before anything else (and reads no other
+/// payload from a connection that has not sent it, when a token is set).
+pub const K_AUTH: u8 = 11;
 const K_PRODUCED: u8 = 64;
 const K_ASSIGNMENT: u8 = 65;
 const K_MESSAGES: u8 = 66;
@@ -407,6 +358,10 @@ impl Request {
                 w.str(producer_group).u32(*wait_ms);
                 K_POLL_CHECKS
             }
+            Request::Auth { token } => {
+                w.str(token);
+                K_AUTH
+            }
         };
         (kind, w.buf)
     }
@@ -487,6 +442,7 @@ impl Request {
                 producer_group: r.str()?,
                 wait_ms: r.u32()?,
             },
+            K_AUTH => Request::Auth { token: r.str()? },
             other => return Err(WireError::Kind(other)),
         };
         r.finish()?;
@@ -624,130 +580,4 @@ impl Response {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Message {
-        Message {
-            key: Some("k".into()),
-            tags: None,
-            producer: Some("p".into()),
-            properties: [("a".to_string(), "b".to_string())].into(),
-            body: b"body".to_vec(),
-            born_ms: 42,
-        }
-    }
-
-    #[test]
-    fn requests_round_trip() {
-        let reqs = vec![
-            Request::Produce {
-                topic: "t".into(),
-                oneway: false,
-                messages: vec![sample(), Message::default()],
-            },
-            Request::Heartbeat {
-                group: "g".into(),
-                client_id: "c".into(),
-                topic: "t".into(),
-                auto_commit: true,
-            },
-            Request::Pull {
-                group: "g".into(),
-                topic: "t".into(),
-                queue_id: 1,
-                offset: 2,
-                max: 3,
-                wait_ms: 4,
-            },
-            Request::SendBack {
-                group: "g".into(),
-                record_id: "r".into(),
-                reason: "x".into(),
-            },
-            Request::ProduceHalf {
-                topic: "t".into(),
-                producer_group: "pg".into(),
-                message: sample(),
-            },
-            Request::EndTransaction {
-                producer_group: "pg".into(),
-                id: "h".into(),
-                state: TransactionState::Unknown,
-                from_check: true,
-            },
-            Request::PollChecks {
-                producer_group: "pg".into(),
-                wait_ms: 7,
-            },
-            Request::Commit {
-                group: "g".into(),
-                topic: "t".into(),
-                queue_id: 1,
-                offset: 9,
-                handled: vec![(7, 3), (8, 0)],
-            },
-        ];
-        for req in reqs {
-            let (kind, payload) = req.encode();
-            assert_eq!(Request::decode(kind, &payload), Ok(req));
-        }
-    }
-
-    #[test]
-    fn responses_round_trip() {
-        let resps = vec![
-            Response::Produced(vec![Produced {
-                status: SendStatus::FlushDiskTimeout,
-                id: "i".into(),
-                queue_id: 1,
-                queue_offset: 9,
-            }]),
-            Response::Assignment(vec![("t".into(), 0), ("%RETRY%g".into(), 3)]),
-            Response::Messages {
-                messages: vec![Delivered {
-                    id: "i".into(),
-                    record_id: "r".into(),
-                    topic: "t".into(),
-                    queue_topic: "t".into(),
-                    queue_id: 0,
-                    queue_offset: 5,
-                    reconsume_times: 2,
-                    stored_ms: 7,
-                    message: sample(),
-                }],
-                next_offset: 6,
-            },
-            Response::Offset(None),
-            Response::Offset(Some(3)),
-            Response::Ok,
-            Response::Error {
-                code: ErrorCode::Unavailable,
-                message: "down".into(),
-            },
-            Response::Checks(vec![TransactionCheck {
-                id: "h".into(),
-                topic: "t".into(),
-                check_times: 2,
-                message: Message::default(),
-            }]),
-        ];
-        for resp in resps {
-            let (kind, payload) = resp.encode();
-            assert_eq!(Response::decode(kind, &payload), Ok(resp));
-        }
-    }
-
-    #[test]
-    fn every_truncation_of_a_request_is_an_error() {
-        let (kind, payload) = Request::Produce {
-            topic: "t".into(),
-            oneway: false,
-            messages: vec![sample()],
-        }
-        .encode();
-        for n in 0..payload.len() {
-            assert!(Request::decode(kind, &payload[..n]).is_err(), "prefix {n} decoded");
-        }
-    }
-}
+mod tests;

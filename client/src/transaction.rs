@@ -15,8 +15,48 @@ use std::time::Duration;
 
 use crate::connection::ClientError;
 use crate::producer::{Producer, SendResult};
-use crate::protocol::{Message, Request, Response, TransactionCheck, TransactionState};
+use crate::protocol::{Message, Request, Response, TransactionCheck};
+use crate::wire::WireError;
 use crate::SendStatus;
+
+/// What a producer's local transaction decided (RocketMQ's
+/// `LocalTransactionState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransactionState {
+    /// `COMMIT_MESSAGE`: deliver the half message.
+    Commit,
+    /// `ROLLBACK_MESSAGE`: drop it; consumers never see it.
+    Rollback,
+    /// `UNKNOW`: not decided yet; the broker checks back later.
+    Unknown,
+}
+
+impl TransactionState {
+    pub fn name(self) -> &'static str {
+        match self {
+            TransactionState::Commit => "COMMIT_MESSAGE",
+            TransactionState::Rollback => "ROLLBACK_MESSAGE",
+            TransactionState::Unknown => "UNKNOW",
+        }
+    }
+
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            TransactionState::Commit => 0,
+            TransactionState::Rollback => 1,
+            TransactionState::Unknown => 2,
+        }
+    }
+
+    pub(crate) fn from_code(v: u8) -> Result<Self, WireError> {
+        Ok(match v {
+            0 => TransactionState::Commit,
+            1 => TransactionState::Rollback,
+            2 => TransactionState::Unknown,
+            _ => return Err(WireError::Payload("unknown transaction state")),
+        })
+    }
+}
 
 /// How long one check poll waits at the broker.
 const POLL_WAIT_MS: u32 = 1000;

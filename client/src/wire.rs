@@ -89,6 +89,24 @@ pub fn frame(kind: u8, request_id: u64, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Reads a `len`-byte payload that a header announced, growing the buffer
+/// as bytes arrive: a peer that claims [`MAX_FRAME`] bytes and sends few
+/// costs few bytes of memory, not the claimed length. `UnexpectedEof` when
+/// the stream ends first.
+pub async fn read_payload<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, len: usize) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut payload = Vec::with_capacity(len.min(PAYLOAD_START));
+    rd.take(len as u64).read_to_end(&mut payload).await?;
+    if payload.len() < len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(payload)
+}
+
+/// Buffer reserved up front for a payload; beyond it, it grows with what
+/// arrives.
+const PAYLOAD_START: usize = 64 * 1024;
+
 /// Appends primitives to a payload.
 #[derive(Default)]
 pub struct Writer {
@@ -220,6 +238,15 @@ mod tests {
         let mut big = h;
         big[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(Header::parse(&big), Err(WireError::TooLarge(_))));
+    }
+
+    #[tokio::test]
+    async fn a_payload_is_read_as_it_arrives_and_a_short_one_fails() {
+        let mut src: &[u8] = b"abcdef";
+        assert_eq!(read_payload(&mut src, 4).await.ok(), Some(b"abcd".to_vec()));
+        let mut short: &[u8] = b"ab";
+        let e = read_payload(&mut short, MAX_FRAME).await.err().map(|e| e.kind());
+        assert_eq!(e, Some(std::io::ErrorKind::UnexpectedEof));
     }
 
     #[test]

@@ -88,8 +88,20 @@ pub struct Config {
     /// Trace store: `sqlite://FILE`, `postgres://…`, or `none` to turn
     /// tracing off. Default: `sqlite://<data_dir>/trace.db`.
     pub trace_db: Option<String>,
-    /// Bearer token every `/api` call must carry (none: open).
+    /// Token every `/api` call must carry as `Authorization: Bearer`, and
+    /// every broker-port connection must present first (`Auth` frame);
+    /// members of a group present it to each other (none: both open).
     pub auth_token: Option<String>,
+    /// Broker port: ms a frame may take from its first header byte to its
+    /// last payload byte (see `broker::frames` for why 30 s).
+    pub broker_read_timeout_ms: u64,
+    /// Broker port: ms a connection may stay silent between frames (see
+    /// `broker::frames` for why 5 min).
+    pub broker_idle_timeout_ms: u64,
+    /// Broker port: payload bytes buffered across all connections at once;
+    /// when they are taken, reading waits (TCP backpressure). At least the
+    /// 16 MiB frame limit, so any valid frame can be read.
+    pub broker_inflight_bytes: u64,
     /// OTLP/HTTP collector base URL (spans go to `<url>/v1/traces`).
     pub otlp_endpoint: Option<String>,
     /// URL that gets a JSON POST when an alert fires or resolves.
@@ -136,6 +148,9 @@ impl Default for Config {
             tx_max_checks: 15,
             trace_db: None,
             auth_token: None,
+            broker_read_timeout_ms: 30_000,
+            broker_idle_timeout_ms: 300_000,
+            broker_inflight_bytes: 64 << 20,
             otlp_endpoint: None,
             alert_webhook: None,
             alert_dlq_inflow: 1,
@@ -203,6 +218,22 @@ impl Config {
         }
         if self.replica_timeout_ms == 0 {
             return invalid("replica_timeout_ms", "must be at least 1");
+        }
+        if self.broker_read_timeout_ms == 0 {
+            return invalid("broker_read_timeout_ms", "must be at least 1");
+        }
+        if self.broker_idle_timeout_ms == 0 {
+            return invalid("broker_idle_timeout_ms", "must be at least 1");
+        }
+        let frame = waybill_client::wire::MAX_FRAME as u64;
+        if self.broker_inflight_bytes < frame || self.broker_inflight_bytes > u64::from(u32::MAX) {
+            return invalid(
+                "broker_inflight_bytes",
+                "must be between the 16 MiB frame limit (16777216) and 4294967295",
+            );
+        }
+        if self.auth_token.as_deref().is_some_and(str::is_empty) {
+            return invalid("auth_token", "must not be empty");
         }
         self.retry_policy()?;
         let peers = self.peers()?;

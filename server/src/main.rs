@@ -118,9 +118,19 @@ struct ServeArgs {
     /// Trace store: sqlite://FILE, postgres://…, or `none` [default: sqlite://<data-dir>/trace.db].
     #[arg(long)]
     trace_db: Option<String>,
-    /// Require `Authorization: Bearer TOKEN` on every /api call.
+    /// Require `Authorization: Bearer TOKEN` on every /api call and an `Auth` frame with it first on every
+    /// broker-port connection; group members present it to each other.
     #[arg(long)]
     auth_token: Option<String>,
+    /// Broker port: ms a frame may take from its first byte to its last [default: 30000].
+    #[arg(long)]
+    broker_read_timeout_ms: Option<u64>,
+    /// Broker port: ms a connection may stay silent between frames [default: 300000].
+    #[arg(long)]
+    broker_idle_timeout_ms: Option<u64>,
+    /// Broker port: payload bytes buffered across all connections; beyond, reading waits [default: 64 MiB].
+    #[arg(long)]
+    broker_inflight_bytes: Option<u64>,
     /// Export message spans over OTLP/HTTP to this collector (e.g. http://127.0.0.1:4318).
     #[arg(long)]
     otlp_endpoint: Option<String>,
@@ -181,7 +191,10 @@ impl ServeArgs {
             alert_consumer_lag,
             alert_unflushed_ms,
             alert_flush_queue,
-            alert_replica_lag
+            alert_replica_lag,
+            broker_read_timeout_ms,
+            broker_idle_timeout_ms,
+            broker_inflight_bytes
         );
         if self.auth_token.is_some() {
             c.auth_token = self.auth_token;

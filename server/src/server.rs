@@ -69,6 +69,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     cfg.validate()?;
+    let token: Option<Arc<str>> = cfg.auth_token.as_deref().map(Arc::from);
     let mut store = {
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || open_store(&cfg))
@@ -86,6 +87,7 @@ pub async fn serve(
         cfg.peers()?,
         &cfg.data_dir,
         Duration::from_millis(cfg.replica_timeout_ms),
+        token.clone(),
     )?);
     let mut cut_at = None;
     if matches!(cluster.mode, Mode::Sync | Mode::Async) {
@@ -165,11 +167,21 @@ pub async fn serve(
             store.clone(),
             Duration::from_millis(cfg.replica_timeout_ms),
             Arc::downgrade(&broker),
+            token.clone(),
         )
         .await?;
         broker.set_raft(raft);
     }
-    let wire_task = tokio::spawn(crate::broker::listener::serve(wire, broker.clone()));
+    let port = crate::broker::listener::Port {
+        limits: crate::broker::listener::frames::Limits::new(
+            Duration::from_millis(cfg.broker_read_timeout_ms),
+            Duration::from_millis(cfg.broker_idle_timeout_ms),
+            // validate() keeps it within u32, so this fits usize.
+            cfg.broker_inflight_bytes as usize,
+        ),
+        token,
+    };
+    let wire_task = tokio::spawn(crate::broker::listener::serve(wire, broker.clone(), port));
     tokio::spawn(check_transactions(Arc::downgrade(&broker)));
     if cluster.role() == Role::Replica && cluster.mode != Mode::Raft {
         replica::spawn_follower(broker.clone(), cluster.clone());
@@ -234,7 +246,7 @@ async fn rejoin(
     let asks = cluster
         .peers
         .values()
-        .map(|addr| status::query(addr, Duration::from_millis(500)));
+        .map(|addr| status::query(addr, Duration::from_millis(500), cluster.auth_token.as_deref()));
     let newest = futures_util::future::join_all(asks)
         .await
         .into_iter()

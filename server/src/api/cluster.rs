@@ -34,7 +34,11 @@ pub async fn view(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
         let known = c.replicas();
         let asks = c.peers.iter().map(|(id, addr)| {
             let (id, addr) = (*id, addr.clone());
-            async move { (id, addr.clone(), replication::status::query(&addr, PEER_TIMEOUT).await) }
+            let token = c.auth_token.clone();
+            async move {
+                let answer = replication::status::query(&addr, PEER_TIMEOUT, token.as_deref()).await;
+                (id, addr, answer)
+            }
         });
         for (id, addr, answer) in futures_util::future::join_all(asks).await {
             match answer {
@@ -131,7 +135,7 @@ pub async fn promote(
         let asks = c
             .peers
             .values()
-            .map(|addr| replication::status::query(addr, PEER_TIMEOUT));
+            .map(|addr| replication::status::query(addr, PEER_TIMEOUT, c.auth_token.as_deref()));
         for s in futures_util::future::join_all(asks).await.into_iter().flatten() {
             if s.role == "primary" {
                 return Err(BrokerError::Conflict(format!(

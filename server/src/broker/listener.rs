@@ -7,35 +7,56 @@
 //! validation (magic, version, size, CRC, payload) gets one error response
 //! and the connection is closed: after a bad frame the stream's framing
 //! cannot be trusted. Bad frames never reach the store.
+//!
+//! Frames are read within the port's limits ([`frames`]: bytes as
+//! they arrive, a global byte budget, deadlines). With `--auth-token` the
+//! first frame must be `Auth` with that token: any other frame, or a wrong
+//! token, gets `Unauthorized` and the connection closes — before any of
+//! that frame's payload is read, so an unauthenticated peer costs a header.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
-use waybill_client::protocol::{ErrorCode, Produced, Request, Response};
-use waybill_client::wire::{self, Header, HEADER_LEN};
+use waybill_client::protocol::{ErrorCode, Produced, Request, Response, K_AUTH};
+use waybill_client::wire;
 
+use self::frames::{FrameError, Limits};
 use super::transaction::Ended;
 use super::{Broker, BrokerError, Outgoing, SendResult};
 use crate::storage::StorageError;
+
+pub mod frames;
 
 /// Requests one connection may have in flight; beyond it the reader stops
 /// reading (TCP backpressure) instead of queueing without bound.
 const MAX_IN_FLIGHT: usize = 4096;
 /// Longest long-poll a client may ask for.
 const MAX_PULL_WAIT: Duration = Duration::from_secs(30);
+/// Largest `Auth` payload read from a connection that has not presented
+/// its token: a token is short, and this is all such a peer can make the
+/// broker buffer.
+const MAX_AUTH_PAYLOAD: usize = 4096;
+
+/// How the broker port is guarded.
+#[derive(Clone)]
+pub struct Port {
+    pub limits: Limits,
+    /// `--auth-token`: what `Auth` must carry (none: no `Auth` needed).
+    pub token: Option<Arc<str>>,
+}
 
 /// Accepts connections until the task is dropped.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, port: Port) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let broker = broker.clone();
+                let (broker, port) = (broker.clone(), port.clone());
                 tokio::spawn(async move {
-                    if let Err(why) = connection(stream, broker).await {
+                    if let Err(why) = connection(stream, broker, port).await {
                         tracing::warn!(%peer, %why, "client connection closed");
                     }
                 });
@@ -48,10 +69,19 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     }
 }
 
-async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), String> {
+/// Equal in time independent of where the inputs differ (as the HTTP
+/// bearer check; the broker does not depend on the API layer).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn connection(stream: TcpStream, broker: Arc<Broker>, port: Port) -> Result<(), String> {
     let (rd, wr) = stream.into_split();
-    // Buffered: pipelined frames are parsed out of few large reads.
-    let mut rd = tokio::io::BufReader::with_capacity(256 * 1024, rd);
+    // Buffered: pipelined frames are parsed out of few reads; this buffer
+    // is all a connection holds outside the byte budget.
+    let mut rd = tokio::io::BufReader::with_capacity(frames::READ_BUFFER, rd);
+    // Bounded: responses wait here for the writer; a full queue makes the
+    // request tasks wait, and MAX_IN_FLIGHT then stops the reader.
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
     let writer = tokio::spawn(async move {
         let mut out = BufWriter::with_capacity(256 * 1024, wr);
@@ -69,30 +99,63 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), String
             }
         }
     });
+    let Limits {
+        frame_timeout,
+        idle_timeout,
+        budget,
+    } = port.limits.clone();
+    // Per connection: requests in flight (see MAX_IN_FLIGHT).
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut authed = port.token.is_none();
     let result = loop {
-        let mut head = [0u8; HEADER_LEN];
-        match rd.read_exact(&mut head).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
-            Err(e) => break Err(e.to_string()),
-        }
-        let header = match Header::parse(&head) {
+        // Until the token is in, a connection gets one frame timeout to
+        // present it, not the idle allowance of a known client.
+        let idle = if authed { idle_timeout } else { frame_timeout };
+        let (header, deadline) = match frames::next_header(&mut rd, idle, frame_timeout).await {
             Ok(h) => h,
-            Err(e) => break Err(reject(&tx, 0, e.to_string()).await),
+            Err(FrameError::Closed) => break Ok(()),
+            Err(FrameError::Idle(d)) => {
+                tracing::debug!(idle = ?d, "closing a silent client connection");
+                break Ok(());
+            }
+            Err(FrameError::Wire(e)) => break Err(reject(&tx, 0, e.to_string()).await),
+            Err(e) => break Err(e.to_string()),
         };
-        let mut payload = vec![0u8; header.len];
-        if let Err(e) = rd.read_exact(&mut payload).await {
-            break Err(format!("truncated frame: {e}"));
+        if !authed && (header.kind != K_AUTH || header.len > MAX_AUTH_PAYLOAD) {
+            let why = format!("frame kind {} before Auth", header.kind);
+            break Err(unauthorized(&tx, header.request_id, why).await);
         }
-        if let Err(e) = header.verify(&payload) {
+        let payload = match frames::read_payload(&mut rd, header.len, &budget, deadline, frame_timeout).await {
+            Ok(p) => p,
+            Err(e) => break Err(e.to_string()),
+        };
+        if let Err(e) = header.verify(&payload.bytes) {
             break Err(reject(&tx, header.request_id, e.to_string()).await);
+        }
+        if header.kind == K_AUTH {
+            let token = match Request::decode(header.kind, &payload.bytes) {
+                Ok(Request::Auth { token }) => token,
+                Ok(_) | Err(_) => break Err(reject(&tx, header.request_id, "malformed Auth".into()).await),
+            };
+            if port
+                .token
+                .as_deref()
+                .is_some_and(|t| !same(token.as_bytes(), t.as_bytes()))
+            {
+                break Err(unauthorized(&tx, header.request_id, "wrong token".into()).await);
+            }
+            authed = true;
+            let (kind, body) = Response::Ok.encode();
+            if tx.send(wire::frame(kind, header.request_id, &body)).await.is_err() {
+                break Ok(());
+            }
+            continue;
         }
         if crate::replication::raft::is_raft(header.kind) {
             let Some(raft) = broker.raft().cloned() else {
                 break Err(reject(&tx, header.request_id, "raft is off on this node".into()).await);
             };
-            let reply = raft.serve_rpc(header.kind, &payload).await;
+            let reply = raft.serve_rpc(header.kind, &payload.bytes).await;
             let frame = wire::frame(crate::replication::raft::K_RAFT_REPLY, header.request_id, &reply);
             if tx.send(frame).await.is_err() {
                 break Ok(());
@@ -109,16 +172,21 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), String
                     continue;
                 }
                 crate::replication::protocol::K_FOLLOW => {
-                    // The connection now belongs to a replica's stream.
-                    break crate::replication::primary::follow(broker.clone(), &payload, rd, tx.clone()).await;
+                    // The connection now belongs to a replica's stream,
+                    // which holds none of the byte budget while it lasts.
+                    let frames::Payload { bytes, held } = payload;
+                    drop(held);
+                    break crate::replication::primary::follow(broker.clone(), &bytes, rd, tx.clone()).await;
                 }
                 k => break Err(reject(&tx, header.request_id, format!("unexpected replication frame {k}")).await),
             }
         }
-        let req = match Request::decode(header.kind, &payload) {
+        let req = match Request::decode(header.kind, &payload.bytes) {
             Ok(r) => r,
             Err(e) => break Err(reject(&tx, header.request_id, e.to_string()).await),
         };
+        // The decoded request now holds the bytes; its budget goes with it.
+        let held = payload.held;
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break Ok(());
         };
@@ -127,6 +195,7 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), String
         tokio::spawn(async move {
             let oneway = matches!(req, Request::Produce { oneway: true, .. });
             let resp = handle(&broker, req).await;
+            drop(held);
             if !oneway {
                 let (kind, body) = resp.encode();
                 let _ = tx.send(wire::frame(kind, id, &body)).await;
@@ -137,6 +206,17 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), String
     drop(tx);
     let _ = writer.await;
     result
+}
+
+/// Sends `Unauthorized`; returns the reason for the log.
+async fn unauthorized(tx: &mpsc::Sender<Vec<u8>>, id: u64, why: String) -> String {
+    let (kind, body) = Response::Error {
+        code: ErrorCode::Unauthorized,
+        message: format!("this broker wants its --auth-token first (an Auth frame), closing connection: {why}"),
+    }
+    .encode();
+    let _ = tx.send(wire::frame(kind, id, &body)).await;
+    format!("unauthorized: {why}")
 }
 
 /// Sends an error response for a bad frame; returns the reason for the log.
@@ -282,6 +362,8 @@ async fn handle(broker: &Broker, req: Request) -> Response {
             let wait = Duration::from_millis(u64::from(wait_ms)).min(MAX_PULL_WAIT);
             Response::Checks(broker.poll_checks(&producer_group, wait).await)
         }
+        // Answered in the reader loop before requests are spawned.
+        Request::Auth { .. } => Response::Ok,
     }
 }
 

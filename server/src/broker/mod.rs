@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! - [`id`]: message ids that locate the message in the log.
-//! - [`topic`]: topic and group name rules.
+//! - [`topic`]: topic and group name rules, reserved property names.
 //! - [`groups`]: consumer group membership, assignment, committed offsets.
 //! - [`pull`]: reading queues for consumers (long polling, due retries).
 //! - [`retry`]: delay levels, retry and dead-letter records.
@@ -412,6 +412,7 @@ impl Broker {
     /// for the fsync covering the last); every message gets a result.
     pub async fn send_batch(&self, topic: &str, msgs: Vec<Outgoing>) -> Result<Vec<SendResult>, BrokerError> {
         topic::validate(topic)?;
+        topic::validate_properties(msgs.iter().map(|m| &m.properties))?;
         self.store_batch(topic, msgs).await
     }
 

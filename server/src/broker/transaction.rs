@@ -208,6 +208,7 @@ impl Broker {
     ) -> Result<SendResult, BrokerError> {
         topic::validate(topic)?;
         topic::validate(producer_group)?;
+        topic::validate_properties([&msg.properties])?;
         self.sync_transactions()?;
         msg.properties.insert(PROP_TRANSACTION_PREPARED.into(), "true".into());
         msg.properties.insert(PROP_REAL_TOPIC.into(), topic.to_string());

@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// Client-protocol address of a running node; without it the bench starts its own node in a temp dir.
     #[arg(long)]
     pub broker: Option<String>,
+    /// The broker's `--auth-token`, presented first on every connection (as the HTTP commands read it from the env).
+    #[arg(long, env = "WAYBILL_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
     /// Trace store of the bench's own node (`none` measures without tracing; default: the node's SQLite).
     #[arg(long, conflicts_with = "broker")]
     pub trace_db: Option<String>,
@@ -223,6 +226,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ..load.clone()
         },
         args.consumers,
+        args.auth_token.as_deref(),
     )
     .await;
     if let (Err(_), Some(node)) = (&outcome, own.as_mut()) {
@@ -325,6 +329,7 @@ async fn run_waybill(
     topic: &str,
     load: &Load,
     consumers: usize,
+    token: Option<&str>,
 ) -> anyhow::Result<WaybillRun> {
     let topic: Arc<str> = Arc::from(topic);
     let suffix = unique_suffix();
@@ -332,6 +337,7 @@ async fn run_waybill(
     for i in 0..load.producers {
         let mut opts = ProducerOptions::new(broker.to_string());
         opts.producer_id = Some(format!("bench-{suffix}-{i}"));
+        opts.auth_token = token.map(str::to_string);
         let p = Arc::new(Producer::new(opts).context("cannot create a producer")?);
         // Warm-up: connects, and creates the topic before consumers join.
         send(p.clone(), topic.clone(), vec![stamped(&template(load.size))])
@@ -346,6 +352,7 @@ async fn run_waybill(
         for i in 0..consumers {
             let mut opts = ConsumerOptions::new(broker.to_string(), format!("bench-{suffix}"), topic.to_string());
             opts.client_id = format!("bench-{suffix}-c{i}");
+            opts.auth_token = token.map(str::to_string);
             opts.batch = 64;
             let e = e2e.clone();
             let c = PushConsumer::start(opts, move |d| {

@@ -22,6 +22,9 @@ use waybill_client::{ConsumeResult, ConsumerOptions, Delivered, PushConsumer};
 pub struct ConsumeArgs {
     #[arg(long, default_value = "127.0.0.1:9876")]
     pub broker: String,
+    /// The broker's `--auth-token`, presented first on every connection (as the HTTP commands read it from the env).
+    #[arg(long, env = "WAYBILL_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
     #[arg(long)]
     pub topic: String,
     #[arg(long)]
@@ -83,6 +86,7 @@ async fn run_exec(cmd: &str, d: &Delivered) -> ConsumeResult {
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut opts = ConsumerOptions::new(args.broker.clone(), args.group.clone(), args.topic.clone());
     opts.auto_commit = args.auto_commit;
+    opts.auth_token.clone_from(&args.auth_token);
     opts.batch = args.batch.max(1);
     opts.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(10));
     opts.handler_timeout = Duration::from_millis(args.handler_timeout_ms.max(1));

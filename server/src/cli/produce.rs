@@ -26,6 +26,9 @@ pub struct ProduceArgs {
     /// Broker client-protocol address.
     #[arg(long, default_value = "127.0.0.1:9876")]
     pub broker: String,
+    /// The broker's `--auth-token`, presented first on every connection (as the HTTP commands read it from the env).
+    #[arg(long, env = "WAYBILL_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
     #[arg(long)]
     pub topic: String,
     /// Message key (searchable; several keys separated by spaces).
@@ -116,6 +119,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     opts.retry_times_when_send_failed = args.retries;
     opts.producer_id = Some(format!("cli-{}", std::process::id()));
     opts.group = Some(args.producer_group.clone());
+    opts.auth_token.clone_from(&args.auth_token);
     let producer = Arc::new(Producer::new(opts)?);
     let message = Message {
         key: args.key.clone(),

@@ -58,7 +58,7 @@ pub async fn handshake(cluster: &Cluster, store: &Store) -> Result<(TcpStream, S
             },
         };
         let attempt = async {
-            let mut s = connect(&addr, CONNECT_TIMEOUT).await?;
+            let mut s = connect(&addr, CONNECT_TIMEOUT, cluster.auth_token.as_deref()).await?;
             let body = serde_json::to_vec(&req).map_err(|e| ReplicationError::Refused(e.to_string()))?;
             s.write_all(&wire::frame(K_FOLLOW, 0, &body))
                 .await

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -95,6 +95,9 @@ pub struct Cluster {
     pub http_addr: Mutex<String>,
     /// How long a sync-replication send waits for a replica.
     pub replica_timeout: Duration,
+    /// `--auth-token`, presented to the other members' broker ports (a
+    /// group shares one token).
+    pub auth_token: Option<Arc<str>>,
     state_path: PathBuf,
     state: Mutex<State>,
     replicas: Mutex<BTreeMap<u16, ReplicaInfo>>,
@@ -117,6 +120,7 @@ impl Cluster {
         peers: BTreeMap<u16, String>,
         data_dir: &Path,
         replica_timeout: Duration,
+        auth_token: Option<Arc<str>>,
     ) -> Result<Cluster, ReplicationError> {
         let state_path = data_dir.join("cluster.json");
         let persisted = match std::fs::read(&state_path) {
@@ -139,6 +143,7 @@ impl Cluster {
             broker_addr: Mutex::new(String::new()),
             http_addr: Mutex::new(String::new()),
             replica_timeout,
+            auth_token,
             state_path,
             state: Mutex::new(State {
                 role: Role::Replica,

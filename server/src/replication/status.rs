@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use waybill_client::protocol::{Request, Response};
 use waybill_client::wire::{self, Header, HEADER_LEN};
 
 use super::protocol::{NodeStatus, K_STATUS, K_STATUS_REPLY};
@@ -26,8 +27,7 @@ pub(crate) async fn read_frame<R: AsyncReadExt + Unpin>(
         addr: addr.into(),
         why: e.to_string(),
     })?;
-    let mut payload = vec![0u8; header.len];
-    rd.read_exact(&mut payload)
+    let payload = wire::read_payload(rd, header.len)
         .await
         .map_err(|_| ReplicationError::Closed { addr: addr.into() })?;
     header.verify(&payload).map_err(|e| ReplicationError::BadReply {
@@ -37,23 +37,46 @@ pub(crate) async fn read_frame<R: AsyncReadExt + Unpin>(
     Ok((header, payload))
 }
 
-/// Connects to a peer's broker address within `timeout`.
-pub(crate) async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, ReplicationError> {
-    let s = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| ReplicationError::Closed { addr: addr.into() })?
-        .map_err(|source| ReplicationError::Connect {
-            addr: addr.into(),
-            source,
-        })?;
-    let _ = s.set_nodelay(true);
-    Ok(s)
+/// Connects to a peer's broker address and presents `token` (when there
+/// is one), within `timeout`.
+pub(crate) async fn connect(addr: &str, timeout: Duration, token: Option<&str>) -> Result<TcpStream, ReplicationError> {
+    let closed = || ReplicationError::Closed { addr: addr.into() };
+    let open = async {
+        let mut s = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ReplicationError::Connect {
+                addr: addr.into(),
+                source,
+            })?;
+        let _ = s.set_nodelay(true);
+        if let Some(token) = token {
+            let (kind, body) = Request::Auth { token: token.into() }.encode();
+            s.write_all(&wire::frame(kind, 0, &body)).await.map_err(|_| closed())?;
+            let (h, payload) = read_frame(&mut s, addr).await?;
+            match Response::decode(h.kind, &payload) {
+                Ok(Response::Ok) => {}
+                Ok(Response::Error { message, .. }) => {
+                    return Err(ReplicationError::Refused(format!(
+                        "{addr} refused this node's token: {message}"
+                    )))
+                }
+                other => {
+                    return Err(ReplicationError::BadReply {
+                        addr: addr.into(),
+                        why: format!("answer to Auth: {other:?}"),
+                    })
+                }
+            }
+        }
+        Ok(s)
+    };
+    tokio::time::timeout(timeout, open).await.map_err(|_| closed())?
 }
 
-/// Asks `addr` for its status.
-pub async fn query(addr: &str, timeout: Duration) -> Result<NodeStatus, ReplicationError> {
+/// Asks `addr` for its status (presenting `token` when there is one).
+pub async fn query(addr: &str, timeout: Duration, token: Option<&str>) -> Result<NodeStatus, ReplicationError> {
     let ask = async {
-        let mut s = connect(addr, timeout).await?;
+        let mut s = connect(addr, timeout, token).await?;
         s.write_all(&wire::frame(K_STATUS, 1, b""))
             .await
             .map_err(|_| ReplicationError::Closed { addr: addr.into() })?;

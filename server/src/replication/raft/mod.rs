@@ -49,9 +49,9 @@ pub fn is_raft(kind: u8) -> bool {
 
 /// System topic of blank and membership entries.
 pub const RAFT_TOPIC: &str = "%RAFT%";
-/// Property of every record applied from the Raft log: `index:seq:count`
-/// — its entry, its place in the entry, the entry's message count.
-pub const PROP_RAFT_ENTRY: &str = "RAFT_ENTRY";
+/// Property of every record applied from the Raft log (producers may not
+/// set it: see `waybill_client::properties`).
+pub use waybill_client::properties::PROP_RAFT_ENTRY;
 
 /// Messages coalesced into one entry at most, and their body bytes.
 const MAX_ENTRY_MSGS: usize = 1024;
@@ -166,6 +166,7 @@ impl RaftNode {
         store: Arc<Store>,
         timeout: Duration,
         broker: Weak<Broker>,
+        token: Option<Arc<str>>,
     ) -> Result<Arc<RaftNode>, ReplicationError> {
         let dir = data_dir.join("raft");
         let io = |source| ReplicationError::State {
@@ -190,9 +191,15 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| ReplicationError::Refused(format!("raft config: {e}")))?;
-        let raft = openraft::Raft::new(u64::from(node_id), Arc::new(config), network::Network, log.clone(), sm)
-            .await
-            .map_err(|e| ReplicationError::Refused(format!("raft: {e}")))?;
+        let raft = openraft::Raft::new(
+            u64::from(node_id),
+            Arc::new(config),
+            network::Network { token },
+            log.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| ReplicationError::Refused(format!("raft: {e}")))?;
         let initialized = raft
             .is_initialized()
             .await

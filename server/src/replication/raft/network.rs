@@ -5,8 +5,10 @@
 //! answered by one `K_RAFT_REPLY` frame holding the JSON of
 //! `Result<response, RaftError>`. Any I/O error or timeout drops the
 //! connection (the next RPC reconnects) and is reported to openraft as
-//! `Unreachable`, which makes it back off.
+//! `Unreachable`, which makes it back off. Each new connection presents
+//! the group's `--auth-token` first, as every broker-port client does.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -33,7 +35,10 @@ type NodeId = u64;
 const MAX_RPC_BYTES: usize = 8 << 20;
 
 /// Creates a client per target.
-pub struct Network;
+pub struct Network {
+    /// The group's `--auth-token`, presented on every connection.
+    pub token: Option<Arc<str>>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
@@ -42,6 +47,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             target,
             addr: node.addr.clone(),
+            token: self.token.clone(),
             conn: None,
         }
     }
@@ -50,6 +56,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     target: NodeId,
     addr: String,
+    token: Option<Arc<str>>,
     conn: Option<TcpStream>,
 }
 
@@ -66,21 +73,22 @@ impl Peer {
     ) -> Result<Result<Resp, E>, Io> {
         let body = serde_json::to_vec(req).map_err(|e| Io(e.to_string()))?;
         let addr = self.addr.clone();
+        let token = self.token.clone();
         let conn = &mut self.conn;
         let attempt = async {
-            if conn.is_none() {
-                *conn = Some(connect(&addr, timeout).await.map_err(|e| Io(e.to_string()))?);
-            }
-            let Some(c) = conn.as_mut() else {
-                return Err(Io("no connection".into()));
+            // A connection kept from an earlier RPC may have been closed by
+            // the peer since (its idle timeout, a restart): such a failure
+            // gets one more try on a fresh connection. Raft RPCs are safe
+            // to send twice.
+            let reused = conn.is_some();
+            let first = exchange(conn, &addr, token.as_deref(), timeout, kind, &body).await;
+            let p = match first {
+                Err(_) if reused => {
+                    *conn = None;
+                    exchange(conn, &addr, token.as_deref(), timeout, kind, &body).await?
+                }
+                other => other?,
             };
-            c.write_all(&wire::frame(kind, 0, &body))
-                .await
-                .map_err(|e| Io(e.to_string()))?;
-            let (h, p) = read_frame(c, &addr).await.map_err(|e| Io(e.to_string()))?;
-            if h.kind != K_RAFT_REPLY {
-                return Err(Io(format!("unexpected frame kind {}", h.kind)));
-            }
             serde_json::from_slice::<Result<Resp, E>>(&p).map_err(|e| Io(e.to_string()))
         };
         let result = match tokio::time::timeout(timeout, attempt).await {
@@ -92,6 +100,33 @@ impl Peer {
         }
         result
     }
+}
+
+/// One request and its reply on `conn`, connecting first when there is
+/// none; returns the reply's payload.
+async fn exchange(
+    conn: &mut Option<TcpStream>,
+    addr: &str,
+    token: Option<&str>,
+    timeout: Duration,
+    kind: u8,
+    body: &[u8],
+) -> Result<Vec<u8>, Io> {
+    if conn.is_none() {
+        let c = connect(addr, timeout, token).await;
+        *conn = Some(c.map_err(|e| Io(e.to_string()))?);
+    }
+    let Some(c) = conn.as_mut() else {
+        return Err(Io("no connection".into()));
+    };
+    c.write_all(&wire::frame(kind, 0, body))
+        .await
+        .map_err(|e| Io(e.to_string()))?;
+    let (h, p) = read_frame(c, addr).await.map_err(|e| Io(e.to_string()))?;
+    if h.kind != K_RAFT_REPLY {
+        return Err(Io(format!("unexpected frame kind {}", h.kind)));
+    }
+    Ok(p)
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
