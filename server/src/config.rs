@@ -82,6 +82,9 @@ pub struct Config {
     /// Trace store: `sqlite://FILE`, `postgres://…`, or `none` to turn
     /// tracing off. Default: `sqlite://<data_dir>/trace.db`.
     pub trace_db: Option<String>,
+    /// Most acknowledged messages the tracer holds unwritten (queued or in
+    /// its batch) before it sheds; the largest count a loss window can have.
+    pub trace_queue_messages: u64,
     /// Bearer token every `/api` call must carry (none: open).
     pub auth_token: Option<String>,
     /// OTLP/HTTP collector base URL (spans go to `<url>/v1/traces`).
@@ -127,6 +130,7 @@ impl Default for Config {
             tx_check_timeout_ms: 6000,
             tx_max_checks: 15,
             trace_db: None,
+            trace_queue_messages: crate::trace::DEFAULT_MAX_UNWRITTEN,
             auth_token: None,
             otlp_endpoint: None,
             alert_webhook: None,
@@ -195,6 +199,9 @@ impl Config {
         }
         if self.replica_timeout_ms == 0 {
             return invalid("replica_timeout_ms", "must be at least 1");
+        }
+        if self.trace_queue_messages == 0 {
+            return invalid("trace_queue_messages", "must be at least 1");
         }
         self.retry_policy()?;
         let peers = self.peers()?;

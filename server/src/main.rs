@@ -112,6 +112,9 @@ struct ServeArgs {
     /// Trace store: sqlite://FILE, postgres://…, or `none` [default: sqlite://<data-dir>/trace.db].
     #[arg(long)]
     trace_db: Option<String>,
+    /// Acknowledged messages the tracer may hold unwritten before it sheds (bounds loss windows) [default: 65536].
+    #[arg(long)]
+    trace_queue_messages: Option<u64>,
     /// Require `Authorization: Bearer TOKEN` on every /api call.
     #[arg(long)]
     auth_token: Option<String>,
@@ -173,7 +176,8 @@ impl ServeArgs {
             alert_consumer_lag,
             alert_unflushed_ms,
             alert_flush_queue,
-            alert_replica_lag
+            alert_replica_lag,
+            trace_queue_messages
         );
         if self.auth_token.is_some() {
             c.auth_token = self.auth_token;
