@@ -304,6 +304,11 @@ impl Tracer {
         let (closing, closing_rx) = watch::channel(false);
         let (done_tx, done) = watch::channel(false);
         let node = store.node_id();
+        if let writer::Link::Ready(pool) = &link {
+            // Usable as soon as this returns.
+            let _ = shared.pool.set(pool.clone());
+            shared.set_state(State::Ok, None);
+        }
         tokio::spawn(writer::run(writer::Ctx {
             link,
             backend,

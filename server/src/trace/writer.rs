@@ -123,11 +123,8 @@ async fn pause(closing: &mut watch::Receiver<bool>, d: Duration) -> bool {
 /// Connects and migrates, retrying until it works or the tracer ends.
 async fn link(ctx: &mut Ctx) -> Option<AnyPool> {
     let url = match std::mem::replace(&mut ctx.link, Link::Connect(String::new())) {
-        Link::Ready(pool) => {
-            let _ = ctx.shared.pool.set(pool.clone());
-            ctx.shared.set_state(State::Ok, None);
-            return Some(pool);
-        }
+        // Set up by Tracer::start already.
+        Link::Ready(pool) => return Some(pool),
         Link::Connect(url) => url,
     };
     let mut backoff = Backoff::new();
