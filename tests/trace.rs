@@ -419,6 +419,8 @@ async fn given_keys_search_returns_all_and_only_their_messages_across_restarts()
     node.sigkill()?;
     drop(node);
     let node = Node::start(&dir, &[])?;
+    // The trace store reconnects in the background; searches page through it.
+    common::audit_done(&node).await?;
     let a = get_json(format!("{}/api/v1/messages?key=A", node.http)).await?;
     assert_eq!(ids(&a), with_a, "all and only the messages keyed A");
     let c = get_json(format!("{}/api/v1/messages?key=C", node.http)).await?;

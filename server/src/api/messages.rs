@@ -166,9 +166,19 @@ const STATUS_SCAN_BUDGET: std::time::Duration = std::time::Duration::from_secs(2
 
 pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    // Without a trace store (off, or not reachable yet) the log answers.
-    let Some(pool) = state.broker.tracer().and_then(|t| t.pool().ok()) else {
-        return search_log(&state, &q, limit);
+    let pool = match state.broker.tracer().map(|t| t.pool()) {
+        None => return search_log(&state, &q, limit),
+        Some(Ok(pool)) => pool,
+        // Tracing on, its store not reachable (yet): the log answers a key
+        // or id search from its own indexes, one page without the lost
+        // messages, and says so; the rest needs the trace.
+        Some(Err(e)) if q.cursor.is_none() && (q.key.is_some() || q.id.is_some()) => {
+            let Json(mut v) = search_log(&state, &q, limit)?;
+            v["complete"] = json!(false);
+            v["trace_error"] = json!(e.to_string());
+            return Ok(Json(v));
+        }
+        Some(Err(e)) => return Err(ApiError::Unavailable(format!("this search needs the trace store: {e}"))),
     };
     let cursor = match q.cursor.as_deref() {
         Some(c) => Some(search::parse_cursor(c).ok_or_else(|| ApiError::BadRequest(format!("bad cursor {c:?}")))?),
