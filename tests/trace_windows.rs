@@ -19,6 +19,9 @@
 //! dies mid-commit; no *new* write starts); then the plug is pulled on the
 //! fault FS. The store's own flusher thread may fsync in between, which
 //! only moves the crash a moment later for the log.
+//!
+//! Also here: the rule that keeps a window's bound through any outage — a
+//! send the tracer sheds is fsynced before its answer under async flush.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -298,4 +301,70 @@ async fn pg_schema() -> anyhow::Result<String> {
     Ok(format!(
         "postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{name}"
     ))
+}
+
+/// The rule that keeps the bound through any trace store outage: a send the
+/// tracer sheds is fsynced before its answer, even under async flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_tracer_that_sheds_under_async_flush_each_shed_acknowledgement_is_fsynced_before_its_answer(
+) -> anyhow::Result<()> {
+    const BOUND: u64 = 10;
+    let fs = FaultFs::new();
+    // No periodic fsync within the test: only the shed path syncs.
+    let opts = StoreOptions::new(
+        "/data",
+        Flush::Async {
+            interval: Duration::from_secs(3600),
+        },
+    );
+    let store = Arc::new(Store::open(Arc::new(fs.clone()), opts.clone())?);
+    let broker = Broker::new(store.clone(), BrokerOptions::default())?;
+    // A trace store on a closed port: the tracer queues up to its bound.
+    let tracer = Tracer::spawn(
+        "postgres://postgres@127.0.0.1:1/x",
+        store.clone(),
+        Options {
+            max_unwritten: BOUND,
+            audit: None,
+        },
+    )?;
+    broker.set_tracer(tracer.clone());
+    let mut acked = Vec::new();
+    for i in 0..50u64 {
+        let r = broker
+            .send(Outgoing {
+                topic: "shed".into(),
+                body: vec![b's'; 100],
+                ..Outgoing::default()
+            })
+            .await?;
+        assert_eq!(r.status, SendStatus::SendOk);
+        let flushed = store.stats().flushed;
+        if i < BOUND {
+            assert_eq!(flushed, 0, "send {i} was queued: answered without an fsync");
+        } else {
+            assert!(
+                flushed > r.id.pos,
+                "send {i} was shed: answered only after an fsync covered it"
+            );
+        }
+        acked.push(r.id);
+    }
+    println!(
+        "queued {BOUND}, shed {} (each fsynced before its answer)",
+        tracer.shed_count()
+    );
+    assert_eq!(tracer.shed_count(), 50 - BOUND);
+    fs.power_loss(PowerLoss::DropUnsynced);
+    drop(broker);
+    drop(tracer);
+    drop(store);
+    let store = Store::open(Arc::new(fs.reboot()), opts)?;
+    for id in &acked[BOUND as usize..] {
+        assert!(
+            store.read(id.pos).is_ok(),
+            "shed and acknowledged {id} survives the power loss"
+        );
+    }
+    Ok(())
 }
