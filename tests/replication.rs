@@ -418,7 +418,9 @@ async fn given_async_replication_when_primary_is_lost_should_report_and_trace_ex
         .find(|x| x["self"] == true)
         .cloned();
     assert_eq!(me.map(|m| m["role"].clone()), Some(json!("replica")), "{v}");
-    // Its tracer marks exactly the cut messages lost at `replicate`.
+    // Its tracer marks exactly the cut messages lost at `replicate` (once
+    // its start-up audit, which runs in the background, is done).
+    common::audit_done(&n1).await?;
     let lost_set: HashSet<&String> = lost.iter().collect();
     let mut marked = 0;
     for (id, _) in &acked {

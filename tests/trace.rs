@@ -299,10 +299,10 @@ async fn given_async_flush_and_a_power_loss_the_audit_marks_exactly_the_unsynced
 
     let store = Arc::new(Store::open(Arc::new(fs.reboot()), opts)?);
     let tracer = Tracer::start(&db, store.clone()).await?;
-    let found = audit::run(tracer.pool(), &store, None).await?;
+    let found = audit::run(tracer.pool()?, &store, &audit::Start::at_open(&store, None)).await?;
     let mut expected = Vec::new();
     for id in &acked {
-        let tl = timeline::load(tracer.pool(), &store, &id.to_string())
+        let tl = timeline::load(tracer.pool()?, &store, &id.to_string())
             .await?
             .ok_or_else(|| anyhow::anyhow!("no trace for {id}"))?;
         let end = id.pos + 1; // any byte of the frame past the durable end loses it
@@ -329,7 +329,10 @@ async fn given_async_flush_and_a_power_loss_the_audit_marks_exactly_the_unsynced
         "the audit marks exactly the unsynced acknowledged messages"
     );
     // A second audit does not mark them twice.
-    assert!(audit::run(tracer.pool(), &store, None).await?.lost.is_empty());
+    assert!(audit::run(tracer.pool()?, &store, &audit::Start::at_open(&store, None))
+        .await?
+        .lost
+        .is_empty());
     // Lost messages stay findable: by their key, and in a topic search
     // beside the survivors.
     let lost_id = &expected[0];
@@ -342,7 +345,7 @@ async fn given_async_flush_and_a_power_loss_the_audit_marks_exactly_the_unsynced
         limit: 10,
         ..search::Query::default()
     };
-    let (hits, _) = search::run(tracer.pool(), &store, &by_key).await?;
+    let (hits, _) = search::run(tracer.pool()?, &store, &by_key).await?;
     assert_eq!(
         hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
         vec![lost_id.clone()]
@@ -352,7 +355,7 @@ async fn given_async_flush_and_a_power_loss_the_audit_marks_exactly_the_unsynced
         limit: 100_000,
         ..search::Query::default()
     };
-    let (hits, more) = search::run(tracer.pool(), &store, &by_topic).await?;
+    let (hits, more) = search::run(tracer.pool()?, &store, &by_topic).await?;
     assert!(!more);
     let mut all: Vec<String> = acked.iter().map(|id| id.to_string()).collect();
     all.reverse();
@@ -416,6 +419,8 @@ async fn given_keys_search_returns_all_and_only_their_messages_across_restarts()
     node.sigkill()?;
     drop(node);
     let node = Node::start(&dir, &[])?;
+    // The trace store reconnects in the background; searches page through it.
+    common::audit_done(&node).await?;
     let a = get_json(format!("{}/api/v1/messages?key=A", node.http)).await?;
     assert_eq!(ids(&a), with_a, "all and only the messages keyed A");
     let c = get_json(format!("{}/api/v1/messages?key=C", node.http)).await?;

@@ -88,6 +88,9 @@ pub struct Config {
     /// Trace store: `sqlite://FILE`, `postgres://…`, or `none` to turn
     /// tracing off. Default: `sqlite://<data_dir>/trace.db`.
     pub trace_db: Option<String>,
+    /// Most acknowledged messages the tracer holds unwritten (queued or in
+    /// its batch) before it sheds; the largest count a loss window can have.
+    pub trace_queue_messages: u64,
     /// Token every `/api` call must carry as `Authorization: Bearer`, and
     /// every broker-port connection must present first (`Auth` frame);
     /// members of a group present it to each other (none: both open).
@@ -147,6 +150,7 @@ impl Default for Config {
             tx_check_timeout_ms: 6000,
             tx_max_checks: 15,
             trace_db: None,
+            trace_queue_messages: crate::trace::DEFAULT_MAX_UNWRITTEN,
             auth_token: None,
             broker_read_timeout_ms: 30_000,
             broker_idle_timeout_ms: 300_000,
@@ -218,6 +222,9 @@ impl Config {
         }
         if self.replica_timeout_ms == 0 {
             return invalid("replica_timeout_ms", "must be at least 1");
+        }
+        if self.trace_queue_messages == 0 {
+            return invalid("trace_queue_messages", "must be at least 1");
         }
         if self.broker_read_timeout_ms == 0 {
             return invalid("broker_read_timeout_ms", "must be at least 1");

@@ -118,6 +118,9 @@ struct ServeArgs {
     /// Trace store: sqlite://FILE, postgres://…, or `none` [default: sqlite://<data-dir>/trace.db].
     #[arg(long)]
     trace_db: Option<String>,
+    /// Acknowledged messages the tracer may hold unwritten before it sheds (bounds loss windows) [default: 65536].
+    #[arg(long)]
+    trace_queue_messages: Option<u64>,
     /// Require `Authorization: Bearer TOKEN` on every /api call and an `Auth` frame with it first on every
     /// broker-port connection; group members present it to each other.
     #[arg(long)]
@@ -194,7 +197,8 @@ impl ServeArgs {
             alert_replica_lag,
             broker_read_timeout_ms,
             broker_idle_timeout_ms,
-            broker_inflight_bytes
+            broker_inflight_bytes,
+            trace_queue_messages
         );
         if self.auth_token.is_some() {
             c.auth_token = self.auth_token;

@@ -1,5 +1,8 @@
 //! A running node: opens the store, builds the broker, serves HTTP, and on
 //! shutdown closes the store so the final flush and checkpoint happen.
+//!
+//! Nothing on the start path waits for the trace store: the tracer connects,
+//! migrates and audits in the background while the node serves.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +20,9 @@ use crate::trace::{audit, Tracer};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long the tracer gets to write its last events and closing mark at
+/// shutdown: a trace store that is down must not hold up the exit.
+const TRACE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Errors that stop a node from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -115,19 +121,22 @@ pub async fn serve(
         .map_err(ServeError::Broker)?,
     );
     if let Some(url) = cfg.trace_url() {
-        let tracer = Tracer::start(&url, store.clone()).await.map_err(ServeError::Trace)?;
-        // Before any new write: which acknowledged messages did the last
-        // crash take?
-        if cluster.mode == Mode::Raft {
+        // Which acknowledged messages did the last crash take? Taken now,
+        // before any new write; answered once the trace store does. The
+        // node does not wait for the trace store (see trace/writer.rs).
+        let audit = if cluster.mode == Mode::Raft {
             // The commit log catches up from the Raft log after start: an
             // audit now would call messages lost that are about to be applied.
             tracing::info!("raft mode: startup audit skipped (the Raft log is the source of truth)");
+            None
         } else {
-            let report = audit::run(tracer.pool(), &store, cut_at)
-                .await
-                .map_err(ServeError::Trace)?;
-            tracing::info!(checked = report.checked, lost = report.lost.len(), "trace audit done");
-        }
+            Some(audit::Start::at_open(&store, cut_at))
+        };
+        let opts = crate::trace::Options {
+            max_unwritten: cfg.trace_queue_messages,
+            audit,
+        };
+        let tracer = Tracer::spawn(&url, store.clone(), opts).map_err(ServeError::Trace)?;
         broker.set_tracer(tracer);
     } else {
         tracing::warn!("tracing is off (--trace-db none)");
@@ -193,6 +202,7 @@ pub async fn serve(
     );
     tracing::info!(%http_addr, flush = ?cfg.flush_policy(), replication = cluster.mode.name(), role = cluster.role().name(), "serving");
     let otel = broker.otel().cloned();
+    let tracer = broker.tracer().cloned();
     let ui_dir = cfg.ui_dir();
     if !ui_dir.join("index.html").is_file() {
         tracing::warn!(dir = %ui_dir.display(), "dashboard not built (./scripts/run.sh builds it); serving the API only");
@@ -226,6 +236,13 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || store.close())
         .await
         .map_err(|e| ServeError::Http(std::io::Error::other(e)))?;
+    if let Some(t) = tracer {
+        // After the store closed: the closing mark says nothing of this
+        // boot can be missing from the log.
+        if !t.close(TRACE_CLOSE_GRACE).await {
+            tracing::warn!("the trace store did not take the last events in time");
+        }
+    }
     Ok(())
 }
 

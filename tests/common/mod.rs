@@ -152,3 +152,20 @@ pub async fn timeline_until(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until the node's start-up audit has run: the tracer connects and
+/// audits in the background, after the node is already serving.
+pub async fn audit_done(node: &Node) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        let h = get_json(format!("{}/healthz", node.http)).await?;
+        if h["tracer"]["audit"] == "done" {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "start-up audit never finished: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

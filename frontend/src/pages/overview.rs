@@ -1,7 +1,8 @@
 //! `/`: this node and its cluster, what its durability settings mean for
 //! loss (the seed article's flush × replication table, this node's row
-//! highlighted), live rates, lag, retries, dead letters, recent losses and
-//! firing alerts.
+//! highlighted), live rates, lag, retries, dead letters, recent losses, loss
+//! windows (acknowledged messages that may be gone unrecorded), the tracer's
+//! state when it is not ok, and firing alerts.
 
 use leptos::prelude::*;
 use leptos_router::components::A;
@@ -133,10 +134,26 @@ pub fn Overview() -> impl IntoView {
             <h2 id="losses-h">"Recent losses"</h2>
             {api::show(losses, |v| {
                 let rows = arr(&v, "losses").to_vec();
-                if rows.is_empty() {
-                    return view! { <p class="empty">"No acknowledged message has been found missing by the audit."</p> }.into_any();
+                let windows = arr(&v, "windows").to_vec();
+                let tracer = v.get("tracer").cloned().unwrap_or(Value::Null);
+                let state = s(&tracer, "state").to_string();
+                let note = (!state.is_empty() && state != "ok").then(|| {
+                    let err = s(&tracer, "error").to_string();
+                    view! { <p class="tracer-state"><span class="st st-bad">{format!("tracer {state}")}</span> " " {err}</p> }
+                });
+                if rows.is_empty() && windows.is_empty() {
+                    let empty = if state == "connecting" || state == "down" {
+                        "The trace store is not reachable yet: losses are listed once the tracer connects and audits."
+                    } else {
+                        "No acknowledged message has been found missing by the audit."
+                    };
+                    return view! { {note} <p class="empty">{empty}</p> }.into_any();
                 }
                 view! {
+                    {note}
+                    <ul class="windows">
+                        {windows.into_iter().map(|w| view! { <li>{window_line(&w)} " " <span class="sub">{s(&w, "reason").to_string()}</span></li> }).collect_view()}
+                    </ul>
                     <ul>
                         {rows.into_iter().map(|l| {
                             let id = s(&l, "id").to_string();
@@ -173,6 +190,31 @@ pub fn Overview() -> impl IntoView {
             }}
         </section>
     }
+}
+
+/// "N messages acknowledged between T1 and T2 may be gone unrecorded": a
+/// loss window of `/api/v1/losses` in one line.
+fn window_line(w: &Value) -> String {
+    let count = match w.get("max_count").and_then(Value::as_u64) {
+        Some(c) => format!("Up to {c} messages"),
+        None => "An unknown number of messages".to_string(),
+    };
+    let from = match s(w, "from") {
+        "" => "an unknown time".to_string(),
+        t => api::time(t),
+    };
+    let to_pos = w
+        .get("to_pos")
+        .and_then(Value::as_u64)
+        .map(|p| format!(" to {p}"))
+        .unwrap_or_default();
+    format!(
+        "{count} acknowledged between {from} and {} may be gone unrecorded (node {} boot {}, log positions from {}{to_pos}).",
+        api::time(s(w, "to")),
+        n(w, "node"),
+        n(w, "epoch"),
+        n(w, "from_pos"),
+    )
 }
 
 /// Sum of a per-group number over all groups.

@@ -3,7 +3,9 @@
 //! - `GET /api/v1/node`: this node's settings that decide what can be lost
 //!   (flush, replication, retry policy, tracing) and its log positions.
 //! - `GET /api/v1/losses?limit=N`: the latest acknowledged messages the
-//!   audit found missing, newest first.
+//!   audit found missing, newest first, and the loss windows: spans where
+//!   acknowledged messages may be gone with no trace row to name them
+//!   (`trace/windows.rs`), with the tracer's state.
 //! - `GET /api/v1/consumers/duplicates?limit=N`: messages delivered more
 //!   than once to a group (retries, replays, redelivered pull ranges), with
 //!   deliveries vs successful consumes.
@@ -68,6 +70,7 @@ pub async fn node(State(state): State<AppState>) -> Json<Value> {
         "flush_interval_ms": interval,
         "replication": b.cluster().map_or("none", |c| c.mode.name()),
         "tracing": b.tracer().is_some(),
+        "tracer": b.tracer().map(|t| t.health()),
         "max_reconsume_times": retry.max_reconsume_times,
         "retry_delays": retry.delays.iter().map(|d| human(*d)).collect::<Vec<_>>().join(" "),
         "queues_per_topic": b.options().queues_per_topic,
@@ -76,16 +79,24 @@ pub async fn node(State(state): State<AppState>) -> Json<Value> {
 
 pub async fn losses(State(state): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
     let Some(tracer) = state.broker.tracer() else {
-        return Ok(Json(json!({ "losses": [], "tracing": false })));
+        return Ok(Json(json!({ "losses": [], "windows": [], "tracing": false })));
     };
+    let health = tracer.health();
+    // Not connected yet: nothing to list, and the answer says why.
+    let Ok(pool) = tracer.pool() else {
+        return Ok(Json(
+            json!({ "losses": [], "windows": [], "tracing": true, "tracer": health }),
+        ));
+    };
+    let fail = |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("trace store query failed: {e}"));
     let rows = sqlx::query(
         "SELECT message_id, stage, at, detail, rec_topic AS topic, msg_key FROM trace_events \
          WHERE outcome = 'lost' ORDER BY at DESC LIMIT $1",
     )
     .bind(limit(&q, 20))
-    .fetch_all(tracer.pool())
+    .fetch_all(pool)
     .await
-    .map_err(|e| ApiError::Unavailable(format!("trace store query failed: {e}")))?;
+    .map_err(|e| fail(&e))?;
     let out: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -96,7 +107,25 @@ pub async fn losses(State(state): State<AppState>, Query(q): Query<LimitQuery>) 
             })
         })
         .collect();
-    Ok(Json(json!({ "losses": out, "tracing": true })))
+    let windows: Vec<Value> = crate::trace::windows::list(pool, limit(&q, 20))
+        .await
+        .map_err(|e| fail(&e))?
+        .iter()
+        .map(window_json)
+        .collect();
+    Ok(Json(
+        json!({ "losses": out, "windows": windows, "tracing": true, "tracer": health }),
+    ))
+}
+
+/// A loss window as the API shows it (times RFC 3339; null: unknown).
+pub fn window_json(w: &crate::trace::windows::Window) -> Value {
+    json!({
+        "from": w.from_ms.map(super::messages::rfc3339), "to": super::messages::rfc3339(w.to_ms),
+        "from_pos": w.from_pos, "to_pos": w.to_pos, "max_count": w.max_count,
+        "node": w.node, "epoch": w.epoch, "kind": w.kind, "reason": w.reason,
+        "found_at": super::messages::rfc3339(w.found_ms),
+    })
 }
 
 pub async fn duplicates(State(state): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
@@ -104,6 +133,11 @@ pub async fn duplicates(State(state): State<AppState>, Query(q): Query<LimitQuer
         return Ok(Json(json!({ "messages": [], "tracing": false })));
     };
     let fail = |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("trace store query failed: {e}"));
+    let Ok(pool) = tracer.pool() else {
+        return Ok(Json(
+            json!({ "messages": [], "tracing": true, "tracer": tracer.health() }),
+        ));
+    };
     // Candidates: messages with own group events (retries, redeliveries,
     // replays), most recent first.
     let rows = sqlx::query(
@@ -111,13 +145,13 @@ pub async fn duplicates(State(state): State<AppState>, Query(q): Query<LimitQuer
          GROUP BY message_id ORDER BY last DESC LIMIT $1",
     )
     .bind(limit(&q, 50))
-    .fetch_all(tracer.pool())
+    .fetch_all(pool)
     .await
     .map_err(|e| fail(&e))?;
     let mut out = Vec::new();
     for r in &rows {
         let id = text(r, "message_id");
-        let Some(tl) = timeline::load(tracer.pool(), state.broker.store(), &id)
+        let Some(tl) = timeline::load(pool, state.broker.store(), &id)
             .await
             .map_err(|e| fail(&e))?
         else {

@@ -149,7 +149,7 @@ const FIRST_FAILURE_LOOKUPS: usize = 200;
 /// letters older than the newest [`FIRST_FAILURE_LOOKUPS`].
 async fn first_failures(state: &AppState, group: &str, origins: &[String]) -> Vec<Option<i64>> {
     let mut out = vec![None; origins.len()];
-    let Some(tracer) = state.broker.tracer() else {
+    let Some(pool) = state.broker.tracer().and_then(|t| t.pool().ok()) else {
         return out;
     };
     let skip = origins.len().saturating_sub(FIRST_FAILURE_LOOKUPS);
@@ -159,7 +159,7 @@ async fn first_failures(state: &AppState, group: &str, origins: &[String]) -> Ve
         )
         .bind(origin.as_str())
         .bind(group)
-        .fetch_optional(tracer.pool())
+        .fetch_optional(pool)
         .await
         .ok()
         .flatten()

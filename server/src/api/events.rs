@@ -49,6 +49,7 @@ fn stats(state: &AppState) -> serde_json::Value {
         "fsyncs": s.fsyncs,
         "trace_queue_depth": tracer.map(|t| t.queue_depth()),
         "trace_shed": tracer.map(|t| t.shed_count()),
+        "trace_state": tracer.map(|t| t.state().name()),
         "groups": super::dashboard::groups_json(&state.broker, false),
         "alerts": state.broker.alerts().map(|a| a.firing()).unwrap_or_default(),
     })

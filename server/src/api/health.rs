@@ -4,7 +4,9 @@
 //! the damage recovery found (corrupt regions are listed, never served) or
 //! with the disk low on space (`disk.state` `low`: writes still accepted;
 //! `full`: writes refused until space returns, reads served); 503 once an
-//! fsync or a log write failed and the store refuses writes for good.
+//! fsync or a log write failed and the store refuses writes for good. Its
+//! `tracer` detail (`connecting`, `ok`, `degraded`, `down`, or `off`) never
+//! changes the status code: the broker serves whatever its trace store does.
 //! `/metrics` is Prometheus text exposition.
 
 use std::fmt::Write;
@@ -42,6 +44,10 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             "flushed": stats.flushed,
             "damage": damage,
             "disk": disk,
+            "tracer": match state.broker.tracer() {
+                Some(t) => json!(t.health()),
+                None => json!({ "state": "off" }),
+            },
         })),
     )
 }
@@ -103,6 +109,32 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             "counter",
             t.shed_count(),
         );
+        counter(
+            "waybill_trace_unwritten_messages",
+            "Acknowledged messages the tracer holds unwritten (a crash now could take them unrecorded).",
+            "gauge",
+            t.unwritten(),
+        );
+        let w = t.window_totals();
+        counter(
+            "waybill_loss_windows_total",
+            "Loss windows the audit reported for this node: spans where acknowledged messages may be gone \
+             unrecorded.",
+            "counter",
+            w.windows,
+        );
+        counter(
+            "waybill_loss_window_max_messages",
+            "Upper bound on acknowledged messages gone unrecorded, summed over this node's bounded loss windows.",
+            "gauge",
+            w.max_messages,
+        );
+        counter(
+            "waybill_loss_windows_unbounded",
+            "Loss windows of this node whose count has no bound (a boot whose tracer never wrote a mark).",
+            "gauge",
+            w.unbounded,
+        );
     }
     counter(
         "waybill_storage_failed",
@@ -137,6 +169,21 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ] {
         let n = store.damage().iter().filter(|d| d.kind == kind).count();
         let _ = writeln!(out, "waybill_storage_damaged_regions{{kind=\"{label}\"}} {n}");
+    }
+    if let Some(t) = state.broker.tracer() {
+        let now = t.state();
+        let _ = writeln!(
+            out,
+            "# HELP waybill_trace_state The tracer's state (1 for the current one).\n# TYPE waybill_trace_state gauge"
+        );
+        for st in crate::trace::State::ALL {
+            let _ = writeln!(
+                out,
+                "waybill_trace_state{{state=\"{}\"}} {}",
+                st.name(),
+                u8::from(st == now)
+            );
+        }
     }
     let _ = writeln!(out, "# HELP waybill_fsync_seconds Commit log fsync latency (one per group commit).\n# TYPE waybill_fsync_seconds histogram");
     let mut cumulative = 0;

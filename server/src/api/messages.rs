@@ -77,14 +77,25 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
         .parse()
         .map_err(|e: crate::broker::BadId| ApiError::BadRequest(e.to_string()))?;
     let stored = state.broker.get(&parsed)?;
-    let (timeline, trace_error) = match state.broker.tracer() {
-        Some(t) => match timeline::load(t.pool(), state.broker.store(), &id).await {
+    let (timeline, trace_error) = match state.broker.tracer().map(|t| t.pool()) {
+        Some(Ok(pool)) => match timeline::load(pool, state.broker.store(), &id).await {
             Ok(tl) => (tl, None),
             Err(e) => (None, Some(e.to_string())),
         },
+        Some(Err(e)) => (None, Some(e.to_string())),
         None => (None, None),
     };
     match (stored, timeline) {
+        (Some(m), None) => {
+            // In the log, not in the trace: say when the tracer shed events.
+            let mut v = message_json(&state, &parsed, &m, None, trace_error);
+            if let Some(pool) = state.broker.tracer().and_then(|t| t.pool().ok()) {
+                if let Ok(gaps) = timeline::gaps(pool, m.born_ms.min(m.stored_ms), m.stored_ms + 60_000).await {
+                    v["gaps"] = json!(gaps);
+                }
+            }
+            Ok(Json(v))
+        }
         (Some(m), tl) => Ok(Json(message_json(&state, &parsed, &m, tl.as_ref(), trace_error))),
         // Acknowledged once, absent from the log now: the trace knows why.
         (None, Some(tl)) => Ok(Json(lost_json(&tl))),
@@ -92,10 +103,31 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
             Some(e) => Err(ApiError::Unavailable(format!(
                 "message {id} is not in the log and the trace store failed: {e}"
             ))),
-            None => Err(ApiError::NotFound(format!(
-                "no message with id {id} (not in the log, not in the trace)"
-            ))),
+            None => Err(ApiError::NotFound(not_found_why(&state, &parsed, &id).await)),
         },
+    }
+}
+
+/// Why a message is neither in the log nor in the trace: when it lies in a
+/// loss window, the window says what is known about such messages.
+async fn not_found_why(state: &AppState, id: &MessageId, text: &str) -> String {
+    let plain = format!("no message with id {text} (not in the log, not in the trace)");
+    let Some(pool) = state.broker.tracer().and_then(|t| t.pool().ok()) else {
+        return plain;
+    };
+    match crate::trace::windows::containing(pool, id.node, id.epoch, id.pos).await {
+        Ok(Some(w)) => format!(
+            "{plain}; it lies inside a loss window of node {} boot {} (log positions from {}): {} acknowledged \
+             messages between {} and {} may be gone unrecorded",
+            w.node,
+            w.epoch,
+            w.from_pos,
+            w.max_count
+                .map_or_else(|| "an unknown number of".to_string(), |c| format!("up to {c}")),
+            w.from_ms.map_or_else(|| "an unknown time".to_string(), rfc3339),
+            rfc3339(w.to_ms)
+        ),
+        _ => plain,
     }
 }
 
@@ -134,8 +166,19 @@ const STATUS_SCAN_BUDGET: std::time::Duration = std::time::Duration::from_secs(2
 
 pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let Some(tracer) = state.broker.tracer() else {
-        return search_log(&state, &q, limit);
+    let pool = match state.broker.tracer().map(|t| t.pool()) {
+        None => return search_log(&state, &q, limit),
+        Some(Ok(pool)) => pool,
+        // Tracing on, its store not reachable (yet): the log answers a key
+        // or id search from its own indexes, one page without the lost
+        // messages, and says so; the rest needs the trace.
+        Some(Err(e)) if q.cursor.is_none() && (q.key.is_some() || q.id.is_some()) => {
+            let Json(mut v) = search_log(&state, &q, limit)?;
+            v["complete"] = json!(false);
+            v["trace_error"] = json!(e.to_string());
+            return Ok(Json(v));
+        }
+        Some(Err(e)) => return Err(ApiError::Unavailable(format!("this search needs the trace store: {e}"))),
     };
     let cursor = match q.cursor.as_deref() {
         Some(c) => Some(search::parse_cursor(c).ok_or_else(|| ApiError::BadRequest(format!("bad cursor {c:?}")))?),
@@ -166,7 +209,7 @@ pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>)
     // A status filter is applied to hits, so a page may take several
     // rounds; past STATUS_SCAN_BUDGET the page ends early with a cursor.
     'pages: loop {
-        let (hits, more) = search::run(tracer.pool(), store, &query)
+        let (hits, more) = search::run(pool, store, &query)
             .await
             .map_err(|e| ApiError::Unavailable(format!("trace store query failed: {e}")))?;
         let last = hits.last().map(search::cursor_of);
@@ -174,7 +217,7 @@ pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>)
         for (i, h) in hits.into_iter().enumerate() {
             // No timeline yet: stored, but the trace has not written it
             // ("found, no trace yet").
-            let (status, traced) = match timeline::load(tracer.pool(), store, &h.id).await {
+            let (status, traced) = match timeline::load(pool, store, &h.id).await {
                 // A committed transaction's half: its copy is the hit.
                 Ok(Some(tl)) if tl.committed_as.is_some() => continue,
                 Ok(Some(tl)) => (tl.status, true),

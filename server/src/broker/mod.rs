@@ -16,6 +16,7 @@
 //! - [`transaction`]: half messages, commit/rollback, check-back.
 //! - [`counts`]: produce answers per topic, for `/metrics`.
 //! - [`listener`]: the client protocol endpoint (TCP, pipelined frames).
+//! - [`traced`]: a send's evidence for the tracer, and what a shed one costs.
 
 pub mod counts;
 pub mod dlq;
@@ -25,6 +26,7 @@ pub mod listener;
 pub mod pull;
 pub mod retry;
 pub mod topic;
+mod traced;
 pub mod transaction;
 
 use std::collections::BTreeMap;
@@ -35,7 +37,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::storage::{self, FlushOutcome, NewMessage, StorageError, Store, StoredMessage};
-use crate::trace::event::{Stored, StoredMsg};
 use crate::trace::{TraceEvent, Tracer};
 pub use id::{BadId, MessageId};
 pub use topic::TopicError;
@@ -261,7 +262,7 @@ impl Broker {
         if let Some(t) = self.tracer.get() {
             let ev = ev();
             self.publish(&ev);
-            t.record(ev);
+            let _ = t.record(ev);
         }
     }
 
@@ -526,36 +527,13 @@ impl Broker {
                 }
             }
         }
-        if let Some(t) = self.tracer.get().filter(|_| !traced.is_empty()) {
-            let ev = TraceEvent::Stored(Box::new(Stored {
-                topic: topic.to_string(),
-                messages: traced
-                    .into_iter()
-                    .map(|(id, a, (key, (send_mode, attempt), _))| StoredMsg {
-                        node: id.node,
-                        epoch: id.epoch,
-                        pos: a.pos,
-                        end: a.end,
-                        queue_id: a.queue_id,
-                        queue_offset: a.queue_offset,
-                        born_ms: a.born_ms,
-                        stored_ms: a.stored_ms,
-                        key,
-                        send_mode,
-                        attempt,
-                    })
-                    .collect(),
-                acked_ms,
-                flush_mode: match self.store.flush_mode() {
-                    storage::Flush::Sync => "sync",
-                    storage::Flush::Async { .. } => "async",
-                },
-                send_status: status.unwrap_or(SendStatus::SendOk).name(),
-                replication: self.replication_name(),
-            }));
-            self.publish(&ev);
-            t.record(ev);
-        }
+        let status = match self.tracer.get() {
+            Some(t) if !traced.is_empty() => {
+                let end = placed.iter().map(|(_, end)| *end).max().unwrap_or(0);
+                self.trace_stored(t, topic, traced, acked_ms, status, end).await
+            }
+            _ => status,
+        };
         let results: Vec<SendResult> = placed
             .into_iter()
             .map(|(mut r, _)| {

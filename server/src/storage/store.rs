@@ -446,6 +446,17 @@ impl Store {
         }
     }
 
+    /// Asks the flusher for an fsync now instead of at its next interval
+    /// (async flush; sync flush already does this on every append). The
+    /// broker uses it for sends it must not answer before they are durable
+    /// even under async flush. Only an unpark: the caller waits with
+    /// [`Store::wait_flushed`].
+    pub fn flush_soon(&self) {
+        if let Some(t) = self.shared.flusher.get() {
+            t.unpark();
+        }
+    }
+
     /// Damage found by recovery at open.
     pub fn damage(&self) -> &[Damage] {
         &self.shared.damage

@@ -11,20 +11,53 @@
 //! replication group (they never reached the new primary) are lost at
 //! `replicate`. A message already marked lost is not marked twice.
 //!
-//! Limit: a message whose trace row was shed or not yet written when the
-//! process died is unknown to the audit (the trace says so with a gap).
+//! A message whose trace row was not yet written when the process died
+//! cannot be named; [`super::windows`] reports where such messages may be
+//! (time range, log positions, an upper bound on their count).
+//!
+//! The audit runs in the background once the trace store answers, while
+//! the node already serves: it compares with the log end recovery left
+//! ([`Start::recovered_end`]), never with the growing one. An earlier boot
+//! that was never audited (the trace store was away all along) is compared
+//! with where the next boot started writing ([`super::windows::boot_end`]).
 
 use sqlx::{AnyPool, AssertSqlSafe};
 
 use super::runs::{self, Entry, Run};
+use super::windows::{self, Window};
 use super::TraceError;
 use crate::storage::{DamageKind, Store};
+
+/// What the audit needs to know about this boot, taken before it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// The log end recovery (and a replication cut) left, before any write.
+    pub recovered_end: u64,
+    /// Where replication cut this log at start (a former primary
+    /// rejoining): acknowledged messages past it are lost at `replicate`.
+    pub cut_at: Option<u64>,
+    /// When this boot started (ms): every earlier boot ended before it.
+    pub started_ms: i64,
+}
+
+impl Start {
+    /// For a store just opened (or cut), before anything is appended.
+    pub fn at_open(store: &Store, cut_at: Option<u64>) -> Start {
+        Start {
+            recovered_end: store.stats().log_end,
+            cut_at,
+            started_ms: chrono::Utc::now().timestamp_millis(),
+        }
+    }
+}
 
 /// What one audit found.
 #[derive(Debug, Clone, Default)]
 pub struct AuditReport {
     pub checked: u64,
     pub lost: Vec<String>,
+    /// Loss windows found by this audit (earlier audits' stay stored).
+    pub windows: Vec<Window>,
 }
 
 /// An acknowledged message the log may have lost.
@@ -55,18 +88,19 @@ impl Candidate {
     }
 }
 
-/// `cut_at`: where replication cut this log at start (a former primary
-/// rejoining): acknowledged messages past it are lost at `replicate`.
-pub async fn run(pool: &AnyPool, store: &Store, cut_at: Option<u64>) -> Result<AuditReport, TraceError> {
+/// Marks what earlier boots acknowledged and the log no longer holds, then
+/// reports the loss windows of boots not audited before.
+pub async fn run(pool: &AnyPool, store: &Store, start: &Start) -> Result<AuditReport, TraceError> {
     let node = i64::from(store.node_id());
-    let stats = store.stats();
-    let log_end = stats.log_end as i64;
+    let cut_at = start.cut_at;
     let now = chrono::Utc::now().timestamp_millis();
     let mut report = AuditReport::default();
-    // Runs of earlier boots reaching past the recovered end: one range of
-    // the (node, epoch, pos_from) index per boot, no scan of the table.
+    let log_runs = store.runs();
+    // Runs of earlier boots reaching past where their boot's data ends: one
+    // range of the (node, epoch, pos_from) index per boot, no scan.
     let mut candidates: Vec<Candidate> = Vec::new();
     for epoch in 1..store.epoch() {
+        let log_end = windows::boot_end(&log_runs, store.node_id(), epoch, store.epoch(), start) as i64;
         let sql = format!(
             "SELECT {} FROM trace_runs WHERE node = $1 AND epoch = $2 AND pos_to > $3 AND send_status = 'SEND_OK'",
             runs::COLUMNS
@@ -171,6 +205,7 @@ pub async fn run(pool: &AnyPool, store: &Store, cut_at: Option<u64>) -> Result<A
         tracing::warn!(%id, stage, "audit: acknowledged message lost");
         report.lost.push(c.id);
     }
+    report.windows = windows::find(pool, store, start, &log_runs).await?;
     if !report.lost.is_empty() {
         tracing::warn!(
             lost = report.lost.len(),

@@ -12,6 +12,9 @@ use sqlx::AnyPool;
 
 use super::TraceError;
 
+/// Longest wait for a pooled connection (including opening one).
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Which backend a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -40,6 +43,9 @@ pub async fn connect(url: &str) -> Result<AnyPool, TraceError> {
     };
     let pool = AnyPoolOptions::new()
         .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+        // A connection that cannot be had soon is a store that is down: the
+        // writer retries (sqlx's default, 30 s, once held the node's start).
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 match backend {
@@ -71,6 +77,12 @@ pub async fn connect(url: &str) -> Result<AnyPool, TraceError> {
 pub fn opt_str(row: &AnyRow, col: &str) -> Option<String> {
     use sqlx::Row;
     row.try_get::<Option<String>, _>(col).ok().flatten()
+}
+
+/// Reads an optional integer column.
+pub fn opt_int(row: &AnyRow, col: &str) -> Option<i64> {
+    use sqlx::Row;
+    row.try_get::<Option<i64>, _>(col).ok().flatten()
 }
 
 /// Reads an integer column (0 when absent or null).

@@ -102,3 +102,33 @@ pub enum TraceEvent {
         handled: Vec<(u64, u32)>,
     },
 }
+
+impl TraceEvent {
+    /// Messages a producer was (or will be) answered for: what the
+    /// tracer's bound on unwritten messages counts.
+    pub fn message_count(&self) -> u64 {
+        match self {
+            TraceEvent::Stored(s) => s.messages.len() as u64,
+            _ => 0,
+        }
+    }
+
+    /// A time its sender read before recording it: `acked_ms` of a
+    /// produce request (taken just before the record, which precedes the
+    /// answer). Other events do not promise one.
+    pub fn recorded_after(&self) -> Option<i64> {
+        match self {
+            TraceEvent::Stored(s) => Some(s.acked_ms),
+            _ => None,
+        }
+    }
+}
+
+impl Stored {
+    /// Whether a message of this request was acknowledged without an
+    /// fsync behind it (`SEND_OK` under async flush, not oneway): a power
+    /// loss can take it, so losing its trace row leaves a loss window.
+    pub fn at_risk(&self, m: &StoredMsg) -> bool {
+        self.flush_mode == "async" && self.status_of(m) == "SEND_OK"
+    }
+}

@@ -503,14 +503,7 @@ pub async fn load(pool: &AnyPool, store: &Store, id: &str) -> Result<Option<Time
     } else {
         status
     };
-    let gaps = sqlx::query("SELECT from_at, to_at, dropped FROM trace_gaps WHERE from_at <= $1 AND to_at >= $2")
-        .bind(stored.max(born) + 60_000)
-        .bind(born)
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(gap_json)
-        .collect();
+    let gaps = gaps(pool, born, stored.max(born) + 60_000).await?;
     stages.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then(rank(&a.stage).cmp(&rank(&b.stage))));
     Ok(Some(Timeline {
         id: id.to_string(),
@@ -533,11 +526,27 @@ pub async fn load(pool: &AnyPool, store: &Store, id: &str) -> Result<Option<Time
     }))
 }
 
+/// Periods overlapping `[from_ms, to_ms]` in which the tracer dropped
+/// events (a timeline there may miss stages).
+pub async fn gaps(pool: &AnyPool, from_ms: i64, to_ms: i64) -> Result<Vec<Value>, TraceError> {
+    Ok(
+        sqlx::query("SELECT from_at, to_at, dropped, messages FROM trace_gaps WHERE from_at <= $1 AND to_at >= $2")
+            .bind(to_ms)
+            .bind(from_ms)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(gap_json)
+            .collect(),
+    )
+}
+
 fn gap_json(r: &AnyRow) -> Value {
     json!({
         "from": rfc3339(int(r, "from_at")),
         "to": rfc3339(int(r, "to_at")),
         "dropped": int(r, "dropped"),
+        "messages": int(r, "messages"),
         "note": "the tracer shed events in this period: stages may be missing",
     })
 }

@@ -1,71 +1,269 @@
-//! The writer task: drains the trace queue into the database in batches.
+//! The writer task: connects to the trace store, runs the start-up audit,
+//! then drains the trace queue into the store in batches.
+//!
+//! Nothing here is on the broker's path: until the store answers, events
+//! wait in the bounded queue (and past its bound are shed by
+//! [`super::Tracer::record`]). Connecting retries with backoff; each try
+//! and each write has a timeout, so a trace store that is slow, full or
+//! down shows up as the tracer's state, never as a stuck broker.
 //!
 //! A batch is whatever arrived within [`BATCH_WINDOW`] of its first event
 //! (at most [`MAX_BATCH`] events), taken after the window in one go (the
 //! writer is not woken per event), written in one transaction with
-//! multi-row inserts. Each round also samples the store's flushed
-//! watermark (one row when it moved) and writes a gap row when events were
-//! shed since the last round. A failed write is logged and its events are
-//! counted as shed: the tracer degrades, the broker never waits for it.
+//! multi-row inserts together with the watermarks that moved, a gap row for
+//! events shed since the last round, and this boot's progress mark (see
+//! [`super::mark`]); an idle round writes the mark alone. A batch the store
+//! does not take is kept and retried, unless the store still takes a round
+//! without it: then that batch is what it refuses, and it is dropped with a
+//! gap row that names its acknowledged-but-unsynced messages' log range.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{AnyPool, AssertSqlSafe};
+use sqlx::AnyPool;
 use tokio::sync::{mpsc, watch};
 
-use super::db::{values, Backend};
-use super::event::{MessageEvent, Stored, TraceEvent};
-use super::{Shared, TraceError};
-use crate::storage::Store;
+use super::db::{self, Backend};
+use super::event::TraceEvent;
+use super::mark::{self, Gap, Mark};
+use super::{audit, now_ms, rows, windows, Shared, State, TraceError};
+use crate::storage::{Flush, Store};
 
 /// How long a batch collects after its first event.
 const BATCH_WINDOW: Duration = Duration::from_millis(50);
-/// Most events per batch and rows per insert (bounded by the databases'
-/// bind-parameter limits: 18 columns × 1000 rows stays under SQLite's
-/// 32,766 and PostgreSQL's 65,535).
+/// Most events per batch.
 const MAX_BATCH: usize = 1000;
-/// Watermark sampling period when no events arrive.
+/// Mark and watermark period when no events arrive: how stale a mark can
+/// get on an idle node.
 const IDLE_TICK: Duration = Duration::from_millis(100);
+/// One connect-and-migrate try: a trace store that accepts connections but
+/// never answers must not keep the tracer from retrying.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// One round's transaction: a store that stops answering mid-write is
+/// treated as down (the batch is kept and retried), not waited for.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retry delays after a failed connect, audit or write: doubling from the
+/// first to the last, so a store that comes back is used within seconds
+/// and a store that stays away costs a try every few seconds.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_LAST: Duration = Duration::from_secs(5);
 
-pub(crate) async fn run(
-    pool: AnyPool,
-    backend: Backend,
-    mut rx: mpsc::Receiver<TraceEvent>,
-    shared: Arc<Shared>,
-    written: watch::Sender<u64>,
-    store: Arc<Store>,
-    node: u16,
-) {
-    let mut last_flushed = u64::MAX;
-    let mut last_replicated: std::collections::BTreeMap<u16, u64> = std::collections::BTreeMap::new();
-    let mut total = 0u64;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+/// How the writer reaches its store.
+pub(crate) enum Link {
+    /// Connect (and migrate) in the background.
+    Connect(String),
+    /// Already connected.
+    Ready(AnyPool),
+}
+
+/// Everything the writer task owns.
+pub(crate) struct Ctx {
+    pub link: Link,
+    pub backend: Backend,
+    pub rx: mpsc::Receiver<TraceEvent>,
+    pub shared: Arc<Shared>,
+    pub written: watch::Sender<u64>,
+    pub store: Arc<Store>,
+    pub audit: Option<audit::Start>,
+    /// True once [`super::Tracer::close`] asked for a clean end.
+    pub closing: watch::Receiver<bool>,
+    pub done: watch::Sender<bool>,
+}
+
+pub(crate) async fn run(mut ctx: Ctx) {
+    let started = now_ms();
+    if let Some(pool) = link(&mut ctx).await {
+        if audit(&mut ctx, &pool).await {
+            write_loop(&mut ctx, &pool, started).await;
+        }
+    }
+    ctx.done.send_replace(true);
+}
+
+/// Doubling retry delays.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(BACKOFF_FIRST)
+    }
+
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(BACKOFF_LAST);
+        d
+    }
+
+    fn reset(&mut self) {
+        self.0 = BACKOFF_FIRST;
+    }
+}
+
+/// Whether the tracer is asked to end: an explicit close, or every handle
+/// to it gone.
+fn ending(closing: &watch::Receiver<bool>) -> bool {
+    *closing.borrow() || closing.has_changed().is_err()
+}
+
+/// Resolves once [`super::Tracer::close`] asks (or every handle is gone).
+async fn asked_to_close(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|c| *c).await;
+}
+
+/// Sleeps `d`; false when asked to end meanwhile.
+async fn pause(closing: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = asked_to_close(closing) => false,
+    }
+}
+
+/// Connects and migrates, retrying until it works or the tracer ends.
+async fn link(ctx: &mut Ctx) -> Option<AnyPool> {
+    let url = match std::mem::replace(&mut ctx.link, Link::Connect(String::new())) {
+        // Set up by Tracer::start already.
+        Link::Ready(pool) => return Some(pool),
+        Link::Connect(url) => url,
+    };
+    let mut backoff = Backoff::new();
     loop {
-        let first = tokio::time::timeout(IDLE_TICK, rx.recv()).await;
-        match first {
-            Ok(Some(ev)) => {
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, db::connect(&url));
+        let outcome = tokio::select! {
+            r = attempt => r,
+            _ = asked_to_close(&mut ctx.closing) => return None,
+        };
+        let why = match outcome {
+            Ok(Ok(pool)) => {
+                let _ = ctx.shared.pool.set(pool.clone());
+                ctx.shared.set_state(State::Ok, None);
+                return Some(pool);
+            }
+            Ok(Err(e)) => format!("cannot connect: {e}"),
+            Err(_) => format!("cannot connect: no answer within {CONNECT_TIMEOUT:?}"),
+        };
+        ctx.shared.set_state(State::Down, Some(why));
+        if ending(&ctx.closing) || !pause(&mut ctx.closing, backoff.next()).await {
+            return None;
+        }
+    }
+}
+
+/// Runs the start-up audit (if asked), retrying until it completes; false
+/// when the tracer ended first.
+async fn audit(ctx: &mut Ctx, pool: &AnyPool) -> bool {
+    let Some(start) = ctx.audit else {
+        return true;
+    };
+    let mut backoff = Backoff::new();
+    loop {
+        let outcome = tokio::select! {
+            r = audit::run(pool, &ctx.store, &start) => r,
+            _ = asked_to_close(&mut ctx.closing) => return false,
+        };
+        match outcome {
+            Ok(report) => {
+                tracing::info!(
+                    checked = report.checked,
+                    lost = report.lost.len(),
+                    windows = report.windows.len(),
+                    "trace audit done"
+                );
+                match windows::totals(pool, ctx.store.node_id()).await {
+                    Ok(t) => *ctx.shared.windows.lock().unwrap_or_else(|p| p.into_inner()) = t,
+                    Err(e) => tracing::warn!(error = %e, "cannot count loss windows"),
+                }
+                ctx.shared.set_audit("done");
+                ctx.shared.set_state(State::Ok, None);
+                return true;
+            }
+            Err(e) => {
+                ctx.shared
+                    .set_state(State::Down, Some(format!("start-up audit failed: {e}")));
+                if ending(&ctx.closing) || !pause(&mut ctx.closing, backoff.next()).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Takes what is queued into `batch` (up to [`MAX_BATCH`]); true when the
+/// queue was found empty.
+fn drain(rx: &mut mpsc::Receiver<TraceEvent>, batch: &mut Vec<TraceEvent>) -> bool {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(ev) => batch.push(ev),
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// What one round writes besides the batch.
+struct Round<'a> {
+    node: u16,
+    mark: &'a Mark,
+    gap: &'a Gap,
+    /// The flushed watermark, when it moved.
+    flushed: Option<u64>,
+    /// `(replica, confirmed position)` that moved.
+    replicated: &'a [(u16, u64)],
+}
+
+async fn write_loop(ctx: &mut Ctx, pool: &AnyPool, started: i64) {
+    let sh = ctx.shared.clone();
+    let node = ctx.store.node_id();
+    let flush_mode = match ctx.store.flush_mode() {
+        Flush::Sync => "sync",
+        Flush::Async { .. } => "async",
+    };
+    let mut batch: Vec<TraceEvent> = Vec::with_capacity(MAX_BATCH);
+    // Nothing was accepted before the tracer existed.
+    let mut covered_at = started;
+    let mut backlog = false;
+    let mut last_flushed = u64::MAX;
+    let mut last_replicated: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut total = 0u64;
+    let mut backoff = Backoff::new();
+    loop {
+        let ending_now = ending(&ctx.closing);
+        if batch.is_empty() && !ending_now {
+            let first = tokio::select! {
+                r = tokio::time::timeout(IDLE_TICK, ctx.rx.recv()) => r.ok().flatten(),
+                _ = asked_to_close(&mut ctx.closing) => None,
+            };
+            if let Some(ev) = first {
                 batch.push(ev);
                 // Sleep through the window, then take what queued up: no
                 // wake-up per event (each would cost the broker a task
-                // switch on a busy core).
-                tokio::time::sleep(BATCH_WINDOW).await;
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(ev) => batch.push(ev),
-                        Err(_) => break,
-                    }
+                // switch on a busy core). Behind, there is no point in
+                // waiting.
+                if !backlog {
+                    tokio::time::sleep(BATCH_WINDOW).await;
                 }
             }
-            Ok(None) => return,
-            Err(_) => {}
         }
-        let now = chrono::Utc::now().timestamp_millis();
-        let flushed = store.stats().flushed;
-        let watermark = (flushed != last_flushed).then_some(flushed);
-        let shed_since = shared.shed_since.swap(0, Ordering::Relaxed);
-        let replicated: Vec<(u16, u64)> = shared
+        // The clock before the drain: what the drain leaves was pushed
+        // after this reading.
+        let now = now_ms();
+        let emptied = drain(&mut ctx.rx, &mut batch);
+        backlog = !emptied;
+        // Found empty: everything accepted before `now` is in the batch.
+        // Stopped at the limit: what is left was pushed after each taken
+        // event, so after the time its sender read before recording it.
+        let covered = if emptied {
+            now
+        } else {
+            batch
+                .iter()
+                .filter_map(TraceEvent::recorded_after)
+                .fold(covered_at, i64::max)
+        };
+        let stats = ctx.store.stats();
+        let gap = std::mem::take(&mut *sh.gap.lock().unwrap_or_else(|p| p.into_inner()));
+        let replicated: Vec<(u16, u64)> = sh
             .replicated
             .lock()
             .map(|m| {
@@ -75,196 +273,95 @@ pub(crate) async fn run(
                     .collect()
             })
             .unwrap_or_default();
-        let n = batch.len() as u64;
-        let marks = Watermarks {
-            flushed: watermark,
+        let mark = Mark {
+            epoch: ctx.store.epoch(),
+            first_at: started,
+            at: now,
+            covered_at: covered,
+            log_end: stats.log_end,
+            flushed: stats.flushed,
+            flush_mode,
+            max_unwritten: sh.max_unwritten,
+            // Only an explicit close after the store closed may say so.
+            closed: *ctx.closing.borrow() && emptied && ctx.store.failure().is_none(),
+        };
+        let round = Round {
+            node,
+            mark: &mark,
+            gap: &gap,
+            flushed: (stats.flushed != last_flushed).then_some(stats.flushed),
             replicated: &replicated,
         };
-        if let Err(e) = write(&pool, backend, &batch, node, now, marks, shed_since, &shared).await {
-            tracing::warn!(error = %e, events = n, "trace write failed; events dropped");
-            shared.shed.fetch_add(n, Ordering::Relaxed);
-        } else {
-            if let Some(f) = watermark {
-                last_flushed = f;
+        let msgs: u64 = batch.iter().map(TraceEvent::message_count).sum();
+        match commit(pool, ctx.backend, &batch, &round).await {
+            Ok(()) => {
+                last_flushed = stats.flushed;
+                last_replicated.extend(replicated.iter().copied());
+                covered_at = covered;
+                backoff.reset();
+                if gap.is_empty() {
+                    sh.set_state(State::Ok, None);
+                } else {
+                    sh.set_state(
+                        State::Degraded,
+                        Some(format!(
+                            "shedding: {} events ({} messages) dropped in the last round (queue full); a gap row \
+                             marks them",
+                            gap.events, gap.messages
+                        )),
+                    );
+                }
             }
-            last_replicated.extend(replicated);
+            Err(e) => {
+                // The store down, or this batch it cannot take? A round
+                // without the batch (its gap row instead) tells.
+                let mut refused = gap.clone();
+                refused.merge(&Gap::of_batch(&batch, now));
+                let without = Round {
+                    gap: &refused,
+                    flushed: None,
+                    replicated: &[],
+                    ..round
+                };
+                if batch.is_empty() || commit(pool, ctx.backend, &[], &without).await.is_err() {
+                    sh.gap.lock().unwrap_or_else(|p| p.into_inner()).merge(&gap);
+                    sh.set_state(State::Down, Some(format!("write failed (batch kept, retrying): {e}")));
+                    let wait = backoff.next();
+                    if ending_now {
+                        tokio::time::sleep(wait).await;
+                    } else {
+                        pause(&mut ctx.closing, wait).await;
+                    }
+                    continue;
+                }
+                tracing::error!(error = %e, events = batch.len(), "trace store refused a batch; dropped with a gap row");
+                sh.shed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                covered_at = covered;
+                sh.set_state(State::Degraded, Some(format!("a batch was refused and dropped: {e}")));
+            }
         }
+        sh.unwritten.fetch_sub(msgs, Ordering::AcqRel);
+        total += batch.len() as u64;
         batch.clear();
-        total += n;
-        written.send_replace(total);
+        ctx.written.send_replace(total);
+        if ending_now && emptied {
+            return;
+        }
     }
 }
 
-/// Watermarks that moved since the last round.
-struct Watermarks<'a> {
-    flushed: Option<u64>,
-    /// `(replica, confirmed position)`.
-    replicated: &'a [(u16, u64)],
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn write(
-    pool: &AnyPool,
-    backend: Backend,
-    batch: &[TraceEvent],
-    node: u16,
-    now: i64,
-    marks: Watermarks<'_>,
-    shed_since: i64,
-    shared: &Shared,
-) -> Result<(), TraceError> {
-    let mut stored: Vec<&Stored> = Vec::new();
-    let mut events: Vec<&MessageEvent> = Vec::new();
-    let mut deliveries = Vec::new();
-    let mut commits = Vec::new();
-    for ev in batch {
-        match ev {
-            TraceEvent::Stored(s) => stored.push(s),
-            TraceEvent::Message(m) => events.push(m),
-            TraceEvent::Delivered { .. } => deliveries.push(ev),
-            TraceEvent::Committed { .. } => commits.push(ev),
-        }
-    }
-    let node = i64::from(node);
-    let mut tx = pool.begin().await?;
-    let runs = super::runs::build(stored.iter().copied());
-    for chunk in runs.chunks(MAX_BATCH) {
-        let sql = format!(
-            "INSERT INTO trace_runs (node, epoch, pos_from, pos_to, msg_count, topic, stored_from, stored_to, \
-             acked_to, send_mode, send_status, flush_mode, replication, entries) VALUES {} \
-             ON CONFLICT (node, epoch, pos_from) DO NOTHING",
-            values(backend, chunk.len(), 14)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for b in chunk {
-            let r = &b.run;
-            q = q
-                .bind(i64::from(r.node))
-                .bind(i64::from(r.epoch))
-                .bind(r.pos_from as i64)
-                .bind(r.pos_to as i64)
-                .bind(b.count as i64)
-                .bind(r.topic.clone())
-                .bind(r.stored_from)
-                .bind(r.stored_to)
-                .bind(b.acked_to)
-                .bind(r.send_mode.clone())
-                .bind(r.send_status.clone())
-                .bind(r.flush_mode.clone())
-                .bind(r.replication.clone())
-                .bind(b.entries.clone());
-        }
-        q.execute(&mut *tx).await?;
-    }
-    for chunk in events.chunks(MAX_BATCH) {
-        let sql = format!(
-            "INSERT INTO trace_events (message_id, stage, at, node, grp, outcome, detail, record_id, rec_topic, \
-             rec_queue, rec_offset, attempt) VALUES {}",
-            values(backend, chunk.len(), 12)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for e in chunk {
-            let r = e.record.as_ref();
-            q = q
-                .bind(e.message_id.clone())
-                .bind(e.stage)
-                .bind(e.at_ms)
-                .bind(node)
-                .bind(e.group.clone())
-                .bind(e.outcome)
-                .bind(e.detail.clone())
-                .bind(r.map(|r| r.id.clone()))
-                .bind(r.map(|r| r.topic.clone()))
-                .bind(r.map(|r| i64::from(r.queue_id)))
-                .bind(r.map(|r| r.queue_offset as i64))
-                .bind(e.attempt.map(i64::from));
-        }
-        q.execute(&mut *tx).await?;
-    }
-    for chunk in deliveries.chunks(MAX_BATCH) {
-        let sql = format!(
-            "INSERT INTO trace_deliveries (grp, topic, queue_id, from_offset, to_offset, at, node) VALUES {}",
-            values(backend, chunk.len(), 7)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for ev in chunk {
-            if let TraceEvent::Delivered {
-                group,
-                topic,
-                queue_id,
-                from,
-                to,
-                at_ms,
-            } = ev
-            {
-                q = q
-                    .bind(group.clone())
-                    .bind(topic.clone())
-                    .bind(i64::from(*queue_id))
-                    .bind(*from as i64)
-                    .bind(*to as i64)
-                    .bind(*at_ms)
-                    .bind(node);
-            }
-        }
-        q.execute(&mut *tx).await?;
-    }
-    for chunk in commits.chunks(MAX_BATCH) {
-        let sql = format!(
-            "INSERT INTO trace_commits (grp, topic, queue_id, queue_offset, at, auto_commit, handled) VALUES {}",
-            values(backend, chunk.len(), 7)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for ev in chunk {
-            if let TraceEvent::Committed {
-                group,
-                topic,
-                queue_id,
-                offset,
-                at_ms,
-                auto_commit,
-                handled,
-            } = ev
-            {
-                q = q
-                    .bind(group.clone())
-                    .bind(topic.clone())
-                    .bind(i64::from(*queue_id))
-                    .bind(*offset as i64)
-                    .bind(*at_ms)
-                    .bind(i64::from(*auto_commit))
-                    .bind(super::varint::encode_handled(handled));
-            }
-        }
-        q.execute(&mut *tx).await?;
-    }
-    if let Some(pos) = marks.flushed {
-        sqlx::query("INSERT INTO trace_watermarks (node, kind, position, at) VALUES ($1, 'flushed', $2, $3)")
-            .bind(node)
-            .bind(pos as i64)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-    }
-    for (replica, pos) in marks.replicated {
-        sqlx::query("INSERT INTO trace_watermarks (node, kind, position, at) VALUES ($1, $2, $3, $4)")
-            .bind(node)
-            .bind(format!("replicated:{replica}"))
-            .bind(*pos as i64)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-    }
-    if shed_since != 0 {
-        let dropped = shared.shed.load(Ordering::Relaxed) as i64;
-        sqlx::query("INSERT INTO trace_gaps (node, from_at, to_at, dropped) VALUES ($1, $2, $3, $4)")
-            .bind(node)
-            .bind(shed_since)
-            .bind(now)
-            .bind(dropped)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(())
+/// One round in one transaction, within [`WRITE_TIMEOUT`].
+async fn commit(pool: &AnyPool, backend: Backend, batch: &[TraceEvent], r: &Round<'_>) -> Result<(), TraceError> {
+    let work = async {
+        let mut tx = pool.begin().await?;
+        rows::insert(&mut tx, backend, batch, r.node).await?;
+        rows::watermarks(&mut tx, r.node, r.mark.at, r.flushed, r.replicated).await?;
+        mark::write_gap(&mut tx, r.node, r.mark.epoch, r.gap).await?;
+        mark::write_mark(&mut tx, r.node, r.mark).await?;
+        tx.commit().await?;
+        Ok(())
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, work)
+        .await
+        .map_err(|_| TraceError::Timeout(WRITE_TIMEOUT))?
 }
