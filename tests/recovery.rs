@@ -634,6 +634,9 @@ mod forge_e2e {
             let rss = peak_rss_kb(node.child.id())?;
             println!("cut at {cut}: restarted, peak RSS {rss} kB");
             assert!(rss < RSS_BOUND_KB, "cut {cut}: peak RSS {rss} kB over the bound");
+            // Searches go through the trace store, which connects (and
+            // audits) in the background.
+            super::common::audit_done(&node).await?;
             for q in [
                 "topic=forged",
                 "key=forged-key",
