@@ -10,7 +10,7 @@ cycles=${2:-100}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/waybill/target}
 bin_of() {
   cargo test -p waybill --test "$1" --no-run --message-format=json 2>/dev/null \
-    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1
+    | grep "\"name\":\"$1\"" | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1
 }
 power=$(bin_of power_loss)
 crash=$(bin_of crash)
