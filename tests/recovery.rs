@@ -231,6 +231,7 @@ mod forge {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use super::common::Rng;
     use waybill::storage::faultfs::{FaultFs, PowerLoss};
     use waybill::storage::fs::Fs;
     use waybill::storage::record::{self, StoredMessage};
@@ -397,21 +398,6 @@ mod forge {
         }
         assert!(attack.end > attack.pos);
         Ok(())
-    }
-
-    /// xorshift64*: a reproducible stream for the property test.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
     }
 
     /// A random body: random bytes with valid-looking frames spliced in,

@@ -140,29 +140,9 @@ async fn given_sqlite_trace_store_a_consumed_message_shows_its_full_path_in_orde
     full_path(&[]).await
 }
 
-/// A fresh schema in PostgreSQL's `test` database, so tests run in parallel.
-async fn pg_schema() -> anyhow::Result<String> {
-    sqlx::any::install_default_drivers();
-    let name = format!(
-        "wb_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .subsec_nanos()
-    );
-    let pool = sqlx::AnyPool::connect("postgres://postgres@127.0.0.1:5432/test").await?;
-    // The name is made of digits and a fixed prefix above: safe to splice.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-        .execute(&pool)
-        .await?;
-    Ok(format!(
-        "postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{name}"
-    ))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_postgres_trace_store_a_consumed_message_shows_its_full_path_in_order() -> anyhow::Result<()> {
-    let url = pg_schema().await?;
+    let url = common::pg_schema("wb").await?;
     full_path(&["--trace-db", &url]).await
 }
 

@@ -23,6 +23,9 @@
 //! Also here: the rule that keeps a window's bound through any outage — a
 //! send the tracer sheds is fsynced before its answer under async flush.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -279,28 +282,8 @@ fn given_a_postgres_trace_store_and_power_losses_every_gone_acknowledged_message
 ) -> anyhow::Result<()> {
     let outer = runtime()?;
     let _ctx = outer.enter();
-    let db = outer.block_on(pg_schema())?;
+    let db = outer.block_on(common::pg_schema("wbw"))?;
     power_losses(&db, 3)
-}
-
-/// A fresh schema in PostgreSQL's `test` database, so tests run in parallel.
-async fn pg_schema() -> anyhow::Result<String> {
-    sqlx::any::install_default_drivers();
-    let name = format!(
-        "wbw_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .subsec_nanos()
-    );
-    let pool = sqlx::AnyPool::connect("postgres://postgres@127.0.0.1:5432/test").await?;
-    // The name is made of digits and a fixed prefix above: safe to splice.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-        .execute(&pool)
-        .await?;
-    Ok(format!(
-        "postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{name}"
-    ))
 }
 
 /// The rule that keeps the bound through any trace store outage: a send the

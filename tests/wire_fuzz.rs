@@ -11,30 +11,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::Node;
+use common::{Node, Rng};
 use waybill_client::wire::{self, HEADER_LEN, MAGIC, VERSION};
 use waybill_client::{Message, Producer, ProducerOptions, SendStatus};
 
 const FRAMES: usize = 10_000;
 const THREADS: usize = 4;
-
-/// xorshift64*: deterministic per thread, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 /// One bad frame of a kind chosen by `rng`; returns the bytes to send.
 fn garbage(rng: &mut Rng) -> Vec<u8> {

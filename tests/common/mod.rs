@@ -169,3 +169,44 @@ pub async fn audit_done(node: &Node) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// xorshift64*: a reproducible random stream for property and fuzz tests,
+/// with no dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A fresh schema in PostgreSQL's `test` database, so tests run in
+/// parallel; returns a URL whose connections use it.
+pub async fn pg_schema(prefix: &str) -> anyhow::Result<String> {
+    sqlx::any::install_default_drivers();
+    anyhow::ensure!(prefix.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos()
+    );
+    let pool = sqlx::AnyPool::connect("postgres://postgres@127.0.0.1:5432/test").await?;
+    // The name is a checked prefix and digits: safe to splice.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+        .execute(&pool)
+        .await?;
+    Ok(format!(
+        "postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{name}"
+    ))
+}
