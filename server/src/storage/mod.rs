@@ -126,7 +126,7 @@ pub enum StorageError {
     Encode(#[source] FrameError),
     #[error("store failed and refuses writes: {0}")]
     Failed(String),
-    #[error("no space left on device (ENOSPC): {available} bytes free in {path}, below the {reserve}-byte reserve; writes resume when space is freed")]
+    #[error("no space left on device (ENOSPC): {available} bytes free in {path}, and writes keep a {reserve}-byte reserve free; they resume when space is freed")]
     NoSpace {
         path: PathBuf,
         available: u64,
