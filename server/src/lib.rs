@@ -8,6 +8,7 @@
 //! - [`trace`]: the tracer: trace store (sqlx), timelines, loss points,
 //!   audit, search.
 //! - [`api`]: the axum HTTP API (`app()`), errors as `{"error": ...}`.
+//! - [`time`]: wall-clock milliseconds and their RFC 3339 form (any layer).
 //! - [`config`]: defaults ← TOML file ← command-line flags.
 //! - [`server`]: wires config, store, broker and HTTP into a running node.
 
@@ -17,4 +18,5 @@ pub mod config;
 pub mod replication;
 pub mod server;
 pub mod storage;
+pub mod time;
 pub mod trace;

@@ -102,7 +102,7 @@ pub async fn losses(State(state): State<AppState>, Query(q): Query<LimitQuery>) 
         .map(|r| {
             json!({
                 "id": text(r, "message_id"), "stage": text(r, "stage"),
-                "at": super::messages::rfc3339(int(r, "at")), "detail": text(r, "detail"),
+                "at": crate::time::rfc3339(int(r, "at")), "detail": text(r, "detail"),
                 "topic": opt_str(r, "topic"), "key": opt_str(r, "msg_key"),
             })
         })
@@ -121,10 +121,10 @@ pub async fn losses(State(state): State<AppState>, Query(q): Query<LimitQuery>) 
 /// A loss window as the API shows it (times RFC 3339; null: unknown).
 pub fn window_json(w: &crate::trace::windows::Window) -> Value {
     json!({
-        "from": w.from_ms.map(super::messages::rfc3339), "to": super::messages::rfc3339(w.to_ms),
+        "from": w.from_ms.map(crate::time::rfc3339), "to": crate::time::rfc3339(w.to_ms),
         "from_pos": w.from_pos, "to_pos": w.to_pos, "max_count": w.max_count,
         "node": w.node, "epoch": w.epoch, "kind": w.kind, "reason": w.reason,
-        "found_at": super::messages::rfc3339(w.found_ms),
+        "found_at": crate::time::rfc3339(w.found_ms),
     })
 }
 

@@ -46,7 +46,7 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<GroupQuery>) ->
     let mut messages = json!(letters);
     if let Some(list) = messages.as_array_mut() {
         for (m, first) in list.iter_mut().zip(firsts) {
-            m["first_failure_at"] = json!(first.map(super::messages::rfc3339));
+            m["first_failure_at"] = json!(first.map(crate::time::rfc3339));
         }
     }
     Ok(Json(json!({ "group": group, "messages": messages })))
@@ -70,7 +70,7 @@ pub async fn replay_one(
         "replay_of": r.dlq_id,
         "group": r.group,
         "by": r.by,
-        "at": super::messages::rfc3339(r.at_ms),
+        "at": crate::time::rfc3339(r.at_ms),
     })))
 }
 

@@ -11,7 +11,6 @@ use axum::Json;
 use serde_json::json;
 
 use crate::broker::BrokerError;
-use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -37,32 +36,11 @@ impl ApiError {
             ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m.clone()),
             ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m.clone()),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
-            ApiError::Broker(e) => match e {
-                BrokerError::Topic(_)
-                | BrokerError::BadId(_)
-                | BrokerError::KeyTooLong { .. }
-                | BrokerError::Invalid(_) => (StatusCode::BAD_REQUEST, e.to_string()),
-                BrokerError::NotFound(_) => (StatusCode::NOT_FOUND, e.to_string()),
-                BrokerError::Conflict(_) => (StatusCode::CONFLICT, e.to_string()),
-                BrokerError::NotPrimary(_) | BrokerError::Unconfirmed(_) => {
-                    (StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-                }
-                BrokerError::Storage(s) => match s {
-                    StorageError::Encode(_) => (StatusCode::BAD_REQUEST, s.to_string()),
-                    StorageError::Corrupt { pos, .. } => (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("the stored record at log position {pos} is corrupt; it is not served"),
-                    ),
-                    StorageError::Failed(_) | StorageError::Closed => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "storage is not accepting writes".into(),
-                    ),
-                    StorageError::NoRecord { .. } => (StatusCode::NOT_FOUND, s.to_string()),
-                    StorageError::NoSpace { .. } => (StatusCode::INSUFFICIENT_STORAGE, s.to_string()),
-                    StorageError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage I/O error".into()),
-                    StorageError::Diverged(_) => (StatusCode::CONFLICT, s.to_string()),
-                },
-            },
+            ApiError::Broker(e) => {
+                let a = e.answer();
+                let status = StatusCode::from_u16(a.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                (status, a.public.unwrap_or_else(|| e.to_string()))
+            }
         }
     }
 }

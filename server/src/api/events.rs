@@ -42,7 +42,7 @@ fn stats(state: &AppState) -> serde_json::Value {
     let s = store.stats();
     let tracer = state.broker.tracer();
     json!({
-        "at_ms": chrono::Utc::now().timestamp_millis(),
+        "at_ms": crate::time::now_ms(),
         "log_end": s.log_end,
         "flushed": s.flushed,
         "messages_stored": s.appended_msgs,

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use base64::Engine;
-use chrono::{SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -21,6 +20,7 @@ use super::json::ApiJson;
 use super::AppState;
 use crate::broker::{MessageId, Outgoing};
 use crate::storage::{Flush, StoredMessage};
+use crate::time::rfc3339;
 use crate::trace::{search, timeline};
 
 /// Body of a send.
@@ -274,13 +274,6 @@ fn search_log(state: &AppState, q: &SearchQuery, limit: usize) -> Result<Json<Va
         ));
     }
     Ok(Json(json!({ "messages": found, "next_cursor": null })))
-}
-
-pub fn rfc3339(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }
 
 fn message_json(

@@ -26,7 +26,6 @@ use waybill_client::wire;
 use self::frames::{FrameError, Limits};
 use super::transaction::Ended;
 use super::{Broker, BrokerError, Outgoing, SendResult};
-use crate::storage::StorageError;
 
 pub mod frames;
 
@@ -231,20 +230,8 @@ async fn reject(tx: &mpsc::Sender<Vec<u8>>, id: u64, why: String) -> String {
 }
 
 fn error(e: BrokerError) -> Response {
-    let code = match &e {
-        BrokerError::Topic(_) | BrokerError::BadId(_) | BrokerError::KeyTooLong { .. } | BrokerError::Invalid(_) => {
-            ErrorCode::BadRequest
-        }
-        BrokerError::Conflict(_) => ErrorCode::BadRequest,
-        BrokerError::NotFound(_) => ErrorCode::NotFound,
-        BrokerError::Storage(StorageError::Encode(_)) => ErrorCode::BadRequest,
-        BrokerError::Storage(StorageError::Failed(_) | StorageError::Closed | StorageError::NoSpace { .. })
-        | BrokerError::NotPrimary(_)
-        | BrokerError::Unconfirmed(_) => ErrorCode::Unavailable,
-        BrokerError::Storage(_) => ErrorCode::Internal,
-    };
     Response::Error {
-        code,
+        code: e.answer().wire,
         message: e.to_string(),
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod counts;
 pub mod dlq;
+pub mod error;
 pub mod groups;
 pub mod id;
 pub mod listener;
@@ -37,7 +38,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::storage::{self, FlushOutcome, NewMessage, StorageError, Store, StoredMessage};
+use crate::time::now_ms;
 use crate::trace::{TraceEvent, Tracer};
+pub use error::{Answer, BrokerError};
 pub use id::{BadId, MessageId};
 pub use topic::TopicError;
 pub use waybill_client::SendStatus;
@@ -125,32 +128,6 @@ pub struct SendResult {
     pub status: SendStatus,
     pub queue_id: u32,
     pub queue_offset: u64,
-}
-
-/// Errors of the broker layer.
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    #[error(transparent)]
-    Topic(#[from] TopicError),
-    #[error(transparent)]
-    BadId(#[from] BadId),
-    #[error("key is longer than {max} bytes")]
-    KeyTooLong { max: usize },
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-    /// A write reached a node that is not the primary.
-    #[error("{0}")]
-    NotPrimary(String),
-    /// Raft: a majority did not confirm in time (the write may still
-    /// commit later).
-    #[error("{0}")]
-    Unconfirmed(String),
 }
 
 /// Live events buffered per listener before it lags.
@@ -745,10 +722,6 @@ impl Broker {
             })
             .collect()
     }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// The send result (status not yet decided) and placement of a message

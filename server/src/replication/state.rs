@@ -276,7 +276,7 @@ impl Cluster {
             if let Some(info) = r.get_mut(&id) {
                 info.written = written;
                 info.durable = durable;
-                info.last_ack_ms = chrono::Utc::now().timestamp_millis();
+                info.last_ack_ms = crate::time::now_ms();
             }
         }
         self.replicated.send_if_modified(|v| {

@@ -44,7 +44,7 @@ impl Store {
                 )));
             }
             let appended_bytes = sh.counters.appended_bytes.load(Ordering::Relaxed);
-            let now = chrono::Utc::now().timestamp_millis();
+            let now = crate::time::now_ms();
             sh.space
                 .admit(sh.fs.as_ref(), now, appended_bytes, bytes.len() as u64)?;
             let w = &mut *w;

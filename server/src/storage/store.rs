@@ -31,6 +31,7 @@ use super::recovery::{self, Damage, WriterRun};
 use super::space::{DiskReport, Space};
 use super::watermark::{Registration, Watermark};
 use super::{flusher, Flush, StorageError, StoreOptions};
+use crate::time::now_ms;
 
 /// A message to append; the store adds ids, times and the queue offset.
 #[derive(Debug, Clone, Default)]
@@ -180,10 +181,6 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 fn check_topic(topic: &str) -> Result<(), StorageError> {

@@ -27,6 +27,7 @@ use serde_json::json;
 
 use crate::broker::Broker;
 use crate::storage::space::DiskState;
+use crate::time::now_ms;
 
 /// Evaluation period.
 const EVERY: Duration = Duration::from_secs(1);
@@ -78,10 +79,6 @@ pub struct Alerts {
     firing: Mutex<BTreeMap<String, Alert>>,
     /// When unflushed data started waiting (ms), 0 when all is flushed.
     unflushed_since: Mutex<i64>,
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 impl Alerts {

@@ -46,7 +46,7 @@ impl Start {
         Start {
             recovered_end: store.stats().log_end,
             cut_at,
-            started_ms: chrono::Utc::now().timestamp_millis(),
+            started_ms: crate::time::now_ms(),
         }
     }
 }
@@ -93,7 +93,7 @@ impl Candidate {
 pub async fn run(pool: &AnyPool, store: &Store, start: &Start) -> Result<AuditReport, TraceError> {
     let node = i64::from(store.node_id());
     let cut_at = start.cut_at;
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = crate::time::now_ms();
     let mut report = AuditReport::default();
     let log_runs = store.runs();
     // Runs of earlier boots reaching past where their boot's data ends: one

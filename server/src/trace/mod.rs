@@ -452,6 +452,4 @@ impl Tracer {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub(crate) use crate::time::now_ms;

@@ -19,6 +19,7 @@ use super::{runs, TraceError};
 use crate::broker::transaction::HALF_TOPIC;
 use crate::broker::MessageId;
 use crate::storage::Store;
+use crate::time::rfc3339;
 use waybill_client::protocol::PROP_TRANSACTION_ID;
 
 /// One stage as the API shows it.
@@ -74,10 +75,6 @@ pub struct Timeline {
     /// delivered to its topic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub committed_as: Option<String>,
-}
-
-fn rfc3339(ms: i64) -> String {
-    crate::api::messages::rfc3339(ms)
 }
 
 fn stage(stage: &str, at_ms: i64, node: Option<String>, outcome: &str, detail: String, group: Option<String>) -> Stage {

@@ -150,7 +150,7 @@ pub(crate) async fn find(
         pos_to: int(r, "pos_to") as u64,
     })
     .collect();
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = crate::time::now_ms();
     let mut out = Vec::new();
     for epoch in (floor..current).filter(|e| !seen.contains(e)) {
         let end = boot_end(log_runs, node, epoch, current, start);

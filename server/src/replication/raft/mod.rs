@@ -355,7 +355,7 @@ async fn batcher(
         };
         let (replies, msgs): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.reply, (p.topic, p.msg))).unzip();
         let req = Request {
-            stored_ms: chrono::Utc::now().timestamp_millis(),
+            stored_ms: crate::time::now_ms(),
             msgs,
         };
         // Enqueued here, in order; answered in a task of its own.
