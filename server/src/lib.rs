@@ -3,6 +3,7 @@
 //! # Layout (follows the data path)
 //! - [`storage`]: commit log segments, CRC'd records, group-commit flusher,
 //!   consume queue and key indexes, checkpoint, crash recovery, fault FS.
+//! - [`model`]: value types every layer uses (message ids, system topics).
 //! - [`broker`]: topic rules, queue choice, message ids, `SendStatus`.
 //! - [`replication`]: primary/replica log shipping, roles, terms, failover.
 //! - [`trace`]: the tracer: trace store (sqlx), timelines, loss points,
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod broker;
 pub mod config;
+pub mod model;
 pub mod replication;
 pub mod server;
 pub mod storage;

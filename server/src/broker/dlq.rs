@@ -22,8 +22,7 @@ use waybill_client::protocol::{
 use super::retry::{dlq_topic, group_of, retry_topic};
 use super::{now_ms, Broker, BrokerError, MessageId, Outgoing};
 
-/// System topic of replay records.
-pub const REPLAYS_TOPIC: &str = "%REPLAYS%";
+pub use crate::model::topics::REPLAYS_TOPIC;
 
 /// One replay, as recorded.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

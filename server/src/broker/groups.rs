@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-/// System topic holding offset commits.
-pub const OFFSETS_TOPIC: &str = "%OFFSETS%";
+pub use crate::model::topics::OFFSETS_TOPIC;
 
 struct Member {
     last_seen: Instant,

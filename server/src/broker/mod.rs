@@ -22,7 +22,6 @@ pub mod counts;
 pub mod dlq;
 pub mod error;
 pub mod groups;
-pub mod id;
 pub mod listener;
 pub mod pull;
 pub mod retry;
@@ -37,11 +36,11 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+pub use crate::model::id::{self, BadId, MessageId};
 use crate::storage::{self, FlushOutcome, NewMessage, StorageError, Store, StoredMessage};
 use crate::time::now_ms;
 use crate::trace::{TraceEvent, Tracer};
 pub use error::{Answer, BrokerError};
-pub use id::{BadId, MessageId};
 pub use topic::TopicError;
 pub use waybill_client::SendStatus;
 

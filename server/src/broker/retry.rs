@@ -24,18 +24,7 @@ use waybill_client::protocol::{
 /// RocketMQ's messageDelayLevel.
 pub const ROCKETMQ_DELAYS: &str = "1s,5s,10s,30s,1m,2m,3m,4m,5m,6m,7m,8m,9m,10m,20m,30m,1h,2h";
 
-pub fn retry_topic(group: &str) -> String {
-    format!("%RETRY%{group}")
-}
-
-pub fn dlq_topic(group: &str) -> String {
-    format!("%DLQ%{group}")
-}
-
-/// The group a `%RETRY%`/`%DLQ%` topic belongs to.
-pub fn group_of(topic: &str) -> Option<&str> {
-    topic.strip_prefix("%RETRY%").or_else(|| topic.strip_prefix("%DLQ%"))
-}
+pub use crate::model::topics::{dlq_topic, group_of, retry_topic};
 
 /// Parses `10ms,50ms,1s,2m,1h` into durations.
 pub fn parse_delays(s: &str) -> Result<Vec<Duration>, String> {

@@ -36,11 +36,7 @@ use crate::storage::StoredMessage;
 use crate::trace::event::{MessageEvent, RecordRef};
 use crate::trace::TraceEvent;
 
-/// System topic of half messages.
-pub const HALF_TOPIC: &str = "%HALF%";
-/// System topic of op records: key = half id, body `commit <id>` or
-/// `rollback <reason>`.
-pub const HALF_OP_TOPIC: &str = "%HALF_OP%";
+pub use crate::model::topics::{HALF_OP_TOPIC, HALF_TOPIC};
 /// Check-backs handed to one poll at most.
 const MAX_CHECKS_PER_POLL: usize = 32;
 

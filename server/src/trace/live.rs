@@ -12,7 +12,7 @@ pub fn summaries(ev: &TraceEvent) -> Vec<Value> {
             .messages
             .iter()
             .map(|m| {
-                let id = crate::broker::MessageId {
+                let id = crate::model::MessageId {
                     node: m.node,
                     epoch: m.epoch,
                     pos: m.pos,

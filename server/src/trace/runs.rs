@@ -23,7 +23,7 @@ use super::db::{int, text};
 use super::event::{Stored, StoredMsg};
 use super::varint::{get, put};
 use super::TraceError;
-use crate::broker::MessageId;
+use crate::model::MessageId;
 
 /// Most messages one run holds (keeps a run's entry list a few KiB).
 pub const MAX_RUN: usize = 1024;

@@ -19,8 +19,8 @@ use sqlx::{AnyPool, AssertSqlSafe};
 use super::db::{int, text};
 use super::runs::{self, Entry, Run};
 use super::TraceError;
-use crate::broker::transaction::HALF_TOPIC;
-use crate::broker::MessageId;
+use crate::model::topics::HALF_TOPIC;
+use crate::model::MessageId;
 use crate::storage::{key_index, Store, StoredMessage};
 use waybill_client::protocol::PROP_REAL_TOPIC;
 

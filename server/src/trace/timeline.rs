@@ -16,8 +16,8 @@ use sqlx::AnyPool;
 
 use super::db::{int, opt_str, text};
 use super::{runs, TraceError};
-use crate::broker::transaction::HALF_TOPIC;
-use crate::broker::MessageId;
+use crate::model::topics::HALF_TOPIC;
+use crate::model::MessageId;
 use crate::storage::Store;
 use crate::time::rfc3339;
 use waybill_client::protocol::PROP_TRANSACTION_ID;

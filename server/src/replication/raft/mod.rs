@@ -47,8 +47,7 @@ pub fn is_raft(kind: u8) -> bool {
     (K_RAFT_APPEND..=K_RAFT_SNAPSHOT).contains(&kind)
 }
 
-/// System topic of blank and membership entries.
-pub const RAFT_TOPIC: &str = "%RAFT%";
+pub use crate::model::topics::RAFT_TOPIC;
 /// Property of every record applied from the Raft log (producers may not
 /// set it: see `waybill_client::properties`).
 pub use waybill_client::properties::PROP_RAFT_ENTRY;
