@@ -51,8 +51,14 @@ pub enum ReplicationError {
         #[source]
         source: std::io::Error,
     },
-    #[error("peer {addr} closed the connection or timed out")]
-    Closed { addr: String },
+    #[error("connection to {addr} failed: {source}")]
+    Io {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{addr} did not answer within {after:?}")]
+    Timeout { addr: String, after: std::time::Duration },
     #[error("bad reply from {addr}: {why}")]
     BadReply { addr: String, why: String },
     #[error("cannot persist cluster state in {path}: {source}")]

@@ -62,10 +62,16 @@ pub async fn handshake(cluster: &Cluster, store: &Store) -> Result<(TcpStream, S
             let body = serde_json::to_vec(&req).map_err(|e| ReplicationError::Refused(e.to_string()))?;
             s.write_all(&wire::frame(K_FOLLOW, 0, &body))
                 .await
-                .map_err(|_| ReplicationError::Closed { addr: addr.clone() })?;
+                .map_err(|source| ReplicationError::Io {
+                    addr: addr.clone(),
+                    source,
+                })?;
             let (h, p) = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut s, &addr))
                 .await
-                .map_err(|_| ReplicationError::Closed { addr: addr.clone() })??;
+                .map_err(|_elapsed| ReplicationError::Timeout {
+                    addr: addr.clone(),
+                    after: CONNECT_TIMEOUT,
+                })??;
             let bad = |why: String| ReplicationError::BadReply {
                 addr: addr.clone(),
                 why,

@@ -20,16 +20,20 @@ pub(crate) async fn read_frame<R: AsyncReadExt + Unpin>(
     addr: &str,
 ) -> Result<(Header, Vec<u8>), ReplicationError> {
     let mut head = [0u8; HEADER_LEN];
-    rd.read_exact(&mut head)
-        .await
-        .map_err(|_| ReplicationError::Closed { addr: addr.into() })?;
+    rd.read_exact(&mut head).await.map_err(|source| ReplicationError::Io {
+        addr: addr.into(),
+        source,
+    })?;
     let header = Header::parse(&head).map_err(|e| ReplicationError::BadReply {
         addr: addr.into(),
         why: e.to_string(),
     })?;
     let payload = wire::read_payload(rd, header.len)
         .await
-        .map_err(|_| ReplicationError::Closed { addr: addr.into() })?;
+        .map_err(|source| ReplicationError::Io {
+            addr: addr.into(),
+            source,
+        })?;
     header.verify(&payload).map_err(|e| ReplicationError::BadReply {
         addr: addr.into(),
         why: e.to_string(),
@@ -40,7 +44,10 @@ pub(crate) async fn read_frame<R: AsyncReadExt + Unpin>(
 /// Connects to a peer's broker address and presents `token` (when there
 /// is one), within `timeout`.
 pub(crate) async fn connect(addr: &str, timeout: Duration, token: Option<&str>) -> Result<TcpStream, ReplicationError> {
-    let closed = || ReplicationError::Closed { addr: addr.into() };
+    let io = |source| ReplicationError::Io {
+        addr: addr.into(),
+        source,
+    };
     let open = async {
         let mut s = TcpStream::connect(addr)
             .await
@@ -51,7 +58,7 @@ pub(crate) async fn connect(addr: &str, timeout: Duration, token: Option<&str>) 
         let _ = s.set_nodelay(true);
         if let Some(token) = token {
             let (kind, body) = Request::Auth { token: token.into() }.encode();
-            s.write_all(&wire::frame(kind, 0, &body)).await.map_err(|_| closed())?;
+            s.write_all(&wire::frame(kind, 0, &body)).await.map_err(io)?;
             let (h, payload) = read_frame(&mut s, addr).await?;
             match Response::decode(h.kind, &payload) {
                 Ok(Response::Ok) => {}
@@ -70,7 +77,12 @@ pub(crate) async fn connect(addr: &str, timeout: Duration, token: Option<&str>) 
         }
         Ok(s)
     };
-    tokio::time::timeout(timeout, open).await.map_err(|_| closed())?
+    tokio::time::timeout(timeout, open)
+        .await
+        .map_err(|_elapsed| ReplicationError::Timeout {
+            addr: addr.into(),
+            after: timeout,
+        })?
 }
 
 /// Asks `addr` for its status (presenting `token` when there is one).
@@ -79,7 +91,10 @@ pub async fn query(addr: &str, timeout: Duration, token: Option<&str>) -> Result
         let mut s = connect(addr, timeout, token).await?;
         s.write_all(&wire::frame(K_STATUS, 1, b""))
             .await
-            .map_err(|_| ReplicationError::Closed { addr: addr.into() })?;
+            .map_err(|source| ReplicationError::Io {
+                addr: addr.into(),
+                source,
+            })?;
         let (h, payload) = read_frame(&mut s, addr).await?;
         if h.kind != K_STATUS_REPLY {
             return Err(ReplicationError::BadReply {
@@ -94,7 +109,10 @@ pub async fn query(addr: &str, timeout: Duration, token: Option<&str>) -> Result
     };
     tokio::time::timeout(timeout, ask)
         .await
-        .map_err(|_| ReplicationError::Closed { addr: addr.into() })?
+        .map_err(|_elapsed| ReplicationError::Timeout {
+            addr: addr.into(),
+            after: timeout,
+        })?
 }
 
 /// This node's own status.
