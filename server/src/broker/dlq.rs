@@ -108,15 +108,8 @@ impl Broker {
         super::topic::validate_group(group)?;
         let topic = dlq_topic(group);
         let mut raw = Vec::new();
-        let mut from = 0;
-        loop {
-            let (batch, next) = self.store.read_queue(&topic, 0, from, 1024)?;
-            raw.extend(batch);
-            if next == from {
-                break;
-            }
-            from = next;
-        }
+        self.store
+            .scan_queue(&topic, 0, |offset, pos, m| raw.push((offset, pos, m)))?;
         let mut returns: BTreeMap<String, u32> = BTreeMap::new();
         for (_, _, m) in &raw {
             if let Some(o) = m.properties.get(PROP_ORIGIN_ID) {

@@ -211,17 +211,7 @@ impl Broker {
 
     /// Calls `f` on every record of a system topic's queue 0, in order.
     fn scan_system(&self, topic: &str, mut f: impl FnMut(&StoredMessage)) -> Result<(), BrokerError> {
-        let mut from = 0;
-        loop {
-            let (batch, next) = self.store.read_queue(topic, 0, from, 1024)?;
-            for (_, _, m) in &batch {
-                f(m);
-            }
-            if next == from {
-                return Ok(());
-            }
-            from = next;
-        }
+        Ok(self.store.scan_queue(topic, 0, |_, _, m| f(&m))?)
     }
 
     /// Turns tracing on (once).

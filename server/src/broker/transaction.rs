@@ -369,29 +369,10 @@ impl Broker {
         let fresh = Transactions::default();
         let after = self.opts.transactions.check_after;
         for queue in 0..self.opts.queues_per_topic.max(1) {
-            let mut from = 0;
-            loop {
-                let (batch, next) = self.store.read_queue(HALF_TOPIC, queue, from, 1024)?;
-                for (_, pos, m) in &batch {
-                    fresh.load_half(*pos, m, after);
-                }
-                if next == from {
-                    break;
-                }
-                from = next;
-            }
+            self.store
+                .scan_queue(HALF_TOPIC, queue, |_, pos, m| fresh.load_half(pos, &m, after))?;
         }
-        let mut from = 0;
-        loop {
-            let (batch, next) = self.store.read_queue(HALF_OP_TOPIC, 0, from, 1024)?;
-            for (_, _, m) in &batch {
-                fresh.load_op(m);
-            }
-            if next == from {
-                break;
-            }
-            from = next;
-        }
+        self.store.scan_queue(HALF_OP_TOPIC, 0, |_, _, m| fresh.load_op(&m))?;
         let open = std::mem::take(&mut fresh.lock().open);
         let n = open.len();
         {

@@ -115,6 +115,30 @@ impl Store {
         Ok((out, next))
     }
 
+    /// Calls `f(offset, position, message)` on every readable record of a
+    /// queue from its start, in order, batch by batch (holes and corrupt
+    /// records skipped, as [`Store::read_queue`] does).
+    pub fn scan_queue(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        mut f: impl FnMut(u64, u64, StoredMessage),
+    ) -> Result<(), StorageError> {
+        /// Records per batch: bounds the memory of one step of the scan.
+        const BATCH: usize = 1024;
+        let mut from = 0;
+        loop {
+            let (batch, next) = self.read_queue(topic, queue_id, from, BATCH)?;
+            for (offset, pos, m) in batch {
+                f(offset, pos, m);
+            }
+            if next == from {
+                return Ok(());
+            }
+            from = next;
+        }
+    }
+
     /// Next offset to be assigned in a queue (its length).
     /// Every consume queue with its length: `(topic, queue id, entries)`.
     pub fn queues(&self) -> Vec<(String, u32, u64)> {
