@@ -217,7 +217,7 @@ impl Broker {
         .await?;
         self.replays.add(record.clone());
         self.trace(|| {
-            crate::trace::TraceEvent::Message(Box::new(crate::trace::event::MessageEvent {
+            super::event::TraceEvent::Message(Box::new(super::event::MessageEvent {
                 message_id: origin_id,
                 stage: "replay",
                 at_ms: record.at_ms,

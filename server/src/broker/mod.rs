@@ -21,6 +21,7 @@
 pub mod counts;
 pub mod dlq;
 pub mod error;
+pub mod event;
 pub mod groups;
 pub mod listener;
 pub mod pull;
@@ -39,8 +40,9 @@ use tokio::sync::Notify;
 pub use crate::model::id::{self, BadId, MessageId};
 use crate::storage::{self, FlushOutcome, NewMessage, StorageError, Store, StoredMessage};
 use crate::time::now_ms;
-use crate::trace::{TraceEvent, Tracer};
+use crate::trace::Tracer;
 pub use error::{Answer, BrokerError};
+use event::TraceEvent;
 pub use topic::TopicError;
 pub use waybill_client::SendStatus;
 

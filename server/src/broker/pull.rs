@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use waybill_client::protocol::{Delivered, Message};
 
+use super::event::{MessageEvent, RecordRef, TraceEvent};
 use super::retry::{self, origin_of};
 use super::{now_ms, Broker, BrokerError, MessageId};
 use crate::storage::StoredMessage;
-use crate::trace::event::{MessageEvent, RecordRef};
-use crate::trace::TraceEvent;
 
 impl Broker {
     /// One pull (see the module doc). Returns the messages and the offset

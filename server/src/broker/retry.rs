@@ -178,7 +178,7 @@ impl super::Broker {
             .ok_or_else(|| BrokerError::NotFound(format!("no record {record_id} to send back")))?;
         let origin = origin_of(record_id, &m);
         let policy = &self.opts.retry;
-        let failed = crate::trace::event::RecordRef {
+        let failed = super::event::RecordRef {
             id: record_id.to_string(),
             topic: m.topic.clone(),
             queue_id: m.queue_id,
@@ -218,7 +218,7 @@ impl super::Broker {
             .append_durable(&topic, queue, Outgoing::copy_of(m, &topic, properties))
             .await?;
         self.trace(|| {
-            crate::trace::TraceEvent::Message(Box::new(crate::trace::event::MessageEvent {
+            super::event::TraceEvent::Message(Box::new(super::event::MessageEvent {
                 message_id: origin_id,
                 stage,
                 at_ms: super::now_ms(),

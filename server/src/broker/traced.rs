@@ -16,10 +16,10 @@
 //! sends made while the tracer sheds; what a crash can take unrecorded is
 //! then bounded by the tracer's queue (see `trace/windows.rs`).
 
+use super::event::{Recorded, Stored, StoredMsg, TraceEvent};
 use super::{storage, Broker, MessageId, Placed, SendStatus};
 use crate::storage::FlushOutcome;
-use crate::trace::event::{Stored, StoredMsg};
-use crate::trace::{Recorded, TraceEvent, Tracer};
+use crate::trace::Tracer;
 
 /// A stored message as the trace sees it: id, placement, and (key, (send
 /// mode, attempt), traceparent).

@@ -31,10 +31,9 @@ use waybill_client::protocol::{
     PROP_TRANSACTION_PREPARED,
 };
 
+use super::event::{MessageEvent, RecordRef, TraceEvent};
 use super::{now_ms, topic, Broker, BrokerError, MessageId, Outgoing, SendResult};
 use crate::storage::StoredMessage;
-use crate::trace::event::{MessageEvent, RecordRef};
-use crate::trace::TraceEvent;
 
 pub use crate::model::topics::{HALF_OP_TOPIC, HALF_TOPIC};
 /// Check-backs handed to one poll at most.

@@ -24,7 +24,7 @@
 //! bounded by the queue, never by how long the trace store was away.
 //!
 //! # Layout
-//! - [`event`]: what the broker reports.
+//! - [`event`]: what the broker reports (defined in `broker::event`).
 //! - [`live`]: event summaries for the live feed.
 //! - [`otel`]: OpenTelemetry spans over OTLP/HTTP.
 //! - [`runs`]: produce and store stages as runs of the log, not rows per message.
@@ -42,7 +42,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod db;
-pub mod event;
+pub use crate::broker::event;
 pub mod live;
 pub mod mark;
 pub mod otel;
@@ -63,7 +63,7 @@ use sqlx::AnyPool;
 use tokio::sync::{mpsc, watch};
 
 use crate::storage::Store;
-pub use event::TraceEvent;
+pub use event::{Recorded, TraceEvent};
 
 /// Events the queue holds before the tracer sheds.
 pub const QUEUE_CAPACITY: usize = 65_536;
@@ -84,16 +84,6 @@ pub enum TraceError {
     NotConnected(String),
     #[error("trace store did not answer within {0:?}")]
     Timeout(Duration),
-}
-
-/// What became of an event handed to [`Tracer::record`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use]
-pub enum Recorded {
-    /// Queued: it will be written, or its loss is bounded by the queue.
-    Queued,
-    /// Shed: no row will name it (a gap row counts it).
-    Shed,
 }
 
 /// Where the tracer stands with its trace store.

@@ -1,5 +1,7 @@
-//! What the broker tells the tracer. Cheap to build on the hot path: owned
-//! strings and integers, no I/O; the writer turns them into rows.
+//! What the broker tells its observers (the tracer, the live feed). Cheap
+//! to build on the hot path: owned strings and integers, no I/O; the trace
+//! writer turns them into rows. The broker owns these types; observers
+//! above it import them, never the other way round.
 
 /// One message of a produce request as placed in the log. Plain integers
 /// and the key the request already owned: no formatting on the hot path.
@@ -131,4 +133,14 @@ impl Stored {
     pub fn at_risk(&self, m: &StoredMsg) -> bool {
         self.flush_mode == "async" && self.status_of(m) == "SEND_OK"
     }
+}
+
+/// What became of an event handed to an observer that may shed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Recorded {
+    /// Queued: it will be written, or its loss is bounded by the queue.
+    Queued,
+    /// Shed: no row will name it (a gap row counts it).
+    Shed,
 }
