@@ -25,7 +25,7 @@ mod tests {
     #[test]
     fn formats_milliseconds_in_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_796_082_177_750), "2026-11-30T22:36:17.750Z");
+        assert_eq!(rfc3339(1_796_082_177_750), "2026-11-30T23:42:57.750Z");
         assert_eq!(rfc3339(i64::MAX), "");
     }
 }
