@@ -7,7 +7,7 @@
 //! not come within `sync_flush_timeout`.
 //!
 //! # Layout
-//! - [`produce`]: the produce path (place, durability, answer).
+//! - `produce`: the produce path (place, durability, answer).
 //! - [`event`]: the events the broker emits to its observers.
 //! - [`error`]: `BrokerError` and its one HTTP/wire answer table.
 //! - `id` (re-exported from `crate::model`): message ids that locate the
