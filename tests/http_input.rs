@@ -37,7 +37,7 @@ async fn given_bad_requests_should_answer_4xx_json_and_leave_the_log_unchanged()
         StoreOptions::new(tmp.path(), Flush::Sync),
     )?);
     let broker = Arc::new(Broker::new(store.clone(), BrokerOptions::default())?);
-    let app = app(AppState { broker }, DEFAULT_BODY_LIMIT);
+    let app = app(AppState::new(broker), DEFAULT_BODY_LIMIT);
     let json = Some("application/json");
 
     let (code, ok) = call(
@@ -181,7 +181,7 @@ async fn given_an_auth_token_api_calls_need_it_and_probes_do_not() -> anyhow::Re
         StoreOptions::new(tmp.path(), Flush::Sync),
     )?);
     let broker = Arc::new(Broker::new(store.clone(), BrokerOptions::default())?);
-    let app = waybill::api::app_with_auth(AppState { broker }, DEFAULT_BODY_LIMIT, Some("s3cret".into()));
+    let app = waybill::api::app_with_auth(AppState::new(broker), DEFAULT_BODY_LIMIT, Some("s3cret".into()));
     let send = |auth: Option<&str>| -> anyhow::Result<Request<Body>> {
         let mut b = Request::post("/api/v1/topics/orders/messages").header("content-type", "application/json");
         if let Some(a) = auth {

@@ -80,7 +80,7 @@ fn flip(path: &Path, at: u64) -> anyhow::Result<()> {
 
 async fn get(store: Arc<Store>, uri: &str) -> anyhow::Result<(StatusCode, String)> {
     let broker = Arc::new(Broker::new(store, BrokerOptions::default())?);
-    let resp = app(AppState { broker }, DEFAULT_BODY_LIMIT)
+    let resp = app(AppState::new(broker), DEFAULT_BODY_LIMIT)
         .oneshot(Request::get(uri).body(Body::empty())?)
         .await?;
     let status = resp.status();

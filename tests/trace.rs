@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::{get_json, timeline_until, Node};
 use serde_json::Value;
-use waybill::broker::{Broker, BrokerOptions, Outgoing};
+use waybill::broker::{Broker, BrokerOptions, Outgoing, Wiring};
 use waybill::storage::faultfs::{FaultFs, PowerLoss};
 use waybill::storage::{Flush, Store, StoreOptions};
+use waybill::trace::sink::Subscribers;
 use waybill::trace::{audit, search, timeline, Tracer};
 use waybill_client::{ConsumeResult, ConsumerOptions, Message, Producer, ProducerOptions, PushConsumer, SendStatus};
 
@@ -237,9 +238,12 @@ async fn given_async_flush_and_a_power_loss_the_audit_marks_exactly_the_unsynced
     );
     opts.segment_bytes = 64 * 1024;
     let store = Arc::new(Store::open(Arc::new(fs.clone()), opts.clone())?);
-    let broker = Broker::new(store.clone(), BrokerOptions::default())?;
     let tracer = Tracer::start(&db, store.clone()).await?;
-    broker.set_tracer(tracer.clone());
+    let broker = Broker::wired(
+        store.clone(),
+        BrokerOptions::default(),
+        Wiring::events(Subscribers::tracing(tracer.clone())),
+    )?;
     // Acked messages with where they end; stop once an fsync happened and
     // a good amount is still unsynced.
     let mut acked = Vec::new();

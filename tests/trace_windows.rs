@@ -31,9 +31,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use waybill::broker::{Broker, BrokerOptions, MessageId, Outgoing};
+use waybill::broker::{Broker, BrokerOptions, MessageId, Outgoing, Wiring};
 use waybill::storage::faultfs::{FaultFs, PowerLoss};
 use waybill::storage::{Flush, Store, StoreOptions};
+use waybill::trace::sink::Subscribers;
 use waybill::trace::windows::{self, Window};
 use waybill::trace::{audit, Options, Tracer};
 use waybill_client::SendStatus;
@@ -154,7 +155,6 @@ fn power_losses(db: &str, cycles: u64) -> anyhow::Result<()> {
     for cycle in 0..=cycles {
         let rt = runtime()?;
         let store = Arc::new(Store::open(Arc::new(fs.clone()), opts.clone())?);
-        let broker = Arc::new(Broker::new(store.clone(), BrokerOptions::default())?);
         let tracer_opts = Options {
             max_unwritten: MAX_UNWRITTEN,
             audit: Some(audit::Start::at_open(&store, None)),
@@ -163,7 +163,11 @@ fn power_losses(db: &str, cycles: u64) -> anyhow::Result<()> {
             let _in = rt.enter();
             Tracer::spawn(db, store.clone(), tracer_opts)?
         };
-        broker.set_tracer(tracer.clone());
+        let broker = Arc::new(Broker::wired(
+            store.clone(),
+            BrokerOptions::default(),
+            Wiring::events(Subscribers::tracing(tracer.clone())),
+        )?);
         rt.block_on(async {
             let begun = std::time::Instant::now();
             while tracer.health().audit != "done" {
@@ -301,7 +305,6 @@ async fn given_a_tracer_that_sheds_under_async_flush_each_shed_acknowledgement_i
         },
     );
     let store = Arc::new(Store::open(Arc::new(fs.clone()), opts.clone())?);
-    let broker = Broker::new(store.clone(), BrokerOptions::default())?;
     // A trace store on a closed port: the tracer queues up to its bound.
     let tracer = Tracer::spawn(
         "postgres://postgres@127.0.0.1:1/x",
@@ -311,7 +314,11 @@ async fn given_a_tracer_that_sheds_under_async_flush_each_shed_acknowledgement_i
             audit: None,
         },
     )?;
-    broker.set_tracer(tracer.clone());
+    let broker = Broker::wired(
+        store.clone(),
+        BrokerOptions::default(),
+        Wiring::events(Subscribers::tracing(tracer.clone())),
+    )?;
     let mut acked = Vec::new();
     for i in 0..50u64 {
         let r = broker

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use waybill::broker::{Broker, BrokerOptions, Outgoing};
+use waybill::broker::{Broker, BrokerOptions, Outgoing, Wiring};
 use waybill::storage::{Flush, Store, StoreOptions};
+use waybill::trace::sink::Subscribers;
 use waybill::trace::{search, timeline, Tracer};
 
 const MESSAGES: usize = 1_000_000;
@@ -32,10 +33,13 @@ async fn fill(dir: &std::path::Path) -> Result<Setup, Box<dyn std::error::Error>
         },
     );
     let store = Arc::new(Store::open(Arc::new(waybill::storage::fs::RealFs), opts)?);
-    let broker = Arc::new(Broker::new(store.clone(), BrokerOptions::default())?);
     let url = format!("sqlite://{}", dir.join("trace.db").display());
     let tracer = Tracer::start(&url, store.clone()).await?;
-    broker.set_tracer(tracer.clone());
+    let broker = Arc::new(Broker::wired(
+        store.clone(),
+        BrokerOptions::default(),
+        Wiring::events(Subscribers::tracing(tracer.clone())),
+    )?);
     let mut i = 0usize;
     while i < MESSAGES {
         let batch = (i..(i + PER_SEND).min(MESSAGES))

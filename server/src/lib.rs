@@ -4,10 +4,14 @@
 //! - [`storage`]: commit log segments, CRC'd records, group-commit flusher,
 //!   consume queue and key indexes, checkpoint, crash recovery, fault FS.
 //! - [`model`]: value types every layer uses (message ids, system topics).
-//! - [`broker`]: topic rules, queue choice, message ids, `SendStatus`.
+//! - [`broker`]: topic rules, queue choice, consumer state, `SendStatus`;
+//!   emits events to a sink it owns and names no layer above it.
 //! - [`replication`]: primary/replica log shipping, roles, terms, failover.
 //! - [`trace`]: the tracer: trace store (sqlx), timelines, loss points,
-//!   audit, search.
+//!   audit, search; `trace::sink` fans the broker's events out to the
+//!   tracer, OTel, the live feed and alerts.
+//! - [`port`]: the broker port (front door): frames routed by kind to the
+//!   broker, replication or Raft from one table.
 //! - [`api`]: the axum HTTP API (`app()`), errors as `{"error": ...}`.
 //! - [`time`]: wall-clock milliseconds and their RFC 3339 form (any layer).
 //! - [`config`]: defaults ← TOML file ← command-line flags.
@@ -17,6 +21,7 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod model;
+pub mod port;
 pub mod replication;
 pub mod server;
 pub mod storage;

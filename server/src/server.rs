@@ -10,12 +10,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
-use crate::broker::{Broker, BrokerOptions};
+use crate::broker::{Broker, BrokerOptions, Consumers, Wiring};
 use crate::config::{Config, ReplicationMode};
 use crate::replication::state::Persisted;
-use crate::replication::{replica, status, Cluster, Mode, Role};
+use crate::replication::{replica, status, Cluster, Mode, Node, Role};
 use crate::storage::fs::RealFs;
 use crate::storage::{StorageError, Store, StoreOptions};
+use crate::trace::alerts::Watched;
+use crate::trace::sink::Subscribers;
 use crate::trace::{audit, Tracer};
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -103,52 +105,59 @@ pub async fn serve(
     } else {
         cluster.set(Role::Primary, cluster.persisted())?;
     }
-    let broker = Arc::new(
-        Broker::new(
-            store.clone(),
-            BrokerOptions {
-                sync_flush_timeout: Duration::from_millis(cfg.sync_flush_timeout_ms),
-                queues_per_topic: cfg.queues_per_topic,
-                retry: cfg.retry_policy()?,
-                client_timeout: Duration::from_millis(cfg.client_timeout_ms),
-                replay_guard: cfg.replay_guard,
-                transactions: crate::broker::transaction::TxOptions {
-                    check_after: Duration::from_millis(cfg.tx_check_timeout_ms.max(1)),
-                    max_checks: cfg.tx_max_checks,
-                },
-            },
-        )
-        .map_err(ServeError::Broker)?,
-    );
-    if let Some(url) = cfg.trace_url() {
-        // Which acknowledged messages did the last crash take? Taken now,
-        // before any new write; answered once the trace store does. The
-        // node does not wait for the trace store (see trace/writer.rs).
-        let audit = if cluster.mode == Mode::Raft {
-            // The commit log catches up from the Raft log after start: an
-            // audit now would call messages lost that are about to be applied.
-            tracing::info!("raft mode: startup audit skipped (the Raft log is the source of truth)");
+    let opts = BrokerOptions {
+        sync_flush_timeout: Duration::from_millis(cfg.sync_flush_timeout_ms),
+        queues_per_topic: cfg.queues_per_topic,
+        retry: cfg.retry_policy()?,
+        client_timeout: Duration::from_millis(cfg.client_timeout_ms),
+        replay_guard: cfg.replay_guard,
+        transactions: crate::broker::transaction::TxOptions {
+            check_after: Duration::from_millis(cfg.tx_check_timeout_ms.max(1)),
+            max_checks: cfg.tx_max_checks,
+        },
+    };
+    // Consumer state first: Raft and replication apply to it.
+    let consumers = {
+        let (store, timeout) = (store.clone(), opts.client_timeout);
+        let restored = tokio::task::spawn_blocking(move || Consumers::restore(&store, timeout))
+            .await
+            .map_err(|e| ServeError::Http(std::io::Error::other(e)))?;
+        Arc::new(restored.map_err(ServeError::Broker)?)
+    };
+    let tracer = match cfg.trace_url() {
+        Some(url) => {
+            // Which acknowledged messages did the last crash take? Taken
+            // now, before any new write; answered once the trace store
+            // does. The node does not wait for it (see trace/writer.rs).
+            let audit = if cluster.mode == Mode::Raft {
+                // The commit log catches up from the Raft log after start: an
+                // audit now would call messages lost that are about to be applied.
+                tracing::info!("raft mode: startup audit skipped (the Raft log is the source of truth)");
+                None
+            } else {
+                Some(audit::Start::at_open(&store, cut_at))
+            };
+            let opts = crate::trace::Options {
+                max_unwritten: cfg.trace_queue_messages,
+                audit,
+            };
+            Some(Tracer::spawn(&url, store.clone(), opts).map_err(ServeError::Trace)?)
+        }
+        None => {
+            tracing::warn!("tracing is off (--trace-db none)");
             None
-        } else {
-            Some(audit::Start::at_open(&store, cut_at))
-        };
-        let opts = crate::trace::Options {
-            max_unwritten: cfg.trace_queue_messages,
-            audit,
-        };
-        let tracer = Tracer::spawn(&url, store.clone(), opts).map_err(ServeError::Trace)?;
-        broker.set_tracer(tracer);
-    } else {
-        tracing::warn!("tracing is off (--trace-db none)");
-    }
-    if let Some(endpoint) = &cfg.otlp_endpoint {
-        let otel = crate::trace::otel::Otel::new(endpoint).map_err(ServeError::Otel)?;
-        broker.set_otel(Arc::new(otel));
-        tracing::info!(%endpoint, "exporting message spans over OTLP/HTTP");
-    }
+        }
+    };
+    let otel = match &cfg.otlp_endpoint {
+        Some(endpoint) => {
+            let otel = crate::trace::otel::Otel::new(endpoint).map_err(ServeError::Otel)?;
+            tracing::info!(%endpoint, "exporting message spans over OTLP/HTTP");
+            Some(Arc::new(otel))
+        }
+        None => None,
+    };
     let alerts = crate::trace::alerts::Alerts::new(cfg.alert_rules(), cfg.alert_webhook.clone());
-    broker.set_alerts(alerts.clone());
-    alerts.spawn(broker.clone());
+    let subscribers = Arc::new(Subscribers::new(tracer.clone(), otel.clone(), Some(alerts.clone())));
     let bind = |addr| async move {
         TcpListener::bind(addr)
             .await
@@ -165,24 +174,51 @@ pub async fn serve(
     if let Ok(mut a) = cluster.broker_addr.lock() {
         *a = advertised.clone();
     }
-    broker.set_cluster(cluster.clone());
-    if cluster.mode == Mode::Raft {
+    let raft = if cluster.mode == Mode::Raft {
         let mut members = cluster.peers.clone();
         members.insert(cfg.node_id, advertised.clone());
-        let raft = crate::replication::raft::RaftNode::start(
-            cfg.node_id,
-            members,
-            &cfg.data_dir,
-            store.clone(),
-            Duration::from_millis(cfg.replica_timeout_ms),
-            Arc::downgrade(&broker),
-            token.clone(),
+        Some(
+            crate::replication::raft::RaftNode::start(
+                cfg.node_id,
+                members,
+                &cfg.data_dir,
+                store.clone(),
+                Duration::from_millis(cfg.replica_timeout_ms),
+                consumers.clone(),
+                token.clone(),
+            )
+            .await?,
         )
-        .await?;
-        broker.set_raft(raft);
-    }
-    let port = crate::broker::listener::Port {
-        limits: crate::broker::listener::frames::Limits::new(
+    } else {
+        None
+    };
+    let node = Arc::new(Node {
+        store: store.clone(),
+        cluster: cluster.clone(),
+        raft,
+        events: subscribers.clone(),
+        applied: consumers.clone(),
+    });
+    let broker = Arc::new(
+        Broker::wired(
+            store.clone(),
+            opts,
+            Wiring {
+                events: Some(subscribers.clone()),
+                replicas: node.replicas(),
+                consumers: Some(consumers.clone()),
+            },
+        )
+        .map_err(ServeError::Broker)?,
+    );
+    alerts.spawn(Watched {
+        store: store.clone(),
+        consumers,
+        queues_per_topic: cfg.queues_per_topic,
+        cluster: Some(cluster.clone()),
+    });
+    let port = crate::port::Port {
+        limits: crate::port::frames::Limits::new(
             Duration::from_millis(cfg.broker_read_timeout_ms),
             Duration::from_millis(cfg.broker_idle_timeout_ms),
             // validate() keeps it within u32, so this fits usize.
@@ -190,10 +226,14 @@ pub async fn serve(
         ),
         token,
     };
-    let wire_task = tokio::spawn(crate::broker::listener::serve(wire, broker.clone(), port));
+    let targets = crate::port::Targets {
+        broker: broker.clone(),
+        node: Some(node.clone()),
+    };
+    let wire_task = tokio::spawn(crate::port::serve(wire, targets, port));
     tokio::spawn(check_transactions(Arc::downgrade(&broker)));
     if cluster.role() == Role::Replica && cluster.mode != Mode::Raft {
-        replica::spawn_follower(broker.clone(), cluster.clone());
+        replica::spawn_follower(node.clone());
     }
     // One machine-readable line on stdout: scripts and tests wait for it.
     println!(
@@ -201,14 +241,12 @@ pub async fn serve(
         cfg.data_dir.display()
     );
     tracing::info!(%http_addr, flush = ?cfg.flush_policy(), replication = cluster.mode.name(), role = cluster.role().name(), "serving");
-    let otel = broker.otel().cloned();
-    let tracer = broker.tracer().cloned();
     let ui_dir = cfg.ui_dir();
     if !ui_dir.join("index.html").is_file() {
         tracing::warn!(dir = %ui_dir.display(), "dashboard not built (./scripts/run.sh builds it); serving the API only");
     }
     let app = api::app_with_ui(
-        AppState { broker },
+        AppState::wired(broker, &subscribers, Some(node)),
         cfg.max_body_bytes,
         cfg.auth_token.clone(),
         Some(ui_dir),

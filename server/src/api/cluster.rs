@@ -21,16 +21,19 @@ const PEER_TIMEOUT: Duration = Duration::from_millis(400);
 
 pub async fn view(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let broker = &st.broker;
-    let me = replication::status::local(broker);
+    let me = match &st.node {
+        Some(n) => replication::status::local(n),
+        None => replication::status::lone(broker.store()),
+    };
     let mut nodes: Vec<(NodeStatus, bool)> = vec![(me.clone(), true)];
     let (mode, flush) = (
-        broker.cluster().map_or("none", |c| c.mode.name()),
+        st.cluster().map_or("none", |c| c.mode.name()),
         match broker.store().flush_mode() {
             crate::storage::Flush::Sync => "sync",
             crate::storage::Flush::Async { .. } => "async",
         },
     );
-    if let Some(c) = broker.cluster() {
+    if let Some(c) = st.cluster() {
         let known = c.replicas();
         let asks = c.peers.iter().map(|(id, addr)| {
             let (id, addr) = (*id, addr.clone());
@@ -118,7 +121,7 @@ pub async fn promote(
     State(st): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<PromoteQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(c) = st.broker.cluster() else {
+    let Some(c) = st.cluster() else {
         return Err(BrokerError::Conflict("this node is not in a replication group".into()).into());
     };
     if c.mode == replication::Mode::None {

@@ -9,9 +9,6 @@
 //! - `GET /api/v1/consumers/duplicates?limit=N`: messages delivered more
 //!   than once to a group (retries, replays, redelivered pull ranges), with
 //!   deliveries vs successful consumes.
-//! - [`groups_json`]: consumer groups with per-queue committed offset, queue
-//!   end and lag, retry-level occupancy (shared by `/api/v1/consumers` and
-//!   the live feed's `stats`).
 //!
 //! Nothing here writes; everything is derived from the store, the group
 //! table and the trace store on each call.
@@ -23,8 +20,6 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::broker::retry::{dlq_topic, retry_topic};
-use crate::broker::Broker;
 use crate::storage::Flush;
 use crate::trace::db::{int, opt_str, text};
 use crate::trace::timeline;
@@ -39,17 +34,6 @@ const MAX_LIMIT: i64 = 200;
 
 fn limit(q: &LimitQuery, default: i64) -> i64 {
     q.limit.unwrap_or(default).clamp(1, MAX_LIMIT)
-}
-
-/// Readable duration for a retry level (`10ms`, `5s`, `2m`, `1h`).
-fn human(d: std::time::Duration) -> String {
-    let ms = d.as_millis();
-    match ms {
-        ms if ms < 1000 || ms % 1000 != 0 => format!("{ms}ms"),
-        ms if ms < 60_000 || ms % 60_000 != 0 => format!("{}s", ms / 1000),
-        ms if ms < 3_600_000 || ms % 3_600_000 != 0 => format!("{}m", ms / 60_000),
-        ms => format!("{}h", ms / 3_600_000),
-    }
 }
 
 pub async fn node(State(state): State<AppState>) -> Json<Value> {
@@ -68,17 +52,17 @@ pub async fn node(State(state): State<AppState>) -> Json<Value> {
         "failed": store.failure().is_some(),
         "flush": flush,
         "flush_interval_ms": interval,
-        "replication": b.cluster().map_or("none", |c| c.mode.name()),
-        "tracing": b.tracer().is_some(),
-        "tracer": b.tracer().map(|t| t.health()),
+        "replication": state.cluster().map_or("none", |c| c.mode.name()),
+        "tracing": state.tracer.is_some(),
+        "tracer": state.tracer.as_ref().map(|t| t.health()),
         "max_reconsume_times": retry.max_reconsume_times,
-        "retry_delays": retry.delays.iter().map(|d| human(*d)).collect::<Vec<_>>().join(" "),
+        "retry_delays": retry.delays.iter().map(|d| super::consumers::human(*d)).collect::<Vec<_>>().join(" "),
         "queues_per_topic": b.options().queues_per_topic,
     }))
 }
 
 pub async fn losses(State(state): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
-    let Some(tracer) = state.broker.tracer() else {
+    let Some(tracer) = state.tracer.as_ref() else {
         return Ok(Json(json!({ "losses": [], "windows": [], "tracing": false })));
     };
     let health = tracer.health();
@@ -129,7 +113,7 @@ pub fn window_json(w: &crate::trace::windows::Window) -> Value {
 }
 
 pub async fn duplicates(State(state): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
-    let Some(tracer) = state.broker.tracer() else {
+    let Some(tracer) = state.tracer.as_ref() else {
         return Ok(Json(json!({ "messages": [], "tracing": false })));
     };
     let fail = |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("trace store query failed: {e}"));
@@ -167,55 +151,4 @@ pub async fn duplicates(State(state): State<AppState>, Query(q): Query<LimitQuer
         }
     }
     Ok(Json(json!({ "messages": out, "tracing": true })))
-}
-
-/// Consumer groups with queue positions; `dead_letters` (a DLQ read per
-/// group) only when `with_dead` — the live feed sends this every second.
-pub fn groups_json(broker: &Broker, with_dead: bool) -> Value {
-    let store = broker.store();
-    let delays = &broker.options().retry.delays;
-    let groups: Vec<Value> = broker
-        .groups()
-        .views()
-        .into_iter()
-        .map(|g| {
-            let mut queues = Vec::new();
-            let (mut lag, mut retrying) = (0u64, 0u64);
-            if let Some(topic) = &g.topic {
-                let retry = retry_topic(&g.group);
-                for (t, q) in broker.group_queues(&g.group, topic) {
-                    let end = store.queue_len(&t, q);
-                    let committed = broker.groups().offset(&g.group, &t, q).unwrap_or(0);
-                    let behind = end.saturating_sub(committed);
-                    let is_retry = t == retry;
-                    if is_retry {
-                        retrying += behind;
-                    } else {
-                        lag += behind;
-                    }
-                    let delay = match delays.get(q as usize) {
-                        Some(d) if is_retry => human(*d),
-                        None if is_retry => "replays".to_string(),
-                        _ => String::new(),
-                    };
-                    queues.push(json!({
-                        "topic": t, "queue_id": q, "kind": if is_retry { "retry" } else { "topic" },
-                        "committed": committed, "end": end, "lag": behind, "delay": delay,
-                    }));
-                }
-            }
-            let dead = with_dead.then(|| {
-                broker
-                    .dead_letters(&g.group)
-                    .map(|d| d.iter().filter(|l| l.state == "dead").count() as u64)
-                    .unwrap_or(0)
-            });
-            json!({
-                "group": g.group, "topic": g.topic, "members": g.members, "auto_commit": g.auto_commit,
-                "offsets": g.offsets, "queues": queues, "lag": lag, "retrying": retrying,
-                "dead_letters": dead, "dlq_total": store.queue_len(&dlq_topic(&g.group), 0),
-            })
-        })
-        .collect();
-    Value::Array(groups)
 }

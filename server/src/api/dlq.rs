@@ -134,12 +134,6 @@ pub async fn replay_many(
     })))
 }
 
-/// `GET /api/v1/consumers`: groups, members, committed offsets, and per
-/// queue the end and lag (retry queues: messages waiting per level).
-pub async fn consumers(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "groups": super::dashboard::groups_json(&state.broker, true) }))
-}
-
 /// Dead letters (newest) whose first failure time is looked up: one indexed
 /// query each, and the dashboard lists a group on every live update.
 const FIRST_FAILURE_LOOKUPS: usize = 200;
@@ -149,7 +143,7 @@ const FIRST_FAILURE_LOOKUPS: usize = 200;
 /// letters older than the newest [`FIRST_FAILURE_LOOKUPS`].
 async fn first_failures(state: &AppState, group: &str, origins: &[String]) -> Vec<Option<i64>> {
     let mut out = vec![None; origins.len()];
-    let Some(pool) = state.broker.tracer().and_then(|t| t.pool().ok()) else {
+    let Some(pool) = state.tracer.as_ref().and_then(|t| t.pool().ok()) else {
         return out;
     };
     let skip = origins.len().saturating_sub(FIRST_FAILURE_LOOKUPS);

@@ -21,7 +21,7 @@ use super::AppState;
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn events(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let rx = state.broker.live();
+    let rx = state.live.subscribe();
     let tick = tokio::time::interval(STATS_EVERY);
     let stream = stream::unfold((rx, tick, state), |(mut rx, mut tick, state)| async move {
         let event = tokio::select! {
@@ -40,7 +40,7 @@ pub async fn events(State(state): State<AppState>) -> Sse<impl Stream<Item = Res
 fn stats(state: &AppState) -> serde_json::Value {
     let store = state.broker.store();
     let s = store.stats();
-    let tracer = state.broker.tracer();
+    let tracer = state.tracer.as_ref();
     json!({
         "at_ms": crate::time::now_ms(),
         "log_end": s.log_end,
@@ -50,7 +50,7 @@ fn stats(state: &AppState) -> serde_json::Value {
         "trace_queue_depth": tracer.map(|t| t.queue_depth()),
         "trace_shed": tracer.map(|t| t.shed_count()),
         "trace_state": tracer.map(|t| t.state().name()),
-        "groups": super::dashboard::groups_json(&state.broker, false),
-        "alerts": state.broker.alerts().map(|a| a.firing()).unwrap_or_default(),
+        "groups": super::consumers::groups_json(&state.broker, false),
+        "alerts": state.alerts.as_ref().map(|a| a.firing()).unwrap_or_default(),
     })
 }

@@ -44,7 +44,7 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             "flushed": stats.flushed,
             "damage": damage,
             "disk": disk,
-            "tracer": match state.broker.tracer() {
+            "tracer": match state.tracer.as_ref() {
                 Some(t) => json!(t.health()),
                 None => json!({ "state": "off" }),
             },
@@ -54,7 +54,7 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// `GET /api/v1/alerts`: alerts firing now.
 pub async fn alerts(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let firing = state.broker.alerts().map(|a| a.firing()).unwrap_or_default();
+    let firing = state.alerts.as_ref().map(|a| a.firing()).unwrap_or_default();
     Json(json!({ "alerts": firing }))
 }
 
@@ -96,7 +96,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "gauge",
         s.segments as u64,
     );
-    if let Some(t) = state.broker.tracer() {
+    if let Some(t) = state.tracer.as_ref() {
         counter(
             "waybill_trace_queue_depth",
             "Trace events waiting to be written.",
@@ -170,7 +170,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         let n = store.damage().iter().filter(|d| d.kind == kind).count();
         let _ = writeln!(out, "waybill_storage_damaged_regions{{kind=\"{label}\"}} {n}");
     }
-    if let Some(t) = state.broker.tracer() {
+    if let Some(t) = state.tracer.as_ref() {
         let now = t.state();
         let _ = writeln!(
             out,
@@ -199,8 +199,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let _ = writeln!(out, "waybill_fsync_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
     let _ = writeln!(out, "waybill_fsync_seconds_sum {}", s.fsync_nanos as f64 / 1e9);
     let _ = writeln!(out, "waybill_fsync_seconds_count {}", s.fsyncs);
-    if let Some(c) = state.broker.cluster() {
-        let st = crate::replication::status::local(&state.broker);
+    if let (Some(node), Some(c)) = (&state.node, state.cluster()) {
+        let st = crate::replication::status::local(node);
         let _ = writeln!(
             out,
             "# HELP waybill_replication_info Replication mode and role of this node (value 1).\n\
@@ -234,8 +234,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             }
         }
     }
-    super::metrics::write(&mut out, &state.broker);
-    if let Some(a) = state.broker.alerts() {
+    super::metrics::write(&mut out, &state.broker, state.cluster());
+    if let Some(a) = state.alerts.as_ref() {
         out.push_str(&a.metrics_text());
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)

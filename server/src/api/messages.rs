@@ -77,7 +77,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
         .parse()
         .map_err(|e: crate::broker::BadId| ApiError::BadRequest(e.to_string()))?;
     let stored = state.broker.get(&parsed)?;
-    let (timeline, trace_error) = match state.broker.tracer().map(|t| t.pool()) {
+    let (timeline, trace_error) = match state.tracer.as_ref().map(|t| t.pool()) {
         Some(Ok(pool)) => match timeline::load(pool, state.broker.store(), &id).await {
             Ok(tl) => (tl, None),
             Err(e) => (None, Some(e.to_string())),
@@ -89,7 +89,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
         (Some(m), None) => {
             // In the log, not in the trace: say when the tracer shed events.
             let mut v = message_json(&state, &parsed, &m, None, trace_error);
-            if let Some(pool) = state.broker.tracer().and_then(|t| t.pool().ok()) {
+            if let Some(pool) = state.tracer.as_ref().and_then(|t| t.pool().ok()) {
                 if let Ok(gaps) = timeline::gaps(pool, m.born_ms.min(m.stored_ms), m.stored_ms + 60_000).await {
                     v["gaps"] = json!(gaps);
                 }
@@ -112,7 +112,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 /// loss window, the window says what is known about such messages.
 async fn not_found_why(state: &AppState, id: &MessageId, text: &str) -> String {
     let plain = format!("no message with id {text} (not in the log, not in the trace)");
-    let Some(pool) = state.broker.tracer().and_then(|t| t.pool().ok()) else {
+    let Some(pool) = state.tracer.as_ref().and_then(|t| t.pool().ok()) else {
         return plain;
     };
     match crate::trace::windows::containing(pool, id.node, id.epoch, id.pos).await {
@@ -166,7 +166,7 @@ const STATUS_SCAN_BUDGET: std::time::Duration = std::time::Duration::from_secs(2
 
 pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let pool = match state.broker.tracer().map(|t| t.pool()) {
+    let pool = match state.tracer.as_ref().map(|t| t.pool()) {
         None => return search_log(&state, &q, limit),
         Some(Ok(pool)) => pool,
         // Tracing on, its store not reachable (yet): the log answers a key

@@ -18,9 +18,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use crate::broker::retry::{dlq_topic, retry_topic};
 use crate::broker::Broker;
+use crate::replication::Cluster;
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -31,7 +33,7 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-pub fn write(out: &mut String, broker: &Broker) {
+pub fn write(out: &mut String, broker: &Broker, cluster: Option<&Arc<Cluster>>) {
     let store = broker.store();
     let flushed = store.stats().flushed;
     // User topics and their queues.
@@ -84,7 +86,7 @@ pub fn write(out: &mut String, broker: &Broker) {
             label(t)
         );
     }
-    if let Some(c) = broker.cluster() {
+    if let Some(c) = cluster {
         let replicas = c.replicas();
         if !replicas.is_empty() {
             header(

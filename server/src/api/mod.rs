@@ -6,7 +6,8 @@
 //! - [`json`]: the JSON body extractor with JSON errors.
 //! - [`messages`]: send, read by id, search by key.
 //! - [`auth`]: the `--auth-token` bearer check on `/api`.
-//! - [`dlq`]: dead letters: list, replay one, replay many; consumer groups.
+//! - [`dlq`]: dead letters: list, replay one, replay many.
+//! - [`consumers`]: consumer groups, queue positions and lag.
 //! - [`events`]: the live feed (server-sent events).
 //! - [`health`]: `/healthz` and `/metrics`.
 //! - [`metrics`]: the per-topic and per-group series of `/metrics`.
@@ -17,6 +18,7 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod consumers;
 pub mod dashboard;
 pub mod dlq;
 pub mod error;
@@ -35,16 +37,61 @@ use axum::routing::{get, post};
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
+use serde_json::Value;
+use tokio::sync::broadcast;
+
 use crate::broker::Broker;
+use crate::replication::{Cluster, Node};
+use crate::trace::alerts::Alerts;
+use crate::trace::sink::Subscribers;
+use crate::trace::Tracer;
 pub use error::ApiError;
 
 /// Default request body limit (SPEC: 4 MiB).
 pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
-/// What every handler can reach.
+/// What every handler can reach: the broker and the components beside
+/// it (none of them reached through the broker).
 #[derive(Clone)]
 pub struct AppState {
     pub broker: Arc<Broker>,
+    /// Set when tracing is on.
+    pub tracer: Option<Arc<Tracer>>,
+    pub alerts: Option<Arc<Alerts>>,
+    /// The dashboard's live feed; every `/api/v1/events` stream subscribes.
+    pub live: broadcast::Sender<Value>,
+    /// This node's replication side (a served node always has one).
+    pub node: Option<Arc<Node>>,
+}
+
+impl AppState {
+    /// A lone broker without observers (tests, tools).
+    pub fn new(broker: Arc<Broker>) -> AppState {
+        AppState {
+            broker,
+            tracer: None,
+            alerts: None,
+            live: broadcast::channel(1).0,
+            node: None,
+        }
+    }
+
+    /// The broker with its observers and replication side, as `server.rs`
+    /// wires them.
+    pub fn wired(broker: Arc<Broker>, subscribers: &Subscribers, node: Option<Arc<Node>>) -> AppState {
+        AppState {
+            broker,
+            tracer: subscribers.tracer().cloned(),
+            alerts: subscribers.alerts().cloned(),
+            live: subscribers.live().clone(),
+            node,
+        }
+    }
+
+    /// The replication group's state, if this node is in one.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.node.as_ref().map(|n| &n.cluster)
+    }
 }
 
 /// The whole HTTP surface, without authentication.
@@ -68,7 +115,7 @@ pub fn app_with_ui(state: AppState, body_limit: usize, token: Option<String>, ui
         .route("/dlq", get(dlq::list))
         .route("/dlq/replay", post(dlq::replay_many))
         .route("/dlq/{id}/replay", post(dlq::replay_one))
-        .route("/consumers", get(dlq::consumers))
+        .route("/consumers", get(consumers::consumers))
         .route("/consumers/duplicates", get(dashboard::duplicates))
         .route("/node", get(dashboard::node))
         .route("/losses", get(dashboard::losses))

@@ -127,7 +127,7 @@ impl Broker {
                 .to_string();
                 let origin_id = m.properties.get(PROP_ORIGIN_ID).cloned().unwrap_or_else(|| id.clone());
                 let back = returns.get(&origin_id).copied().unwrap_or(1);
-                let replays = self.replays.of(&id);
+                let replays = self.consumers.replays.of(&id);
                 let state = if !replays.is_empty() {
                     "replayed"
                 } else if back > self.opts.replay_guard {
@@ -215,7 +215,7 @@ impl Broker {
             },
         )
         .await?;
-        self.replays.add(record.clone());
+        self.consumers.replays.add(record.clone());
         self.trace(|| {
             super::event::TraceEvent::Message(Box::new(super::event::MessageEvent {
                 message_id: origin_id,

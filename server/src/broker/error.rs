@@ -1,7 +1,7 @@
 //! The broker layer's error, and the one table that says how each is
 //! answered over HTTP and over the wire.
 //!
-//! Both fronts (`api/error.rs`, `broker/listener.rs`) read [`BrokerError::answer`],
+//! Both fronts (`api/error.rs`, `port/client.rs`) read [`BrokerError::answer`],
 //! so a new variant gets its HTTP status and wire code in one place. The
 //! rows keep today's answers exactly, including four where the two fronts
 //! differ (a conflict, a missing record, a diverged replica, a full disk):

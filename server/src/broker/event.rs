@@ -21,6 +21,8 @@ pub struct StoredMsg {
     pub send_mode: &'static str,
     /// Which try of the producer's send stored it (1 = the first).
     pub attempt: u32,
+    /// Its W3C traceparent, only when spans are wanted (OTel).
+    pub traceparent: Option<String>,
 }
 
 /// A produce request's messages: their "produce" and "store" stages, one

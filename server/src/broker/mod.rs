@@ -6,9 +6,18 @@
 //! answering `SEND_OK`, or answers `FLUSH_DISK_TIMEOUT` when the fsync does
 //! not come within `sync_flush_timeout`.
 //!
+//! The client protocol endpoint is `crate::port`, above replication: the
+//! broker is what it calls, not where it lives.
+//!
 //! # Layout
 //! - `produce`: the produce path (place, durability, answer).
 //! - [`event`]: the events the broker emits to its observers.
+//! - [`sink`]: the `Events` trait those observers implement (wired in
+//!   `server.rs`); the broker never names the tracer, OTel or alerts.
+//! - [`replicas`]: what the produce path needs from replication (one enum,
+//!   a narrow trait per mode); the broker never names replication's types.
+//! - [`consumers`]: groups, offsets and replays in memory, restored from
+//!   system topics; replication applies to it through `Applied`.
 //! - [`error`]: `BrokerError` and its one HTTP/wire answer table.
 //! - `id` (re-exported from `crate::model`): message ids that locate the
 //!   message in the log.
@@ -19,18 +28,19 @@
 //! - [`dlq`]: listing and replaying dead letters.
 //! - [`transaction`]: half messages, commit/rollback, check-back.
 //! - [`counts`]: produce answers per topic, for `/metrics`.
-//! - [`listener`]: the client protocol endpoint (TCP, pipelined frames).
 //! - [`traced`]: a send's evidence for the tracer, and what a shed one costs.
 
+pub mod consumers;
 pub mod counts;
 pub mod dlq;
 pub mod error;
 pub mod event;
 pub mod groups;
-pub mod listener;
 mod produce;
 pub mod pull;
+pub mod replicas;
 pub mod retry;
+pub mod sink;
 pub mod topic;
 mod traced;
 pub mod transaction;
@@ -40,14 +50,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
 pub use crate::model::id::{self, BadId, MessageId};
 use crate::storage::{self, FlushOutcome, NewMessage, StorageError, Store, StoredMessage};
 use crate::time::now_ms;
-use crate::trace::Tracer;
+pub use consumers::{Applied, Consumers};
 pub use error::{Answer, BrokerError};
 use event::TraceEvent;
+pub use replicas::Replicas;
+pub use sink::{Events, Interest, NoEvents};
 pub use topic::TopicError;
 pub use waybill_client::SendStatus;
 
@@ -116,6 +126,22 @@ impl Outgoing {
     }
 }
 
+impl Outgoing {
+    /// The message as the store appends it to `topic`'s queue `queue_id`.
+    fn into_new(self, topic: &str, queue_id: u32, born_ms: i64) -> NewMessage {
+        NewMessage {
+            topic: topic.to_string(),
+            queue_id,
+            key: self.key,
+            tags: self.tags,
+            producer: self.producer,
+            properties: self.properties,
+            body: self.body,
+            born_ms,
+        }
+    }
+}
+
 /// Where an appended message landed (internal).
 #[derive(Debug, Clone, Copy)]
 struct Placed {
@@ -136,230 +162,90 @@ pub struct SendResult {
     pub queue_offset: u64,
 }
 
-/// Live events buffered per listener before it lags.
-const LIVE_CAPACITY: usize = 1024;
-
 /// Longest key string accepted (the record stores it with a u16 length).
 pub const MAX_KEY_LEN: usize = 4096;
+
+/// What a broker is wired to. The default is a lone node without
+/// observers: what tests and tools that only need a store get.
+#[derive(Default)]
+pub struct Wiring {
+    /// Where events go (`server.rs`: the tracer, OTel, live feed, alerts).
+    pub events: Option<Arc<dyn Events>>,
+    /// How stored messages are replicated.
+    pub replicas: Replicas,
+    /// Consumer state restored before the broker exists (Raft and
+    /// replication apply to it); restored from the store when absent.
+    pub consumers: Option<Arc<Consumers>>,
+}
+
+impl Wiring {
+    /// Just an event sink: a lone node with observers.
+    pub fn events(events: Arc<dyn Events>) -> Wiring {
+        Wiring {
+            events: Some(events),
+            ..Wiring::default()
+        }
+    }
+}
 
 pub struct Broker {
     store: Arc<Store>,
     opts: BrokerOptions,
     /// Round-robin cursor for messages without a key.
     next_queue: AtomicU32,
-    /// Woken after every stored message: long-polling pulls wait on it.
-    appended: Notify,
-    groups: groups::Groups,
-    replays: dlq::Replays,
+    /// Groups, offsets, replays, and the long-poll wake-up (shared with
+    /// replication, which applies replicated system records to it).
+    consumers: Arc<Consumers>,
     transactions: transaction::Transactions,
     /// Messages stored by produce requests, by topic and answer.
     produced: counts::Produced,
-    /// Set once at start when tracing is on; never blocks the broker.
-    tracer: std::sync::OnceLock<Arc<Tracer>>,
-    /// Live feed for the dashboard (`/api/v1/events`): a summary of every
-    /// traced event, sent only while someone listens; a slow listener
-    /// misses events (broadcast lag), the broker never waits.
-    live: tokio::sync::broadcast::Sender<serde_json::Value>,
-    /// Times (ms) of recent dead-letterings per group, for the DLQ-inflow
-    /// alert; pruned to the last minute. std Mutex: push/prune only.
-    dlq_moves: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<i64>>>,
-    alerts: std::sync::OnceLock<Arc<crate::trace::alerts::Alerts>>,
-    /// Set once at start when `--otlp-endpoint` is given.
-    otel: std::sync::OnceLock<Arc<crate::trace::otel::Otel>>,
-    /// This node's replication group (set once at start).
-    cluster: std::sync::OnceLock<Arc<crate::replication::Cluster>>,
-    /// Raft mode: this member of the group (set once at start).
-    raft: std::sync::OnceLock<Arc<crate::replication::raft::RaftNode>>,
+    /// The observers' sink; never blocks the broker.
+    events: Arc<dyn Events>,
+    /// What the sink wants built (asked once: two booleans on the hot path).
+    interest: Interest,
+    /// How stored messages are replicated (fixed for the node's life).
+    replicas: Replicas,
 }
 
 impl Broker {
-    /// Builds the broker over an opened store, restoring committed offsets
-    /// and replay records from their system topics.
+    /// Builds a lone broker over an opened store, restoring committed
+    /// offsets and replay records from their system topics.
     pub fn new(store: Arc<Store>, opts: BrokerOptions) -> Result<Self, BrokerError> {
-        let broker = Broker {
-            groups: groups::Groups::new(opts.client_timeout),
+        Self::wired(store, opts, Wiring::default())
+    }
+
+    /// Builds the broker with its observers and replication.
+    pub fn wired(store: Arc<Store>, opts: BrokerOptions, wiring: Wiring) -> Result<Self, BrokerError> {
+        let consumers = match wiring.consumers {
+            Some(c) => c,
+            None => Arc::new(Consumers::restore(&store, opts.client_timeout)?),
+        };
+        let events = wiring.events.unwrap_or_else(|| Arc::new(NoEvents));
+        Ok(Broker {
+            interest: events.interest(),
+            events,
+            replicas: wiring.replicas,
+            consumers,
             store,
             opts,
             next_queue: AtomicU32::new(0),
-            appended: Notify::new(),
-            replays: dlq::Replays::default(),
             transactions: transaction::Transactions::default(),
             produced: counts::Produced::default(),
-            tracer: std::sync::OnceLock::new(),
-            live: tokio::sync::broadcast::channel(LIVE_CAPACITY).0,
-            dlq_moves: std::sync::Mutex::new(std::collections::HashMap::new()),
-            alerts: std::sync::OnceLock::new(),
-            otel: std::sync::OnceLock::new(),
-            cluster: std::sync::OnceLock::new(),
-            raft: std::sync::OnceLock::new(),
-        };
-        broker.restore()?;
-        Ok(broker)
+        })
     }
 
-    fn restore(&self) -> Result<(), BrokerError> {
-        let mut offsets = 0;
-        self.scan_system(groups::OFFSETS_TOPIC, |m| {
-            let key = m.key.as_deref().unwrap_or_default();
-            if let Some((g, t, q, o)) = groups::parse_offset_record(key, &m.body) {
-                self.groups.set_offset(&g, &t, q, o);
-                offsets += 1;
-            }
-        })?;
-        let mut replays = 0;
-        self.scan_system(dlq::REPLAYS_TOPIC, |m| {
-            if self.replays.load(&m.body) {
-                replays += 1;
-            }
-        })?;
-        tracing::info!(offsets, replays, "consumer state restored");
-        Ok(())
-    }
-
-    /// Calls `f` on every record of a system topic's queue 0, in order.
-    fn scan_system(&self, topic: &str, mut f: impl FnMut(&StoredMessage)) -> Result<(), BrokerError> {
-        Ok(self.store.scan_queue(topic, 0, |_, _, m| f(&m))?)
-    }
-
-    /// Turns tracing on (once).
-    pub fn set_tracer(&self, tracer: Arc<Tracer>) {
-        let _ = self.tracer.set(tracer);
-    }
-
-    pub fn tracer(&self) -> Option<&Arc<Tracer>> {
-        self.tracer.get()
-    }
-
-    /// Hands an event to the tracer, if tracing is on.
+    /// Hands a message event to the sink, if a tracer wants them (the
+    /// event is built only then).
     fn trace(&self, ev: impl FnOnce() -> TraceEvent) {
-        if let Some(t) = self.tracer.get() {
-            let ev = ev();
-            self.publish(&ev);
-            let _ = t.record(ev);
+        if self.interest.trace {
+            self.events.event(ev());
         }
-    }
-
-    /// Sends a summary of `ev` to live listeners, if any.
-    fn publish(&self, ev: &TraceEvent) {
-        if self.live.receiver_count() > 0 {
-            for v in crate::trace::live::summaries(ev) {
-                let _ = self.live.send(v);
-            }
-        }
-    }
-
-    /// Records a dead-lettering for the DLQ-inflow alert.
-    pub(crate) fn note_dead_letter(&self, group: &str) {
-        let now = now_ms();
-        let mut moves = self.dlq_moves.lock().unwrap_or_else(|p| p.into_inner());
-        let q = moves.entry(group.to_string()).or_default();
-        q.push_back(now);
-        while q.front().is_some_and(|t| now - *t > 60_000) {
-            q.pop_front();
-        }
-    }
-
-    /// Dead-letterings per group in the last minute.
-    pub fn dlq_inflow(&self) -> Vec<(String, u64)> {
-        let now = now_ms();
-        let moves = self.dlq_moves.lock().unwrap_or_else(|p| p.into_inner());
-        moves
-            .iter()
-            .map(|(g, q)| (g.clone(), q.iter().filter(|t| now - **t <= 60_000).count() as u64))
-            .collect()
-    }
-
-    /// Joins a replication group (once).
-    pub fn set_cluster(&self, cluster: Arc<crate::replication::Cluster>) {
-        let _ = self.cluster.set(cluster);
-    }
-
-    pub fn cluster(&self) -> Option<&Arc<crate::replication::Cluster>> {
-        self.cluster.get()
-    }
-
-    /// Joins a Raft group (once).
-    pub fn set_raft(&self, raft: Arc<crate::replication::raft::RaftNode>) {
-        let _ = self.raft.set(raft);
-    }
-
-    pub fn raft(&self) -> Option<&Arc<crate::replication::raft::RaftNode>> {
-        self.raft.get()
     }
 
     /// Whether this node may append: only a primary (Raft: the leader)
     /// does, or a node outside any replication group.
     fn check_writable(&self) -> Result<(), BrokerError> {
-        if let Some(r) = self.raft.get() {
-            return r.check_leader().map_err(|e| BrokerError::NotPrimary(e.to_string()));
-        }
-        // Outside a replication group every node writes: no lock per append.
-        let Some(c) = self.cluster.get().filter(|c| c.mode != crate::replication::Mode::None) else {
-            return Ok(());
-        };
-        match c.role() {
-            crate::replication::Role::Primary => Ok(()),
-            role => {
-                let hint = match c.primary().filter(|p| *p != c.node_id) {
-                    Some(p) => format!(
-                        "; the primary is node {p} at {}",
-                        c.peers.get(&p).map_or("?", String::as_str)
-                    ),
-                    None => String::new(),
-                };
-                Err(BrokerError::NotPrimary(format!(
-                    "node {} is a {} and does not accept writes{hint}",
-                    c.node_id,
-                    role.name()
-                )))
-            }
-        }
-    }
-
-    /// The replication mode name for the trace.
-    fn replication_name(&self) -> &'static str {
-        if self.raft.get().is_some() {
-            return "raft";
-        }
-        self.cluster.get().map_or("none", |c| c.mode.name())
-    }
-
-    /// Applies system records that arrived by replication: committed
-    /// offsets and replay records, so a promoted replica has them.
-    pub fn apply_replicated(&self, system: &[StoredMessage]) {
-        for m in system {
-            if m.topic == groups::OFFSETS_TOPIC {
-                let key = m.key.as_deref().unwrap_or_default();
-                if let Some((g, t, q, o)) = groups::parse_offset_record(key, &m.body) {
-                    self.groups.set_offset(&g, &t, q, o);
-                }
-            } else if m.topic == dlq::REPLAYS_TOPIC {
-                self.replays.load(&m.body);
-            }
-        }
-        self.appended.notify_waiters();
-    }
-
-    /// Turns OpenTelemetry export on (once).
-    pub fn set_otel(&self, otel: Arc<crate::trace::otel::Otel>) {
-        let _ = self.otel.set(otel);
-    }
-
-    pub fn otel(&self) -> Option<&Arc<crate::trace::otel::Otel>> {
-        self.otel.get()
-    }
-
-    pub fn set_alerts(&self, alerts: Arc<crate::trace::alerts::Alerts>) {
-        let _ = self.alerts.set(alerts);
-    }
-
-    pub fn alerts(&self) -> Option<&Arc<crate::trace::alerts::Alerts>> {
-        self.alerts.get()
-    }
-
-    /// Subscribes to the live event feed.
-    pub fn live(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
-        self.live.subscribe()
+        self.replicas.writable().map_err(BrokerError::NotPrimary)
     }
 
     pub fn options(&self) -> &BrokerOptions {
@@ -367,7 +253,12 @@ impl Broker {
     }
 
     pub fn groups(&self) -> &groups::Groups {
-        &self.groups
+        &self.consumers.groups
+    }
+
+    /// The consumer state (shared with replication and alerts).
+    pub fn consumers(&self) -> &Arc<Consumers> {
+        &self.consumers
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -386,19 +277,19 @@ impl Broker {
         handled: Vec<(u64, u32)>,
     ) -> Result<(), BrokerError> {
         topic::validate_group(group)?;
-        self.groups.set_offset(group, topic, queue_id, offset);
-        if let Some(o) = self.otel.get() {
-            o.committed(group, topic, queue_id, offset, now_ms());
+        self.consumers.groups.set_offset(group, topic, queue_id, offset);
+        // OTel ends the message's spans at the commit even without a tracer.
+        if self.interest.trace || self.interest.spans {
+            self.events.event(TraceEvent::Committed {
+                group: group.to_string(),
+                topic: topic.to_string(),
+                queue_id,
+                offset,
+                at_ms: now_ms(),
+                auto_commit: self.consumers.groups.auto_commit(group),
+                handled,
+            });
         }
-        self.trace(|| TraceEvent::Committed {
-            group: group.to_string(),
-            topic: topic.to_string(),
-            queue_id,
-            offset,
-            at_ms: now_ms(),
-            auto_commit: self.groups.auto_commit(group),
-            handled,
-        });
         if self.check_writable().is_err() {
             // A replica serving reads while the primary is away keeps the
             // offset in memory; its log must stay a copy of the primary's.
@@ -409,10 +300,11 @@ impl Broker {
             body: offset.to_string().into_bytes(),
             ..Outgoing::default()
         };
-        if let Some(raft) = self.raft.get() {
+        if let Replicas::Raft(raft) = &self.replicas {
             // Through the Raft log like every record; not waited for.
             let raft = raft.clone();
-            let m = crate::replication::raft::Msg {
+            let m = NewMessage {
+                topic: groups::OFFSETS_TOPIC.to_string(),
                 queue_id: 0,
                 key: record.key,
                 tags: None,
@@ -422,7 +314,7 @@ impl Broker {
                 born_ms: now_ms(),
             };
             tokio::spawn(async move {
-                if let Err(e) = raft.propose(groups::OFFSETS_TOPIC, m).await {
+                if let Err(e) = raft.propose(m).await {
                     tracing::warn!(error = %e, "offset commit not replicated");
                 }
             });

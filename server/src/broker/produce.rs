@@ -4,7 +4,18 @@
 //! the hot path: one writer-lock section per message in the store, no
 //! per-message allocation beyond the frame.
 
+use super::traced::{Traced, TracedInfo};
 use super::*;
+
+/// A message ready to place: its queue, and what the trace will need.
+type Ready = (u32, Outgoing, Option<TracedInfo>);
+
+/// A request's placed messages: each result with its frame end, and the
+/// trace evidence of those an observer wants.
+struct Batch {
+    placed: Vec<(SendResult, u64)>,
+    traced: Vec<Traced>,
+}
 
 impl Broker {
     /// A sync send: stores the message and, in sync flush mode, waits for
@@ -25,6 +36,7 @@ impl Broker {
 
     /// [`Broker::send_batch`] without the topic-name check, so the broker
     /// itself can store to system topics the same way (half messages).
+    /// Four steps: prepare, place, durability, answer.
     pub(super) async fn store_batch(&self, topic: &str, msgs: Vec<Outgoing>) -> Result<Vec<SendResult>, BrokerError> {
         self.check_writable()?;
         if msgs
@@ -33,13 +45,35 @@ impl Broker {
         {
             return Err(BrokerError::KeyTooLong { max: MAX_KEY_LEN });
         }
+        let ready = self.prepare(msgs);
+        let (batch, status) = match &self.replicas {
+            // Raft answers per message, once a majority has it.
+            Replicas::Raft(raft) => (self.place_raft(raft.as_ref(), topic, ready).await?, None),
+            _ => {
+                let batch = self.place_local(topic, ready)?;
+                let status = match batch.placed.last() {
+                    Some((_, end)) => match self.durability(*end).await {
+                        SendStatus::SendOk => self.replication(*end).await,
+                        other => other,
+                    },
+                    None => SendStatus::SendOk,
+                };
+                (batch, Some(status))
+            }
+        };
+        self.consumers.appended.notify_waiters();
+        Ok(self.answer(topic, batch, status).await)
+    }
+
+    /// Gives each message a W3C trace context (when it has no valid one)
+    /// and its queue, and takes what the trace will need (only when an
+    /// observer wants it).
+    fn prepare(&self, msgs: Vec<Outgoing>) -> Vec<Ready> {
         let queues = self.opts.queues_per_topic.max(1);
-        let tracing = self.tracer.get().is_some() || self.otel.get().is_some();
-        let mut pending = Vec::with_capacity(msgs.len());
-        let mut traced = Vec::new();
+        let tracing = self.interest.stored();
+        let tp = waybill_client::tracecontext::PROP_TRACEPARENT;
+        let mut ready = Vec::with_capacity(msgs.len());
         for mut msg in msgs {
-            // A message without a valid W3C trace context gets one here.
-            let tp = waybill_client::tracecontext::PROP_TRACEPARENT;
             if msg
                 .properties
                 .get(tp)
@@ -56,7 +90,7 @@ impl Broker {
                 None => self.next_queue.fetch_add(1, Ordering::Relaxed) % queues,
             };
             let info = tracing.then(|| {
-                let traceparent = self.otel.get().and_then(|_| msg.properties.get(tp).cloned());
+                let traceparent = self.interest.spans.then(|| msg.properties.get(tp).cloned()).flatten();
                 let attempt = msg
                     .properties
                     .get(waybill_client::protocol::PROP_SEND_ATTEMPT)
@@ -64,81 +98,93 @@ impl Broker {
                     .unwrap_or(1);
                 (msg.key.clone(), (msg.send_mode.unwrap_or("sync"), attempt), traceparent)
             });
-            pending.push((queue_id, msg, info));
+            ready.push((queue_id, msg, info));
         }
-        let mut placed = Vec::with_capacity(pending.len());
-        let status = if let Some(raft) = self.raft.get() {
-            // Raft: one entry per message, proposed together; each is
-            // SEND_OK once a majority has it (and it is applied here).
-            let proposals = pending.into_iter().map(|(queue_id, msg, info)| async move {
-                (queue_id, self.propose(raft, topic, queue_id, msg).await, info)
-            });
-            let mut timed_out = false;
-            for (queue_id, r, info) in futures_util::future::join_all(proposals).await {
-                match r {
-                    Ok((r, appended)) => {
-                        if let Some(info) = info {
-                            traced.push((r.id, appended, info));
-                        }
-                        placed.push((r, appended.end));
-                    }
-                    Err(BrokerError::NotPrimary(why)) if placed.is_empty() && !timed_out => {
-                        return Err(BrokerError::NotPrimary(why));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "raft proposal not confirmed");
-                        timed_out = true;
-                        // Not placed (yet): no position, so no id; epoch 0
-                        // is never a real epoch or term.
-                        let id = MessageId {
-                            node: self.store.node_id(),
-                            epoch: 0,
-                            pos: 0,
-                        };
-                        placed.push((
-                            SendResult {
-                                id,
-                                status: SendStatus::FlushSlaveTimeout,
-                                queue_id,
-                                queue_offset: 0,
-                            },
-                            0,
-                        ));
-                    }
-                }
-            }
-            None
-        } else {
-            for (queue_id, msg, info) in pending {
-                let (r, appended) = self.append(topic, queue_id, msg)?;
-                if let Some(info) = info {
-                    traced.push((r.id, appended, info));
-                }
-                placed.push((r, appended.end));
-            }
-            Some(match placed.last() {
-                Some((_, end)) => match self.durability(*end).await {
-                    SendStatus::SendOk => self.replication(*end).await,
-                    other => other,
-                },
-                None => SendStatus::SendOk,
-            })
+        ready
+    }
+
+    /// Appends every message here, in order; the first refusal fails the
+    /// request (nothing after it is appended).
+    fn place_local(&self, topic: &str, ready: Vec<Ready>) -> Result<Batch, BrokerError> {
+        let mut batch = Batch {
+            placed: Vec::with_capacity(ready.len()),
+            traced: Vec::new(),
         };
-        self.appended.notify_waiters();
-        let acked_ms = now_ms();
-        if let Some(o) = self.otel.get() {
-            for (id, a, (_, _, traceparent)) in &traced {
-                if let Some(tp) = traceparent {
-                    o.stored(&id.to_string(), topic, tp, a.born_ms, a.stored_ms, acked_ms);
+        for (queue_id, msg, info) in ready {
+            let (r, appended) = self.append(topic, queue_id, msg)?;
+            if let Some(info) = info {
+                batch.traced.push((r.id, appended, info));
+            }
+            batch.placed.push((r, appended.end));
+        }
+        Ok(batch)
+    }
+
+    /// Raft: one proposal per message, made together; each is placed once
+    /// a majority has it (and it is applied here). A proposal that is not
+    /// confirmed answers `FLUSH_SLAVE_TIMEOUT` (it may still commit); a
+    /// leader change before anything was placed fails the request.
+    async fn place_raft(
+        &self,
+        raft: &dyn replicas::Propose,
+        topic: &str,
+        ready: Vec<Ready>,
+    ) -> Result<Batch, BrokerError> {
+        let mut batch = Batch {
+            placed: Vec::with_capacity(ready.len()),
+            traced: Vec::new(),
+        };
+        let proposals = ready.into_iter().map(|(queue_id, msg, info)| async move {
+            (queue_id, self.propose(raft, topic, queue_id, msg).await, info)
+        });
+        let mut timed_out = false;
+        for (queue_id, r, info) in futures_util::future::join_all(proposals).await {
+            match r {
+                Ok((r, appended)) => {
+                    if let Some(info) = info {
+                        batch.traced.push((r.id, appended, info));
+                    }
+                    batch.placed.push((r, appended.end));
+                }
+                Err(BrokerError::NotPrimary(why)) if batch.placed.is_empty() && !timed_out => {
+                    return Err(BrokerError::NotPrimary(why));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "raft proposal not confirmed");
+                    timed_out = true;
+                    // Not placed (yet): no position, so no id; epoch 0
+                    // is never a real epoch or term.
+                    let id = MessageId {
+                        node: self.store.node_id(),
+                        epoch: 0,
+                        pos: 0,
+                    };
+                    batch.placed.push((
+                        SendResult {
+                            id,
+                            status: SendStatus::FlushSlaveTimeout,
+                            queue_id,
+                            queue_offset: 0,
+                        },
+                        0,
+                    ));
                 }
             }
         }
-        let status = match self.tracer.get() {
-            Some(t) if !traced.is_empty() => {
-                let end = placed.iter().map(|(_, end)| *end).max().unwrap_or(0);
-                self.trace_stored(t, topic, traced, acked_ms, status, end).await
-            }
-            _ => status,
+        Ok(batch)
+    }
+
+    /// Records the trace evidence (before any answer: see `traced.rs`),
+    /// then sets each result's status: `status` for the whole request, or
+    /// (Raft, `None`) each message's own.
+    async fn answer(&self, topic: &str, batch: Batch, status: Option<SendStatus>) -> Vec<SendResult> {
+        let Batch { placed, traced } = batch;
+        let status = if traced.is_empty() {
+            status
+        } else {
+            let acked_ms = now_ms();
+            let end = placed.iter().map(|(_, end)| *end).max().unwrap_or(0);
+            self.trace_stored(topic, traced, acked_ms, status, end).await
         };
         let results: Vec<SendResult> = placed
             .into_iter()
@@ -150,45 +196,27 @@ impl Broker {
             })
             .collect();
         self.produced.add(topic, &results);
-        Ok(results)
+        results
     }
 
     /// Raft mode: proposes one message and waits until a majority has it
     /// and it is applied here.
     pub(super) async fn propose(
         &self,
-        raft: &crate::replication::raft::RaftNode,
+        raft: &dyn replicas::Propose,
         topic: &str,
         queue_id: u32,
         msg: Outgoing,
     ) -> Result<(SendResult, Placed), BrokerError> {
-        use crate::replication::raft::{Msg, ProposeError};
         let born_ms = msg.born_ms.unwrap_or_else(now_ms);
-        let m = Msg {
-            queue_id,
-            key: msg.key,
-            tags: msg.tags,
-            producer: msg.producer,
-            properties: msg.properties,
-            body: msg.body,
-            born_ms,
-        };
-        let p = raft.propose(topic, m).await.map_err(|e| match e {
-            ProposeError::NotLeader { .. } => BrokerError::NotPrimary(e.to_string()),
-            other => BrokerError::Unconfirmed(other.to_string()),
-        })?;
-        Ok(placed(
-            queue_id,
-            born_ms,
-            storage::Appended {
-                pos: p.pos,
-                end: p.end,
-                queue_offset: p.queue_offset,
-                node: p.node,
-                epoch: p.epoch,
-                stored_ms: p.stored_ms,
-            },
-        ))
+        let a = raft
+            .propose(msg.into_new(topic, queue_id, born_ms))
+            .await
+            .map_err(|e| match e {
+                replicas::Unplaced::NotLeader(why) => BrokerError::NotPrimary(why),
+                replicas::Unplaced::Unconfirmed(why) => BrokerError::Unconfirmed(why),
+            })?;
+        Ok(placed(queue_id, born_ms, a))
     }
 
     /// Appends one message to a given queue (system topics included); the
@@ -201,16 +229,7 @@ impl Broker {
     ) -> Result<(SendResult, Placed), BrokerError> {
         self.check_writable()?;
         let born_ms = msg.born_ms.unwrap_or_else(now_ms);
-        let appended = self.store.append(NewMessage {
-            topic: topic.to_string(),
-            queue_id,
-            key: msg.key,
-            tags: msg.tags,
-            producer: msg.producer,
-            properties: msg.properties,
-            body: msg.body,
-            born_ms,
-        })?;
+        let appended = self.store.append(msg.into_new(topic, queue_id, born_ms))?;
         Ok(placed(queue_id, born_ms, appended))
     }
 
@@ -232,8 +251,8 @@ impl Broker {
     /// Waits for what the replication mode promises about `end`: with
     /// sync replication, a replica's confirmation.
     pub(super) async fn replication(&self, end: u64) -> SendStatus {
-        match self.cluster.get() {
-            Some(c) if c.mode == crate::replication::Mode::Sync => c.wait_replicated(end).await,
+        match &self.replicas {
+            Replicas::Ship(s) => s.wait_replicated(end).await,
             _ => SendStatus::SendOk,
         }
     }
@@ -247,14 +266,14 @@ impl Broker {
         queue_id: u32,
         msg: Outgoing,
     ) -> Result<SendResult, BrokerError> {
-        if let Some(raft) = self.raft.get() {
-            let (r, _) = self.propose(raft, topic, queue_id, msg).await?;
-            self.appended.notify_waiters();
+        if let Replicas::Raft(raft) = &self.replicas {
+            let (r, _) = self.propose(raft.as_ref(), topic, queue_id, msg).await?;
+            self.consumers.appended.notify_waiters();
             return Ok(r);
         }
         let (mut r, placed) = self.append(topic, queue_id, msg)?;
         r.status = self.durability(placed.end).await;
-        self.appended.notify_waiters();
+        self.consumers.appended.notify_waiters();
         if r.status != SendStatus::SendOk {
             return Err(BrokerError::Storage(StorageError::Failed(format!(
                 "{topic} record not durable: {}",

@@ -33,7 +33,7 @@ impl Broker {
         loop {
             // Register for wake-ups before looking, so a message stored
             // between the look and the wait is not missed.
-            let notified = self.appended.notified();
+            let notified = self.consumers.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
 
@@ -81,11 +81,7 @@ impl Broker {
             return;
         }
         let now = now_ms();
-        if let Some(o) = self.otel() {
-            for d in out {
-                o.delivered(group, d, now);
-            }
-        }
+        self.events.delivered(group, out, now);
         if !topic.starts_with('%') {
             self.trace(|| TraceEvent::Delivered {
                 group: group.to_string(),

@@ -185,12 +185,11 @@ impl super::Broker {
             queue_offset: m.queue_offset,
         };
         let attempt = origin.reconsume_times + 1;
-        if let Some(o) = self.otel() {
-            o.failed(group, &m.topic, m.queue_id, m.queue_offset, reason, super::now_ms());
-        }
+        self.events
+            .failed(group, &m.topic, m.queue_id, m.queue_offset, reason, super::now_ms());
         let (topic, queue, properties, stage, detail) = if origin.reconsume_times >= policy.max_reconsume_times {
             tracing::info!(group, id = %origin.id, times = origin.reconsume_times, "dead-lettered");
-            self.note_dead_letter(group);
+            self.events.dead_lettered(group, super::now_ms());
             let detail = format!(
                 "attempt {attempt} failed ({reason}); retries exhausted (max_reconsume_times {}): dead-lettered",
                 policy.max_reconsume_times

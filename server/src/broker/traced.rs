@@ -16,14 +16,16 @@
 //! sends made while the tracer sheds; what a crash can take unrecorded is
 //! then bounded by the tracer's queue (see `trace/windows.rs`).
 
-use super::event::{Recorded, Stored, StoredMsg, TraceEvent};
+use super::event::{Recorded, Stored, StoredMsg};
 use super::{storage, Broker, MessageId, Placed, SendStatus};
 use crate::storage::FlushOutcome;
-use crate::trace::Tracer;
 
-/// A stored message as the trace sees it: id, placement, and (key, (send
+/// What the trace needs of a message beyond its placement: (key, (send
 /// mode, attempt), traceparent).
-pub(super) type Traced = (MessageId, Placed, (Option<String>, (&'static str, u32), Option<String>));
+pub(super) type TracedInfo = (Option<String>, (&'static str, u32), Option<String>);
+
+/// A stored message as the trace sees it: id, placement, and its info.
+pub(super) type Traced = (MessageId, Placed, TracedInfo);
 
 impl Broker {
     /// Records a produce request's messages (answered at `acked_ms` with
@@ -32,7 +34,6 @@ impl Broker {
     /// covering `end` first.
     pub(super) async fn trace_stored(
         &self,
-        tracer: &Tracer,
         topic: &str,
         traced: Vec<Traced>,
         acked_ms: i64,
@@ -43,7 +44,7 @@ impl Broker {
             topic: topic.to_string(),
             messages: traced
                 .into_iter()
-                .map(|(id, a, (key, (send_mode, attempt), _))| StoredMsg {
+                .map(|(id, a, (key, (send_mode, attempt), traceparent))| StoredMsg {
                     node: id.node,
                     epoch: id.epoch,
                     pos: a.pos,
@@ -55,6 +56,7 @@ impl Broker {
                     key,
                     send_mode,
                     attempt,
+                    traceparent,
                 })
                 .collect(),
             acked_ms,
@@ -63,13 +65,11 @@ impl Broker {
                 storage::Flush::Async { .. } => "async",
             },
             send_status: status.unwrap_or(SendStatus::SendOk).name(),
-            replication: self.replication_name(),
+            replication: self.replicas.name(),
         };
         // Raft answers per message after a majority has it: no wait here.
         let at_risk = status.is_some() && ev.messages.iter().any(|m| ev.at_risk(m));
-        let ev = TraceEvent::Stored(Box::new(ev));
-        self.publish(&ev);
-        if tracer.record(ev) == Recorded::Queued || !at_risk {
+        if self.events.stored(Box::new(ev)) == Recorded::Queued || !at_risk {
             return status;
         }
         self.store.flush_soon();

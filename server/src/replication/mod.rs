@@ -26,6 +26,9 @@
 //!   `replicate` stage.
 //!
 //! # Layout
+//! - [`node`]: what replication works with on a node (store, cluster,
+//!   Raft member, event sink, consumer state), and the broker's narrow
+//!   `Ship`/`Propose` traits implemented for `Cluster` and `RaftNode`.
 //! - [`protocol`]: frames and the log-agreement rule.
 //! - [`state`]: role, term, the persisted cluster state file.
 //! - [`primary`]: serving a replica (streaming the log, reading acks).
@@ -33,6 +36,7 @@
 //! - [`status`]: asking peers who they are (startup, cluster view).
 //! - [`raft`]: `--replication raft`, a Raft group built on openraft.
 
+pub mod node;
 pub mod primary;
 pub mod protocol;
 pub mod raft;
@@ -40,6 +44,7 @@ pub mod replica;
 pub mod state;
 pub mod status;
 
+pub use node::Node;
 pub use state::{Cluster, Mode, Role};
 
 /// Errors of the replication layer.

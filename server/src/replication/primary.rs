@@ -18,8 +18,7 @@ use waybill_client::wire;
 
 use super::protocol::{self, Follow, Following, Refused, K_ACK, K_FOLLOWING, K_LOG, K_REFUSED, K_STATUS_REPLY};
 use super::status::read_frame;
-use super::Role;
-use crate::broker::Broker;
+use super::{Node, Role};
 
 /// How long an idle stream waits before checking for new log again.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
@@ -27,8 +26,14 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 const MAX_UNACKED: u64 = 16 << 20;
 
 /// The `STATUS` reply frame.
-pub fn status_reply(broker: &Broker, request_id: u64) -> Vec<u8> {
-    let body = serde_json::to_vec(&super::status::local(broker)).unwrap_or_default();
+pub fn status_reply(node: &Node, request_id: u64) -> Vec<u8> {
+    let body = serde_json::to_vec(&super::status::local(node)).unwrap_or_default();
+    wire::frame(K_STATUS_REPLY, request_id, &body)
+}
+
+/// The `STATUS` reply of a node outside any replication group.
+pub fn lone_status_reply(store: &crate::storage::Store, request_id: u64) -> Vec<u8> {
+    let body = serde_json::to_vec(&super::status::lone(store)).unwrap_or_default();
     wire::frame(K_STATUS_REPLY, request_id, &body)
 }
 
@@ -41,24 +46,13 @@ fn refuse(tx: &mpsc::Sender<Vec<u8>>, r: Refused) -> impl std::future::Future<Ou
 
 /// Serves a replica on this connection until it goes away.
 pub async fn follow<R: AsyncRead + Unpin + Send + 'static>(
-    broker: Arc<Broker>,
+    node: Arc<Node>,
     payload: &[u8],
     mut rd: R,
     tx: mpsc::Sender<Vec<u8>>,
 ) -> Result<(), String> {
     let req: Follow = serde_json::from_slice(payload).map_err(|e| format!("bad FOLLOW: {e}"))?;
-    let Some(cluster) = broker.cluster().cloned() else {
-        refuse(
-            &tx,
-            Refused {
-                term: 0,
-                primary: None,
-                reason: "replication is off on this node".into(),
-            },
-        )
-        .await;
-        return Ok(());
-    };
+    let cluster = node.cluster.clone();
     if req.term > cluster.term() {
         cluster.fence(req.term, None);
     }
@@ -74,7 +68,7 @@ pub async fn follow<R: AsyncRead + Unpin + Send + 'static>(
         .await;
         return Ok(());
     }
-    let store = broker.store().clone();
+    let store = node.store.clone();
     let own_end = store.stats().log_end;
     let from = protocol::agreed_prefix(&req.runs, req.end, &protocol::runs_to_wire(&store.runs()), own_end);
     let reply = Following {
@@ -99,7 +93,7 @@ pub async fn follow<R: AsyncRead + Unpin + Send + 'static>(
     let session = cluster.replica_connected(id, req.broker_addr.clone(), req.http_addr.clone());
     tracing::info!(replica = id, from, flush = %req.flush, "replica following");
     let acks = {
-        let (cluster, broker) = (cluster.clone(), broker.clone());
+        let (cluster, events) = (cluster.clone(), node.events.clone());
         tokio::spawn(async move {
             let addr = format!("replica {id}");
             loop {
@@ -107,9 +101,7 @@ pub async fn follow<R: AsyncRead + Unpin + Send + 'static>(
                     Ok((h, p)) if h.kind == K_ACK => match protocol::decode_ack(&p) {
                         Some((written, durable)) => {
                             cluster.replica_ack(id, written, durable);
-                            if let Some(t) = broker.tracer() {
-                                t.note_replicated(id, durable);
-                            }
+                            events.replica_acked(id, durable);
                         }
                         None => return format!("bad ACK from replica {id}"),
                     },

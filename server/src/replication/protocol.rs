@@ -2,7 +2,7 @@
 //!
 //! They use the client protocol's frame layer (header, length cap, CRC32C)
 //! with kinds from 100 up, which the client protocol never uses, so one
-//! listener serves both. Control messages (status, follow) are JSON — small
+//! listener serves both (`crate::port` routes them by kind). Control messages (status, follow) are JSON — small
 //! and rare; log data and acknowledgements are binary:
 //! - `LOG`: `at u64 | frames` — whole commit-log frames, byte-identical to
 //!   the primary's, starting at log position `at`.

@@ -24,8 +24,7 @@ use waybill_client::wire;
 use super::protocol::{self, Follow, Following, Refused, K_ACK, K_FOLLOW, K_FOLLOWING, K_LOG, K_REFUSED};
 use super::state::Persisted;
 use super::status::{connect, read_frame};
-use super::{Cluster, ReplicationError, Role};
-use crate::broker::Broker;
+use super::{Cluster, Node, ReplicationError, Role};
 use crate::storage::{Flush, Store};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -104,11 +103,12 @@ pub async fn handshake(cluster: &Cluster, store: &Store) -> Result<(TcpStream, S
 }
 
 /// Starts following (in the background) until promoted.
-pub fn spawn_follower(broker: Arc<Broker>, cluster: Arc<Cluster>) {
+pub fn spawn_follower(node: Arc<Node>) {
+    let cluster = node.cluster.clone();
     let task = tokio::spawn({
         let cluster = cluster.clone();
         async move {
-            let store = broker.store().clone();
+            let store = node.store.clone();
             let mut warned = false;
             loop {
                 if cluster.role() != Role::Replica {
@@ -136,7 +136,7 @@ pub fn spawn_follower(broker: Arc<Broker>, cluster: Arc<Cluster>) {
                             tracing::error!(error = %e, "cannot persist the cluster state");
                         }
                         tracing::info!(primary = f.primary, %addr, from = f.from, "following");
-                        let why = stream_from(&broker, &cluster, stream, &addr).await;
+                        let why = stream_from(&node, stream, &addr).await;
                         tracing::warn!(%addr, %why, "replication stream ended");
                     }
                     Err(e) => {
@@ -152,12 +152,12 @@ pub fn spawn_follower(broker: Arc<Broker>, cluster: Arc<Cluster>) {
     });
     if let Ok(mut slot) = cluster.follower.lock() {
         *slot = Some(task);
-    }
+    };
 }
 
 /// Applies the primary's stream until it ends; returns why it ended.
-async fn stream_from(broker: &Arc<Broker>, cluster: &Arc<Cluster>, stream: TcpStream, addr: &str) -> String {
-    let store = broker.store().clone();
+async fn stream_from(node: &Node, stream: TcpStream, addr: &str) -> String {
+    let (store, cluster) = (node.store.clone(), &node.cluster);
     let (mut rd, mut wr) = stream.into_split();
     let (written_tx, mut written_rx) = watch::channel(store.stats().log_end);
     let acker = {
@@ -201,7 +201,7 @@ async fn stream_from(broker: &Arc<Broker>, cluster: &Arc<Cluster>, stream: TcpSt
         };
         match store.append_frames(at, frames) {
             Ok((end, system)) => {
-                broker.apply_replicated(&system);
+                node.applied.applied(&system);
                 written_tx.send_replace(end);
             }
             Err(e) => break format!("cannot apply the primary's log: {e}"),

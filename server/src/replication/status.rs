@@ -115,11 +115,28 @@ pub async fn query(addr: &str, timeout: Duration, token: Option<&str>) -> Result
         })?
 }
 
+/// The status of a node outside any replication group.
+pub fn lone(store: &crate::storage::Store) -> NodeStatus {
+    let stats = store.stats();
+    NodeStatus {
+        id: store.node_id(),
+        role: "primary".into(),
+        term: 0,
+        primary: Some(store.node_id()),
+        broker_addr: String::new(),
+        http_addr: String::new(),
+        log_end: stats.log_end,
+        flushed: stats.flushed,
+        replicated: 0,
+    }
+}
+
 /// This node's own status.
-pub fn local(broker: &crate::broker::Broker) -> NodeStatus {
-    let stats = broker.store().stats();
+pub fn local(node: &super::Node) -> NodeStatus {
+    let stats = node.store.stats();
     let lock = |m: &std::sync::Mutex<String>| m.lock().map(|s| s.clone()).unwrap_or_default();
-    if let (Some(r), Some(c)) = (broker.raft(), broker.cluster()) {
+    let c = &node.cluster;
+    if let Some(r) = &node.raft {
         let (role, leader, term) = r.role();
         return NodeStatus {
             id: r.node_id,
@@ -134,34 +151,19 @@ pub fn local(broker: &crate::broker::Broker) -> NodeStatus {
             replicated: stats.log_end,
         };
     }
-    match broker.cluster() {
-        Some(c) => {
-            let role = c.role();
-            NodeStatus {
-                id: c.node_id,
-                role: role.name().into(),
-                term: c.term(),
-                primary: c.primary(),
-                broker_addr: lock(&c.broker_addr),
-                http_addr: lock(&c.http_addr),
-                log_end: stats.log_end,
-                flushed: stats.flushed,
-                replicated: match role {
-                    super::Role::Primary => c.replicated(),
-                    _ => c.confirmed(),
-                },
-            }
-        }
-        None => NodeStatus {
-            id: broker.store().node_id(),
-            role: "primary".into(),
-            term: 0,
-            primary: Some(broker.store().node_id()),
-            broker_addr: String::new(),
-            http_addr: String::new(),
-            log_end: stats.log_end,
-            flushed: stats.flushed,
-            replicated: 0,
+    let role = c.role();
+    NodeStatus {
+        id: c.node_id,
+        role: role.name().into(),
+        term: c.term(),
+        primary: c.primary(),
+        broker_addr: lock(&c.broker_addr),
+        http_addr: lock(&c.http_addr),
+        log_end: stats.log_end,
+        flushed: stats.flushed,
+        replicated: match role {
+            super::Role::Primary => c.replicated(),
+            _ => c.confirmed(),
         },
     }
 }

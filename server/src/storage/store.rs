@@ -54,8 +54,8 @@ pub struct AppendAs {
     pub stored_ms: i64,
 }
 
-/// Where an appended message landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where an appended message landed (also a Raft entry's apply result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Appended {
     pub pos: u64,
     /// One past the frame's last byte: durable once `flushed >= end`.

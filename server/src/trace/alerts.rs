@@ -18,15 +18,17 @@
 //! A webhook that fails is retried at the next transition only; alert
 //! delivery never blocks evaluation or the broker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
 
-use crate::broker::Broker;
+use crate::broker::Consumers;
+use crate::replication::Cluster;
 use crate::storage::space::DiskState;
+use crate::storage::Store;
 use crate::time::now_ms;
 
 /// Evaluation period.
@@ -79,6 +81,20 @@ pub struct Alerts {
     firing: Mutex<BTreeMap<String, Alert>>,
     /// When unflushed data started waiting (ms), 0 when all is flushed.
     unflushed_since: Mutex<i64>,
+    /// Times (ms) of recent dead-letterings per group, for the DLQ-inflow
+    /// rule; pruned to the last minute. std Mutex: push/prune only.
+    dlq_moves: Mutex<HashMap<String, VecDeque<i64>>>,
+}
+
+/// What the rules look at: the store, the consumer state and, in a
+/// replication group, the cluster state. Never the broker.
+#[derive(Clone)]
+pub struct Watched {
+    pub store: Arc<Store>,
+    pub consumers: Arc<Consumers>,
+    /// Queues per topic (the lag sums over them).
+    pub queues_per_topic: u32,
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Alerts {
@@ -88,18 +104,39 @@ impl Alerts {
             webhook,
             firing: Mutex::new(BTreeMap::new()),
             unflushed_since: Mutex::new(0),
+            dlq_moves: Mutex::new(HashMap::new()),
         })
     }
 
+    /// Records a dead-lettering by `group` at `at_ms`.
+    pub fn note_dead_letter(&self, group: &str, at_ms: i64) {
+        let mut moves = self.dlq_moves.lock().unwrap_or_else(|p| p.into_inner());
+        let q = moves.entry(group.to_string()).or_default();
+        q.push_back(at_ms);
+        while q.front().is_some_and(|t| at_ms - *t > 60_000) {
+            q.pop_front();
+        }
+    }
+
+    /// Dead-letterings per group in the last minute.
+    pub fn dlq_inflow(&self) -> Vec<(String, u64)> {
+        let now = now_ms();
+        let moves = self.dlq_moves.lock().unwrap_or_else(|p| p.into_inner());
+        moves
+            .iter()
+            .map(|(g, q)| (g.clone(), q.iter().filter(|t| now - **t <= 60_000).count() as u64))
+            .collect()
+    }
+
     /// Starts the evaluation loop.
-    pub fn spawn(self: &Arc<Self>, broker: Arc<Broker>) {
+    pub fn spawn(self: &Arc<Self>, watched: Watched) {
         let me = self.clone();
         tokio::spawn(async move {
             let client = reqwest::Client::builder().timeout(WEBHOOK_TIMEOUT).build().ok();
             let mut tick = tokio::time::interval(EVERY);
             loop {
                 tick.tick().await;
-                let now = me.evaluate(&broker);
+                let now = me.evaluate(&watched);
                 me.apply(now, client.as_ref()).await;
             }
         });
@@ -113,7 +150,7 @@ impl Alerts {
             .unwrap_or_default()
     }
 
-    fn evaluate(&self, broker: &Broker) -> Vec<Alert> {
+    fn evaluate(&self, w: &Watched) -> Vec<Alert> {
         let r = &self.rules;
         let now = now_ms();
         let mut out = Vec::new();
@@ -129,7 +166,7 @@ impl Alerts {
                 });
             }
         };
-        for (group, n) in broker.dlq_inflow() {
+        for (group, n) in self.dlq_inflow() {
             alert(
                 "dlq_inflow",
                 &[("group", &group)],
@@ -138,13 +175,13 @@ impl Alerts {
                 format!("{n} message(s) dead-lettered by group {group} in the last minute"),
             );
         }
-        let store = broker.store();
-        let queues = broker.options().queues_per_topic;
-        for (group, topic) in broker.groups().subscriptions() {
-            let lag: u64 = (0..queues)
+        let store = &w.store;
+        let groups = w.consumers.groups();
+        for (group, topic) in groups.subscriptions() {
+            let lag: u64 = (0..w.queues_per_topic)
                 .map(|q| {
                     let end = store.queue_len(&topic, q);
-                    end.saturating_sub(broker.groups().offset(&group, &topic, q).unwrap_or(0))
+                    end.saturating_sub(groups.offset(&group, &topic, q).unwrap_or(0))
                 })
                 .sum();
             alert(
@@ -183,7 +220,7 @@ impl Alerts {
             r.flush_queue,
             format!("{} sends waiting for an fsync", s.flush_waiters),
         );
-        if let Some(c) = broker.cluster() {
+        if let Some(c) = &w.cluster {
             let shipping = matches!(c.mode, crate::replication::Mode::Sync | crate::replication::Mode::Async);
             if shipping && c.role() == crate::replication::Role::Primary {
                 for (id, info) in c.replicas() {

@@ -186,6 +186,7 @@ mod tests {
                     key: None,
                     send_mode,
                     attempt: 1,
+                    traceparent: None,
                 })
                 .collect(),
             acked_ms: 7,

@@ -49,6 +49,7 @@ pub mod otel;
 pub mod rows;
 pub mod runs;
 pub mod search;
+pub mod sink;
 pub mod timeline;
 pub mod varint;
 pub mod windows;

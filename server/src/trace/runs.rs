@@ -257,6 +257,7 @@ mod tests {
             key: key.map(str::to_string),
             send_mode: mode,
             attempt: if pos == 100 { 2 } else { 1 },
+            traceparent: None,
         }
     }
 

@@ -25,7 +25,7 @@ pub mod state_machine;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -33,9 +33,9 @@ use openraft::{BasicNode, ServerState};
 use serde::{Deserialize, Serialize};
 
 use super::ReplicationError;
-use crate::broker::Broker;
+use crate::broker::Applied;
 use crate::storage::fs::RealFs;
-use crate::storage::{Flush, Store};
+use crate::storage::{Appended, Flush, Store};
 
 pub const K_RAFT_APPEND: u8 = 110;
 pub const K_RAFT_VOTE: u8 = 111;
@@ -81,21 +81,10 @@ pub struct Request {
     pub msgs: Vec<(String, Msg)>,
 }
 
-/// Where an applied entry landed in the commit log.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Placed {
-    pub pos: u64,
-    pub end: u64,
-    pub queue_offset: u64,
-    pub node: u16,
-    pub epoch: u32,
-    pub stored_ms: i64,
-}
-
 /// Where each message of an entry landed, in the entry's order.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Response {
-    pub placed: Vec<Placed>,
+    pub placed: Vec<Appended>,
 }
 
 openraft::declare_raft_types!(
@@ -151,7 +140,7 @@ pub struct RaftNode {
 struct Proposal {
     topic: String,
     msg: Msg,
-    reply: tokio::sync::oneshot::Sender<Result<Placed, ProposeError>>,
+    reply: tokio::sync::oneshot::Sender<Result<Appended, ProposeError>>,
 }
 
 impl RaftNode {
@@ -164,7 +153,7 @@ impl RaftNode {
         data_dir: &std::path::Path,
         store: Arc<Store>,
         timeout: Duration,
-        broker: Weak<Broker>,
+        applied: Arc<dyn Applied>,
         token: Option<Arc<str>>,
     ) -> Result<Arc<RaftNode>, ReplicationError> {
         let dir = data_dir.join("raft");
@@ -177,8 +166,9 @@ impl RaftNode {
             Flush::Async { interval } => (false, interval),
         };
         let log = log_store::LogStore::open(Arc::new(RealFs), &dir, sync, interval).map_err(io)?;
-        let sm = state_machine::StateMachine::open(store, &dir, &log).await.map_err(io)?;
-        let _ = sm.broker.set(broker);
+        let sm = state_machine::StateMachine::open(store, &dir, &log, applied)
+            .await
+            .map_err(io)?;
         let config = openraft::Config {
             cluster_name: "waybill".into(),
             heartbeat_interval: 100,
@@ -263,7 +253,7 @@ impl RaftNode {
 
     /// Proposes one message; returns where it landed once a majority has
     /// its entry and it is applied here. Concurrent proposals share entries.
-    pub async fn propose(&self, topic: &str, msg: Msg) -> Result<Placed, ProposeError> {
+    pub async fn propose(&self, topic: &str, msg: Msg) -> Result<Appended, ProposeError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let p = Proposal {
             topic: topic.to_string(),
@@ -361,7 +351,7 @@ async fn batcher(
         let pending = raft.client_write_ff(req).await;
         let members = members.clone();
         tokio::spawn(async move {
-            let answer: Result<Vec<Placed>, ProposeError> = match pending {
+            let answer: Result<Vec<Appended>, ProposeError> = match pending {
                 Err(e) => Err(ProposeError::Raft(e.to_string())),
                 Ok(rx) => match tokio::time::timeout(timeout, rx).await {
                     Err(_) => Err(ProposeError::Timeout(timeout)),

@@ -15,7 +15,7 @@
 
 use std::io::Cursor;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::storage::RaftStateMachine;
@@ -25,16 +25,17 @@ use openraft::{
 };
 
 use super::log_store::LogStore;
-use super::{Placed, Response, TypeConfig, PROP_RAFT_ENTRY, RAFT_TOPIC};
-use crate::broker::Broker;
+use super::{Response, TypeConfig, PROP_RAFT_ENTRY, RAFT_TOPIC};
+use crate::broker::Applied;
 use crate::storage::{AppendAs, NewMessage, Store, StoredMessage};
 
 type NodeId = u64;
 
 pub struct StateMachine {
     store: Arc<Store>,
-    /// Set once the broker exists: committed consumer state is applied to it.
-    pub(crate) broker: Arc<OnceLock<Weak<Broker>>>,
+    /// Told of every applied entry's system records (committed offsets,
+    /// replays), so consumer state follows the log; apply stays synchronous.
+    applied: Arc<dyn Applied>,
     membership_path: PathBuf,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, openraft::BasicNode>,
@@ -58,7 +59,12 @@ fn entry_of(m: &StoredMessage) -> Option<(u64, usize, usize)> {
 impl StateMachine {
     /// Recovers the applied state from the commit log's last record (and
     /// the Raft log for the log id before an entry cut short).
-    pub async fn open(store: Arc<Store>, dir: &std::path::Path, log: &LogStore) -> std::io::Result<StateMachine> {
+    pub async fn open(
+        store: Arc<Store>,
+        dir: &std::path::Path,
+        log: &LogStore,
+        applied: Arc<dyn Applied>,
+    ) -> std::io::Result<StateMachine> {
         let membership_path = dir.join("raft.membership");
         let membership = match std::fs::read(&membership_path) {
             Ok(b) => serde_json::from_slice(&b).map_err(std::io::Error::other)?,
@@ -96,7 +102,7 @@ impl StateMachine {
         }
         Ok(StateMachine {
             store,
-            broker: Arc::new(OnceLock::new()),
+            applied,
             membership_path,
             last_applied,
             membership,
@@ -175,14 +181,7 @@ impl StateMachine {
             }
             let a = self.store.append_as(msg, Some(writer)).map_err(sm_err)?;
             last_end = a.end;
-            placed.push(Placed {
-                pos: a.pos,
-                end: a.end,
-                queue_offset: a.queue_offset,
-                node: a.node,
-                epoch: a.epoch,
-                stored_ms: a.stored_ms,
-            });
+            placed.push(a);
         }
         if let Some(stored) = membership {
             // Never ahead of the record it describes.
@@ -192,9 +191,7 @@ impl StateMachine {
             super::log_store::write_atomic(&self.membership_path, &bytes).map_err(sm_err)?;
         }
         self.last_applied = Some(e.log_id);
-        if let Some(b) = self.broker.get().and_then(Weak::upgrade) {
-            b.apply_replicated(&applied_system);
-        }
+        self.applied.applied(&applied_system);
         Ok(Response { placed })
     }
 }
@@ -304,6 +301,13 @@ mod tests {
         Arc::new(Store::open(Arc::new(RealFs), o).unwrap())
     }
 
+    /// These tests look at the commit log only.
+    struct NoConsumers;
+
+    impl crate::broker::Applied for NoConsumers {
+        fn applied(&self, _system: &[StoredMessage]) {}
+    }
+
     fn log_bytes(dir: &std::path::Path) -> Vec<u8> {
         let mut names: Vec<_> = std::fs::read_dir(dir.join("data/log"))
             .unwrap()
@@ -328,7 +332,7 @@ mod tests {
         // Member A (node 1) applies both entries whole.
         let sa = store(a.path(), 1);
         let la = LogStore::open(Arc::new(RealFs), &a.path().join("raft"), true, Duration::from_secs(1)).unwrap();
-        let mut ma = StateMachine::open(sa.clone(), &a.path().join("raft"), &la)
+        let mut ma = StateMachine::open(sa.clone(), &a.path().join("raft"), &la, Arc::new(NoConsumers))
             .await
             .unwrap();
         assert_eq!(ma.last_applied, None);
@@ -340,7 +344,7 @@ mod tests {
         // Member B (node 3) crashed after the first message of entry 2.
         let sb = store(b.path(), 3);
         let lb = LogStore::open(Arc::new(RealFs), &b.path().join("raft"), true, Duration::from_secs(1)).unwrap();
-        let mut mb = StateMachine::open(sb.clone(), &b.path().join("raft"), &lb)
+        let mut mb = StateMachine::open(sb.clone(), &b.path().join("raft"), &lb, Arc::new(NoConsumers))
             .await
             .unwrap();
         mb.apply_one(&entries[0]).await.unwrap();
@@ -370,7 +374,7 @@ mod tests {
 
         // Restart: applied up to entry 1, entry 2 partly; completing it.
         let sb = store(b.path(), 3);
-        let mut mb = StateMachine::open(sb.clone(), &b.path().join("raft"), &lb)
+        let mut mb = StateMachine::open(sb.clone(), &b.path().join("raft"), &lb, Arc::new(NoConsumers))
             .await
             .unwrap();
         assert_eq!(mb.last_applied.map(|l| l.index), Some(1));
@@ -381,7 +385,7 @@ mod tests {
         assert_eq!(log_bytes(a.path()), log_bytes(b.path()));
         // And after another restart it knows entry 2 is done.
         let sb = store(b.path(), 3);
-        let mb = StateMachine::open(sb.clone(), &b.path().join("raft"), &lb)
+        let mb = StateMachine::open(sb.clone(), &b.path().join("raft"), &lb, Arc::new(NoConsumers))
             .await
             .unwrap();
         assert_eq!(mb.last_applied.map(|l| l.index), Some(2));

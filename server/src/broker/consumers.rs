@@ -1,0 +1,87 @@
+//! Consumer-side state the broker keeps in memory: group membership and
+//! committed offsets, replay records, and the wake-up for long polls.
+//!
+//! It is rebuilt from the system topics (`%OFFSETS%`, `%REPLAYS%`) when
+//! the node starts, and kept current by whatever appends those records:
+//! the broker itself, or replication applying a primary's (or the Raft
+//! log's) records on this node. Replication reaches it through the narrow
+//! [`Applied`] trait, never through the broker.
+
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{dlq, groups, BrokerError};
+use crate::storage::{Store, StoredMessage};
+
+/// Told about system records that landed by replication.
+pub trait Applied: Send + Sync {
+    /// `system` holds the system-topic records of what was just applied;
+    /// called after every applied batch (also when it holds none: long
+    /// polls wake up for the new messages).
+    fn applied(&self, system: &[StoredMessage]);
+}
+
+/// Groups, replays and the "something was stored" signal.
+pub struct Consumers {
+    pub(crate) groups: groups::Groups,
+    pub(crate) replays: dlq::Replays,
+    /// Woken after every stored message: long-polling pulls wait on it.
+    pub(crate) appended: Notify,
+}
+
+impl Consumers {
+    /// Restores committed offsets and replay records from `store`.
+    pub fn restore(store: &Store, client_timeout: Duration) -> Result<Consumers, BrokerError> {
+        let c = Consumers {
+            groups: groups::Groups::new(client_timeout),
+            replays: dlq::Replays::default(),
+            appended: Notify::new(),
+        };
+        let mut offsets = 0;
+        store.scan_queue(groups::OFFSETS_TOPIC, 0, |_, _, m| {
+            if c.apply_offset(&m) {
+                offsets += 1;
+            }
+        })?;
+        let mut replays = 0;
+        store.scan_queue(dlq::REPLAYS_TOPIC, 0, |_, _, m| {
+            if c.replays.load(&m.body) {
+                replays += 1;
+            }
+        })?;
+        tracing::info!(offsets, replays, "consumer state restored");
+        Ok(c)
+    }
+
+    /// The groups, their members and committed offsets.
+    pub fn groups(&self) -> &groups::Groups {
+        &self.groups
+    }
+
+    fn apply_offset(&self, m: &StoredMessage) -> bool {
+        let key = m.key.as_deref().unwrap_or_default();
+        match groups::parse_offset_record(key, &m.body) {
+            Some((g, t, q, o)) => {
+                self.groups.set_offset(&g, &t, q, o);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Applied for Consumers {
+    /// Committed offsets and replay records, so a promoted replica (or a
+    /// new Raft leader) has them.
+    fn applied(&self, system: &[StoredMessage]) {
+        for m in system {
+            if m.topic == groups::OFFSETS_TOPIC {
+                self.apply_offset(m);
+            } else if m.topic == dlq::REPLAYS_TOPIC {
+                self.replays.load(&m.body);
+            }
+        }
+        self.appended.notify_waiters();
+    }
+}

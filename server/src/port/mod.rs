@@ -1,0 +1,276 @@
+//! The broker port, the node's front door: TCP on `--broker-addr`,
+//! pipelined frames, routed by kind from one table ([`route`]): `Auth`,
+//! client requests (to the broker, see [`client`]), replication
+//! (`STATUS`, `FOLLOW`: to the primary side) and Raft RPCs (to the Raft
+//! member). It sits above the broker and replication and wires them to the
+//! network; neither knows it.
+//!
+//! Per connection a reader loop validates and decodes request frames and
+//! runs each request as its own task (so slow ones — a sync-flush produce,
+//! a long poll — do not hold up the rest); a writer task sends responses in
+//! completion order, tagged with the request id. A frame that fails
+//! validation (magic, version, size, CRC, payload) gets one error response
+//! and the connection is closed: after a bad frame the stream's framing
+//! cannot be trusted. Bad frames never reach the store.
+//!
+//! Frames are read within the port's limits ([`frames`]: bytes as
+//! they arrive, a global byte budget, deadlines). With `--auth-token` the
+//! first frame must be `Auth` with that token: any other frame, or a wrong
+//! token, gets `Unauthorized` and the connection closes — before any of
+//! that frame's payload is read, so an unauthenticated peer costs a header.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use waybill_client::protocol::{ErrorCode, Request, Response, K_AUTH};
+use waybill_client::wire;
+
+use self::frames::{FrameError, Limits};
+use crate::broker::Broker;
+use crate::replication::{self, raft, Node};
+
+mod client;
+pub mod frames;
+
+/// Requests one connection may have in flight; beyond it the reader stops
+/// reading (TCP backpressure) instead of queueing without bound.
+const MAX_IN_FLIGHT: usize = 4096;
+/// Largest `Auth` payload read from a connection that has not presented
+/// its token: a token is short, and this is all such a peer can make the
+/// broker buffer.
+const MAX_AUTH_PAYLOAD: usize = 4096;
+
+/// How the broker port is guarded.
+#[derive(Clone)]
+pub struct Port {
+    pub limits: Limits,
+    /// `--auth-token`: what `Auth` must carry (none: no `Auth` needed).
+    pub token: Option<Arc<str>>,
+}
+
+/// What frames are routed to.
+#[derive(Clone)]
+pub struct Targets {
+    pub broker: Arc<Broker>,
+    /// The replication side (status, follow, Raft RPCs); without one, such
+    /// frames are refused.
+    pub node: Option<Arc<Node>>,
+}
+
+/// Where a frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Auth,
+    Client,
+    Status,
+    Follow,
+    /// A replication kind a peer never sends first (replies, acks).
+    UnexpectedReplication,
+    Raft,
+}
+
+/// The port's one routing table, by frame kind.
+fn route(kind: u8) -> Route {
+    match kind {
+        K_AUTH => Route::Auth,
+        replication::protocol::K_STATUS => Route::Status,
+        replication::protocol::K_FOLLOW => Route::Follow,
+        k if replication::protocol::is_replication(k) => Route::UnexpectedReplication,
+        k if raft::is_raft(k) => Route::Raft,
+        _ => Route::Client,
+    }
+}
+
+/// Accepts connections until the task is dropped.
+pub async fn serve(listener: TcpListener, targets: Targets, port: Port) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let (targets, port) = (targets.clone(), port.clone());
+                tokio::spawn(async move {
+                    if let Err(why) = connection(stream, targets, port).await {
+                        tracing::warn!(%peer, %why, "client connection closed");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Equal in time independent of where the inputs differ (as the HTTP
+/// bearer check; the broker does not depend on the API layer).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn connection(stream: TcpStream, targets: Targets, port: Port) -> Result<(), String> {
+    let (rd, wr) = stream.into_split();
+    // Buffered: pipelined frames are parsed out of few reads; this buffer
+    // is all a connection holds outside the byte budget.
+    let mut rd = tokio::io::BufReader::with_capacity(frames::READ_BUFFER, rd);
+    // Bounded: responses wait here for the writer; a full queue makes the
+    // request tasks wait, and MAX_IN_FLIGHT then stops the reader.
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
+    let writer = tokio::spawn(async move {
+        let mut out = BufWriter::with_capacity(256 * 1024, wr);
+        while let Some(frame) = rx.recv().await {
+            if out.write_all(&frame).await.is_err() {
+                return;
+            }
+            while let Ok(more) = rx.try_recv() {
+                if out.write_all(&more).await.is_err() {
+                    return;
+                }
+            }
+            if out.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    let Limits {
+        frame_timeout,
+        idle_timeout,
+        budget,
+    } = port.limits.clone();
+    // Per connection: requests in flight (see MAX_IN_FLIGHT).
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut authed = port.token.is_none();
+    let result = loop {
+        // Until the token is in, a connection gets one frame timeout to
+        // present it, not the idle allowance of a known client.
+        let idle = if authed { idle_timeout } else { frame_timeout };
+        let (header, deadline) = match frames::next_header(&mut rd, idle, frame_timeout).await {
+            Ok(h) => h,
+            Err(FrameError::Closed) => break Ok(()),
+            Err(FrameError::Idle(d)) => {
+                tracing::debug!(idle = ?d, "closing a silent client connection");
+                break Ok(());
+            }
+            Err(FrameError::Wire(e)) => break Err(reject(&tx, 0, e.to_string()).await),
+            Err(e) => break Err(e.to_string()),
+        };
+        if !authed && (header.kind != K_AUTH || header.len > MAX_AUTH_PAYLOAD) {
+            let why = format!("frame kind {} before Auth", header.kind);
+            break Err(unauthorized(&tx, header.request_id, why).await);
+        }
+        let payload = match frames::read_payload(&mut rd, header.len, &budget, deadline, frame_timeout).await {
+            Ok(p) => p,
+            Err(e) => break Err(e.to_string()),
+        };
+        if let Err(e) = header.verify(&payload.bytes) {
+            break Err(reject(&tx, header.request_id, e.to_string()).await);
+        }
+        let node = targets.node.as_ref();
+        match route(header.kind) {
+            Route::Client => {}
+            Route::Auth => {
+                let token = match Request::decode(header.kind, &payload.bytes) {
+                    Ok(Request::Auth { token }) => token,
+                    Ok(_) | Err(_) => break Err(reject(&tx, header.request_id, "malformed Auth".into()).await),
+                };
+                if port
+                    .token
+                    .as_deref()
+                    .is_some_and(|t| !same(token.as_bytes(), t.as_bytes()))
+                {
+                    break Err(unauthorized(&tx, header.request_id, "wrong token".into()).await);
+                }
+                authed = true;
+                let (kind, body) = Response::Ok.encode();
+                if tx.send(wire::frame(kind, header.request_id, &body)).await.is_err() {
+                    break Ok(());
+                }
+                continue;
+            }
+            Route::Raft => {
+                let Some(raft) = node.and_then(|n| n.raft.clone()) else {
+                    break Err(reject(&tx, header.request_id, "raft is off on this node".into()).await);
+                };
+                let reply = raft.serve_rpc(header.kind, &payload.bytes).await;
+                let frame = wire::frame(raft::K_RAFT_REPLY, header.request_id, &reply);
+                if tx.send(frame).await.is_err() {
+                    break Ok(());
+                }
+                continue;
+            }
+            Route::Status => {
+                let reply = match node {
+                    Some(n) => replication::primary::status_reply(n, header.request_id),
+                    None => replication::primary::lone_status_reply(targets.broker.store(), header.request_id),
+                };
+                if tx.send(reply).await.is_err() {
+                    break Ok(());
+                }
+                continue;
+            }
+            Route::Follow => {
+                let Some(node) = node.cloned() else {
+                    break Err(reject(&tx, header.request_id, "replication is off on this node".into()).await);
+                };
+                // The connection now belongs to a replica's stream, which
+                // holds none of the byte budget while it lasts.
+                let frames::Payload { bytes, held } = payload;
+                drop(held);
+                break replication::primary::follow(node, &bytes, rd, tx.clone()).await;
+            }
+            Route::UnexpectedReplication => {
+                let why = format!("unexpected replication frame {}", header.kind);
+                break Err(reject(&tx, header.request_id, why).await);
+            }
+        }
+        let req = match Request::decode(header.kind, &payload.bytes) {
+            Ok(r) => r,
+            Err(e) => break Err(reject(&tx, header.request_id, e.to_string()).await),
+        };
+        // The decoded request now holds the bytes; its budget goes with it.
+        let held = payload.held;
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break Ok(());
+        };
+        let (broker, tx) = (targets.broker.clone(), tx.clone());
+        let id = header.request_id;
+        tokio::spawn(async move {
+            let oneway = matches!(req, Request::Produce { oneway: true, .. });
+            let resp = client::handle(&broker, req).await;
+            drop(held);
+            if !oneway {
+                let (kind, body) = resp.encode();
+                let _ = tx.send(wire::frame(kind, id, &body)).await;
+            }
+            drop(permit);
+        });
+    };
+    drop(tx);
+    let _ = writer.await;
+    result
+}
+
+/// Sends `Unauthorized`; returns the reason for the log.
+async fn unauthorized(tx: &mpsc::Sender<Vec<u8>>, id: u64, why: String) -> String {
+    let (kind, body) = Response::Error {
+        code: ErrorCode::Unauthorized,
+        message: format!("this broker wants its --auth-token first (an Auth frame), closing connection: {why}"),
+    }
+    .encode();
+    let _ = tx.send(wire::frame(kind, id, &body)).await;
+    format!("unauthorized: {why}")
+}
+
+/// Sends an error response for a bad frame; returns the reason for the log.
+async fn reject(tx: &mpsc::Sender<Vec<u8>>, id: u64, why: String) -> String {
+    let (kind, body) = Response::Error {
+        code: ErrorCode::BadRequest,
+        message: format!("bad frame, closing connection: {why}"),
+    }
+    .encode();
+    let _ = tx.send(wire::frame(kind, id, &body)).await;
+    why
+}
