@@ -82,7 +82,7 @@ mod tests {
     struct Recording {
         interest: Interest,
         verdict: Recorded,
-        stored: Mutex<Vec<Box<Stored>>>,
+        stored: Mutex<Vec<Stored>>,
         /// Log flushed mark seen when each request was recorded.
         flushed_at_record: Mutex<Vec<u64>>,
         store: Mutex<Option<Arc<Store>>>,
@@ -112,7 +112,7 @@ mod tests {
                 }
             }
             if let Ok(mut s) = self.stored.lock() {
-                s.push(ev);
+                s.push(*ev);
             }
             self.verdict
         }
