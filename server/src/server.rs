@@ -116,6 +116,7 @@ pub async fn serve(
                     check_after: Duration::from_millis(cfg.tx_check_timeout_ms.max(1)),
                     max_checks: cfg.tx_max_checks,
                 },
+                clock: crate::time::Clock::system(),
             },
         )
         .map_err(ServeError::Broker)?,

@@ -31,6 +31,8 @@ pub mod listener;
 mod produce;
 pub mod pull;
 pub mod retry;
+#[cfg(test)]
+mod timer_tests;
 pub mod topic;
 mod traced;
 pub mod transaction;
@@ -67,6 +69,10 @@ pub struct BrokerOptions {
     pub replay_guard: u32,
     /// Transaction check-back timing.
     pub transactions: transaction::TxOptions,
+    /// "Now" for retry due times, the pulls waiting on them and
+    /// transaction check-backs: the system clock, or tokio's in tests that
+    /// pause time.
+    pub clock: crate::time::Clock,
 }
 
 impl Default for BrokerOptions {
@@ -78,6 +84,7 @@ impl Default for BrokerOptions {
             client_timeout: Duration::from_secs(30),
             replay_guard: 3,
             transactions: transaction::TxOptions::default(),
+            clock: crate::time::Clock::system(),
         }
     }
 }
