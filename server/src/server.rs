@@ -115,6 +115,7 @@ pub async fn serve(
             check_after: Duration::from_millis(cfg.tx_check_timeout_ms.max(1)),
             max_checks: cfg.tx_max_checks,
         },
+        clock: crate::time::Clock::system(),
     };
     // Consumer state first: Raft and replication apply to it.
     let consumers = {

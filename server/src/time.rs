@@ -1,12 +1,82 @@
 //! Wall-clock time, in one place: milliseconds since the Unix epoch (what
 //! records, traces and the API carry) and its RFC 3339 form. Every layer may
 //! use it; it uses no other module of the crate.
+//!
+//! [`Clock`] is "now" for the broker's timers (retry due times, the pulls
+//! that wait for them, transaction check-backs): the system clock in
+//! production, or tokio's clock from a fixed start so that tests under
+//! `tokio::time::pause()` move it with `advance` instead of sleeping. The
+//! tokio clock's sleeps and its `now` then agree, which the system clock
+//! and a paused runtime would not.
 
 use chrono::{SecondsFormat, TimeZone, Utc};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
+}
+
+/// Where "now" comes from for the broker's timers; cheap to copy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock {
+    source: Source,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+enum Source {
+    /// The wall clock (chrono's `Utc::now`).
+    #[default]
+    System,
+    /// `start_micros` plus the tokio time elapsed since `start`: pausing
+    /// and advancing tokio's clock moves this one.
+    Tokio {
+        start: tokio::time::Instant,
+        start_micros: i64,
+    },
+}
+
+impl Clock {
+    /// The wall clock (the default).
+    pub fn system() -> Self {
+        Clock { source: Source::System }
+    }
+
+    /// A clock that reads `start_ms` now and then moves with tokio's clock
+    /// (`tokio::time::Instant`): under a paused runtime it stands still
+    /// until `tokio::time::advance` (or auto-advance) moves it.
+    pub fn tokio_from(start_ms: i64) -> Self {
+        Clock {
+            source: Source::Tokio {
+                start: tokio::time::Instant::now(),
+                start_micros: start_ms.saturating_mul(1000),
+            },
+        }
+    }
+
+    /// Microseconds since the Unix epoch, now.
+    pub fn now_micros(&self) -> i64 {
+        match self.source {
+            Source::System => Utc::now().timestamp_micros(),
+            Source::Tokio { start, start_micros } => {
+                let elapsed = i64::try_from(start.elapsed().as_micros()).unwrap_or(i64::MAX);
+                start_micros.saturating_add(elapsed)
+            }
+        }
+    }
+
+    /// Milliseconds since the Unix epoch, now (rounded down).
+    pub fn now_ms(&self) -> i64 {
+        match self.source {
+            Source::System => now_ms(),
+            Source::Tokio { .. } => self.now_micros().div_euclid(1000),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch, rounded up: a due time computed
+    /// from it is never early.
+    pub fn now_ceil_ms(&self) -> i64 {
+        (self.now_micros() + 999) / 1000
+    }
 }
 
 /// `ms` as RFC 3339 UTC with milliseconds (`2026-11-30T22:14:28.123Z`);
@@ -27,5 +97,14 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_796_082_177_750), "2026-11-30T23:42:57.750Z");
         assert_eq!(rfc3339(i64::MAX), "");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tokio_clock_moves_only_with_tokio_time() {
+        let clock = Clock::tokio_from(1_000);
+        assert_eq!((clock.now_ms(), clock.now_ceil_ms()), (1_000, 1_000));
+        tokio::time::advance(std::time::Duration::from_micros(2_500)).await;
+        assert_eq!(clock.now_micros(), 1_002_500);
+        assert_eq!((clock.now_ms(), clock.now_ceil_ms()), (1_002, 1_003));
     }
 }

@@ -183,7 +183,9 @@ impl Broker {
         properties.remove(PROP_DLQ_REASON);
         properties.insert(PROP_RECONSUME_TIMES.into(), "0".into());
         properties.insert(PROP_REPLAY_OF.into(), dlq_id.to_string());
-        properties.insert(waybill_client::protocol::PROP_DELAY_UNTIL.into(), now_ms().to_string());
+        // Due at once, on the clock pulls compare due times with.
+        let due = self.opts.clock.now_ms();
+        properties.insert(waybill_client::protocol::PROP_DELAY_UNTIL.into(), due.to_string());
         let topic = retry_topic(&group);
         let origin_id = m
             .properties

@@ -41,6 +41,8 @@ pub mod pull;
 pub mod replicas;
 pub mod retry;
 pub mod sink;
+#[cfg(test)]
+mod timer_tests;
 pub mod topic;
 mod traced;
 pub mod transaction;
@@ -77,6 +79,10 @@ pub struct BrokerOptions {
     pub replay_guard: u32,
     /// Transaction check-back timing.
     pub transactions: transaction::TxOptions,
+    /// "Now" for retry due times, the pulls waiting on them and
+    /// transaction check-backs: the system clock, or tokio's in tests that
+    /// pause time.
+    pub clock: crate::time::Clock,
 }
 
 impl Default for BrokerOptions {
@@ -88,6 +94,7 @@ impl Default for BrokerOptions {
             client_timeout: Duration::from_secs(30),
             replay_guard: 3,
             transactions: transaction::TxOptions::default(),
+            clock: crate::time::Clock::system(),
         }
     }
 }

@@ -5,7 +5,8 @@
 //! by every newly stored message. On a retry queue it returns only messages
 //! that are due and stops at the first one that is not (each retry queue
 //! holds one delay level, so due times are in order); it then sleeps until
-//! that one is due or the wait ends.
+//! that one is due or the wait ends. "Due" is on the broker's clock
+//! (`BrokerOptions::clock`), the one `send_back` computed the due time on.
 
 use std::time::Duration;
 
@@ -38,7 +39,8 @@ impl Broker {
             notified.as_mut().enable();
 
             let (batch, next) = self.store.read_queue(topic, queue_id, offset, max.clamp(1, 1024))?;
-            let now = now_ms();
+            // The broker's clock, which wrote the due times (retry.rs).
+            let now = self.opts.clock.now_ms();
             let mut out = Vec::with_capacity(batch.len());
             let mut next_offset = next;
             let mut not_due_until = None;

@@ -206,8 +206,7 @@ impl super::Broker {
             let delay = policy.delay_of(level);
             // Rounded up to the next millisecond: due times are whole ms,
             // and flooring would let a retry come up to 1 ms early.
-            let now_ceil_ms = (chrono::Utc::now().timestamp_micros() + 999) / 1000;
-            let due = now_ceil_ms + delay.as_millis() as i64;
+            let due = self.opts.clock.now_ceil_ms() + delay.as_millis() as i64;
             let props = retry_properties(&m.properties, &origin, origin.reconsume_times + 1, level, due);
             let detail = format!("attempt {attempt} failed ({reason}); retry at level {level} in {delay:?}");
             (retry_topic(group), level - 1, props, "retry", detail)

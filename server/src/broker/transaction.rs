@@ -14,6 +14,9 @@
 //!    producers long-poll `PollChecks` and answer with `EndTransaction`.
 //!    After [`TxOptions::max_checks`] checks without a decision the broker
 //!    rolls it back (RocketMQ's `transactionCheckMax`). Traced `tx_check`.
+//!    Rounds compare due times with the broker's clock
+//!    (`BrokerOptions::clock`); a half's first check is due `check_after`
+//!    after its stored time.
 //!
 //! Invariants: the open set is `%HALF%` minus `%HALF_OP%`, rebuilt on start
 //! and kept current on replicas as records arrive, so a restart or failover
@@ -435,7 +438,7 @@ impl Broker {
         if self.check_writable().is_err() {
             return;
         }
-        let now = now_ms();
+        let now = self.opts.clock.now_ms();
         let max = self.opts.transactions.max_checks;
         let every = self.opts.transactions.check_after.as_millis() as i64;
         let mut give_up = Vec::new();

@@ -9,6 +9,15 @@
 //! every entry at or past a log position with a binary search.
 //! An entry with `size == 0` marks a queue offset whose record was lost to
 //! corruption (a hole): readers skip it.
+//!
+//! Readers never read the file under the writer lock: [`QueueIndex::range`]
+//! and [`QueueIndex::persisted_part`] take what they need under it (the
+//! file handle, the persisted count, copies of in-memory entries) and the
+//! file is read after the lock is released. That is safe because entries
+//! below `persisted` are never rewritten while the store is open: the
+//! indexer writes only at or past `persisted` and raises it (under the
+//! lock) only after the bytes are written and synced; only recovery, at
+//! open, before any reader, cuts a file.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -106,32 +115,58 @@ impl QueueIndex {
 
     /// The entry for `offset`, or `None` past the end.
     pub fn get(&self, offset: u64) -> Result<Option<QueueEntry>, StorageError> {
-        if offset < self.persisted {
-            return self.read_persisted(offset).map(Some);
+        Ok(self.range(offset, offset.saturating_add(1)).read()?.into_iter().next())
+    }
+
+    /// What reading entries `from..to` (cut at the end of the queue) needs,
+    /// detached from `self`: take it under the writer lock, then
+    /// [`QueueRange::read`] after releasing it.
+    pub fn range(&self, from: u64, to: u64) -> QueueRange {
+        let to = to.min(self.next_offset());
+        if from >= to {
+            return QueueRange::default();
         }
-        let i = (offset - self.persisted) as usize;
-        Ok(self.pending.get(i).copied())
+        let disk = (from < self.persisted).then(|| (self.persisted_part(), from, to.min(self.persisted)));
+        let mem_from = from.saturating_sub(self.persisted) as usize;
+        let mem_to = to.saturating_sub(self.persisted) as usize;
+        QueueRange {
+            disk,
+            memory: self
+                .pending
+                .get(mem_from..mem_to)
+                .map(<[_]>::to_vec)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The persisted prefix, readable without the writer lock.
+    pub fn persisted_part(&self) -> Persisted {
+        Persisted {
+            path: self.path.clone(),
+            file: self.file.clone(),
+            len: self.persisted,
+        }
+    }
+
+    /// Entries of this queue whose record ends at or below log position
+    /// `pos`, if the in-memory entries decide it; otherwise (the boundary
+    /// lies in the persisted prefix) that prefix, to search without the
+    /// writer lock. Positions grow with the offset (a hole carries the
+    /// position of the record after it), so "ends at or below" holds for a
+    /// prefix of the queue.
+    pub fn count_below(&self, pos: u64) -> CountBelow {
+        let below = |e: &QueueEntry| e.pos + u64::from(e.size) <= pos;
+        match self.pending.first() {
+            Some(first) if below(first) => {
+                CountBelow::Known(self.persisted + self.pending.partition_point(below) as u64)
+            }
+            _ if self.persisted == 0 => CountBelow::Known(0),
+            _ => CountBelow::Search(self.persisted_part()),
+        }
     }
 
     fn read_persisted(&self, offset: u64) -> Result<QueueEntry, StorageError> {
-        let mut b = [0u8; ENTRY_LEN];
-        let n = self
-            .file
-            .read_at(&mut b, offset * ENTRY_LEN as u64)
-            .map_err(|source| StorageError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
-        if n != ENTRY_LEN {
-            return Err(StorageError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("queue index entry {offset} is short"),
-                ),
-            });
-        }
-        Ok(QueueEntry::decode(&b))
+        self.persisted_part().get(offset)
     }
 
     /// Encodes the first `n` pending entries for the indexer.
@@ -147,6 +182,103 @@ impl QueueIndex {
     pub fn mark_persisted(&mut self, n: usize) {
         self.pending.drain(..n);
         self.persisted += n as u64;
+    }
+}
+
+/// The persisted prefix of a queue index (entries `0..len`), detached from
+/// the writer lock: those entries are in the file and never rewritten
+/// while the store is open (see the module comment).
+#[derive(Clone)]
+pub struct Persisted {
+    path: PathBuf,
+    file: Arc<dyn FileHandle>,
+    len: u64,
+}
+
+impl Persisted {
+    /// The entry at `offset` (below `len`).
+    pub fn get(&self, offset: u64) -> Result<QueueEntry, StorageError> {
+        self.read(offset, offset.saturating_add(1))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| self.short(offset))
+    }
+
+    /// Entries `from..to` (`to` cut at `len`), in one positional read.
+    pub fn read(&self, from: u64, to: u64) -> Result<Vec<QueueEntry>, StorageError> {
+        let to = to.min(self.len);
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let count = (to - from) as usize;
+        let mut b = vec![0u8; count * ENTRY_LEN];
+        let n = self
+            .file
+            .read_at(&mut b, from * ENTRY_LEN as u64)
+            .map_err(|source| StorageError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        if n < b.len() {
+            return Err(self.short(from + (n / ENTRY_LEN) as u64));
+        }
+        Ok(b.chunks_exact(ENTRY_LEN)
+            .filter_map(|c| <&[u8; ENTRY_LEN]>::try_from(c).ok())
+            .map(QueueEntry::decode)
+            .collect())
+    }
+
+    /// How many of the entries ending at or below log position `pos` (a
+    /// prefix, see [`QueueIndex::count_below`]): a binary search, one read
+    /// per probe. An unreadable entry counts as not below.
+    pub fn count_below(&self, pos: u64) -> u64 {
+        let (mut lo, mut hi) = (0u64, self.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.get(mid) {
+                Ok(e) if e.pos + u64::from(e.size) <= pos => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        lo
+    }
+
+    fn short(&self, offset: u64) -> StorageError {
+        StorageError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("queue index entry {offset} is short"),
+            ),
+        }
+    }
+}
+
+/// What [`QueueIndex::count_below`] found under the writer lock.
+pub enum CountBelow {
+    Known(u64),
+    /// The count is [`Persisted::count_below`] of this prefix.
+    Search(Persisted),
+}
+
+/// Entries `from..to` of a queue, taken under the writer lock: the part
+/// already in the file (read by [`QueueRange::read`] after the lock is
+/// released) and copies of the in-memory entries after it.
+#[derive(Default)]
+pub struct QueueRange {
+    disk: Option<(Persisted, u64, u64)>,
+    memory: Vec<QueueEntry>,
+}
+
+impl QueueRange {
+    /// The entries in offset order, starting at the range's `from`.
+    pub fn read(self) -> Result<Vec<QueueEntry>, StorageError> {
+        let mut out = match &self.disk {
+            Some((p, from, to)) => p.read(*from, *to)?,
+            None => Vec::new(),
+        };
+        out.extend(self.memory);
+        Ok(out)
     }
 }
 
