@@ -12,12 +12,15 @@
 //! - [`time`]: wall-clock milliseconds and their RFC 3339 form (any layer).
 //! - [`config`]: defaults ← TOML file ← command-line flags.
 //! - [`server`]: wires config, store, broker and HTTP into a running node.
+//! - [`serve`]: `serve`'s flags, log subscriber and signals, for every
+//!   binary that runs a node (`waybill`, `waybill-bench`).
 
 pub mod api;
 pub mod broker;
 pub mod config;
 pub mod model;
 pub mod replication;
+pub mod serve;
 pub mod server;
 pub mod storage;
 pub mod time;
