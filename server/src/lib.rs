@@ -16,13 +16,20 @@
 //! - [`time`]: wall-clock milliseconds and their RFC 3339 form (any layer).
 //! - [`config`]: defaults ← TOML file ← command-line flags.
 //! - [`server`]: wires config, store, broker and HTTP into a running node.
+//! - [`serve`]: `serve`'s flags, log subscriber and signals, for every
+//!   binary that runs a node (`waybill`, `waybill-bench`).
+//! - [`bench`]: load driver, disk probe, own node and report of `waybill
+//!   bench`, reused by the workspace's bench crate; peer clients (NATS)
+//!   live only there.
 
 pub mod api;
+pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod model;
 pub mod port;
 pub mod replication;
+pub mod serve;
 pub mod server;
 pub mod storage;
 pub mod time;

@@ -1,13 +1,11 @@
 //! The `waybill` binary: command-line parsing and the process edge.
 //! `anyhow` lives here and nowhere else.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
-use waybill::config::{Config, FlushMode, ReplicationMode};
+use clap::{Parser, Subcommand};
+use waybill::serve::{self, ServeArgs};
 
 mod cli;
 
@@ -34,211 +32,15 @@ enum Command {
     Dlq(cli::dlq::DlqArgs),
     /// A message's timeline (by id or key).
     Trace(cli::trace::TraceArgs),
-    /// Measure throughput and latency (own node or --broker), optionally against NATS JetStream.
+    /// Measure throughput and latency (own node or --broker); peers: `cargo run -p waybill-bench`.
     Bench(cli::bench::BenchArgs),
     /// Replication group: status, operator failover (promote).
     Cluster(cli::cluster::ClusterArgs),
 }
 
-/// Flags of `waybill serve`; each overrides the same-named key of `--config`.
-#[derive(Args, Debug, Default)]
-struct ServeArgs {
-    /// TOML file with the same settings (keys use `_`).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Where the commit log, indexes and checkpoint live [default: ./data].
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Dashboard and HTTP API address [default: 127.0.0.1:8080].
-    #[arg(long)]
-    http_addr: Option<SocketAddr>,
-    /// Client protocol address [default: 127.0.0.1:9876].
-    #[arg(long)]
-    broker_addr: Option<SocketAddr>,
-    /// sync: ack after fsync (group commit); async: ack after write [default: sync].
-    #[arg(long, value_enum)]
-    flush: Option<FlushMode>,
-    /// Async flush: fsync period in ms [default: 500].
-    #[arg(long)]
-    flush_interval_ms: Option<u64>,
-    /// Sync flush: wait this long for the fsync before FLUSH_DISK_TIMEOUT [default: 5000].
-    #[arg(long)]
-    sync_flush_timeout_ms: Option<u64>,
-    /// This node's id (embedded in message ids) [default: 1].
-    #[arg(long)]
-    node_id: Option<u16>,
-    /// none | sync | async | raft.
-    #[arg(long, value_enum)]
-    replication: Option<ReplicationMode>,
-    /// Another member as ID=BROKER_ADDR (repeatable).
-    #[arg(long)]
-    peer: Vec<String>,
-    /// Sync replication: ms to wait for a replica before FLUSH_SLAVE_TIMEOUT.
-    #[arg(long)]
-    replica_timeout_ms: Option<u64>,
-    /// Broker address other members use for this node [default: --broker-addr].
-    #[arg(long)]
-    advertise_addr: Option<String>,
-    /// Commit log segment size in bytes [default: 1 GiB].
-    #[arg(long)]
-    segment_bytes: Option<u64>,
-    /// Queues per topic [default: 4].
-    #[arg(long)]
-    queues_per_topic: Option<u32>,
-    /// Largest HTTP request body in bytes [default: 4 MiB].
-    #[arg(long)]
-    max_body_bytes: Option<usize>,
-    /// Index sync + checkpoint period in ms [default: 1000].
-    #[arg(long)]
-    index_interval_ms: Option<u64>,
-    /// Refuse writes while the disk has less free space than this, in MiB; they resume by themselves [default: 64].
-    #[arg(long)]
-    disk_reserve_mb: Option<u64>,
-    /// Report the disk as low (health detail, alert) below this free space, in MiB [default: 1024].
-    #[arg(long)]
-    disk_warn_mb: Option<u64>,
-    /// Retry delay levels, e.g. `10ms,50ms,1s` [default: RocketMQ's 1s 5s 10s 30s 1m … 2h, from level 3].
-    #[arg(long)]
-    retry_delays: Option<String>,
-    /// Retries before a message is dead-lettered [default: 16].
-    #[arg(long)]
-    max_reconsume_times: Option<u32>,
-    /// A consumer silent this long (ms) leaves its group [default: 30000].
-    #[arg(long)]
-    client_timeout_ms: Option<u64>,
-    /// Quarantine dead letters of messages that reached the DLQ more than N times [default: 3].
-    #[arg(long)]
-    replay_guard: Option<u32>,
-    /// Check back with the producer group about a transaction's half message after this many ms [default: 6000].
-    #[arg(long)]
-    tx_check_timeout_ms: Option<u64>,
-    /// Checks before the broker rolls an undecided transaction back [default: 15].
-    #[arg(long)]
-    tx_max_checks: Option<u32>,
-    /// Trace store: sqlite://FILE, postgres://…, or `none` [default: sqlite://<data-dir>/trace.db].
-    #[arg(long)]
-    trace_db: Option<String>,
-    /// Acknowledged messages the tracer may hold unwritten before it sheds (bounds loss windows) [default: 65536].
-    #[arg(long)]
-    trace_queue_messages: Option<u64>,
-    /// Require `Authorization: Bearer TOKEN` on every /api call and an `Auth` frame with it first on every
-    /// broker-port connection; group members present it to each other.
-    #[arg(long)]
-    auth_token: Option<String>,
-    /// Broker port: ms a frame may take from its first byte to its last [default: 30000].
-    #[arg(long)]
-    broker_read_timeout_ms: Option<u64>,
-    /// Broker port: ms a connection may stay silent between frames [default: 300000].
-    #[arg(long)]
-    broker_idle_timeout_ms: Option<u64>,
-    /// Broker port: payload bytes buffered across all connections; beyond, reading waits [default: 64 MiB].
-    #[arg(long)]
-    broker_inflight_bytes: Option<u64>,
-    /// Export message spans over OTLP/HTTP to this collector (e.g. http://127.0.0.1:4318).
-    #[arg(long)]
-    otlp_endpoint: Option<String>,
-    /// POST alerts (fired and resolved) as JSON to this URL.
-    #[arg(long)]
-    alert_webhook: Option<String>,
-    /// Alert when a group dead-letters this many messages in a minute (0: off) [default: 1].
-    #[arg(long)]
-    alert_dlq_inflow: Option<u64>,
-    /// Alert when a group lags this many messages behind (0: off) [default: 10000].
-    #[arg(long)]
-    alert_consumer_lag: Option<u64>,
-    /// Alert when acknowledged data stays un-fsynced this many ms (0: off) [default: 5000].
-    #[arg(long)]
-    alert_unflushed_ms: Option<u64>,
-    /// Alert when this many sync-flush sends wait for an fsync (0: off) [default: 10000].
-    #[arg(long)]
-    alert_flush_queue: Option<u64>,
-    /// Folder of the built dashboard [default: frontend/dist in the source tree].
-    #[arg(long)]
-    ui_dir: Option<PathBuf>,
-    /// Bytes a replica may lag before the replica_lag alert fires (0: off).
-    #[arg(long)]
-    alert_replica_lag: Option<u64>,
-}
-
-impl ServeArgs {
-    fn into_config(self) -> anyhow::Result<Config> {
-        let mut c = match &self.config {
-            Some(path) => Config::from_toml_file(path)?,
-            None => Config::default(),
-        };
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
-        }
-        set!(
-            data_dir,
-            http_addr,
-            broker_addr,
-            flush,
-            flush_interval_ms,
-            sync_flush_timeout_ms,
-            node_id,
-            replication,
-            replica_timeout_ms,
-            segment_bytes,
-            queues_per_topic,
-            max_body_bytes,
-            index_interval_ms,
-            disk_reserve_mb,
-            disk_warn_mb,
-            max_reconsume_times,
-            client_timeout_ms,
-            replay_guard,
-            tx_check_timeout_ms,
-            tx_max_checks,
-            alert_dlq_inflow,
-            alert_consumer_lag,
-            alert_unflushed_ms,
-            alert_flush_queue,
-            alert_replica_lag,
-            broker_read_timeout_ms,
-            broker_idle_timeout_ms,
-            broker_inflight_bytes,
-            trace_queue_messages
-        );
-        if self.auth_token.is_some() {
-            c.auth_token = self.auth_token;
-        }
-        if self.otlp_endpoint.is_some() {
-            c.otlp_endpoint = self.otlp_endpoint;
-        }
-        if self.alert_webhook.is_some() {
-            c.alert_webhook = self.alert_webhook;
-        }
-        if self.ui_dir.is_some() {
-            c.ui_dir = self.ui_dir;
-        }
-        if self.retry_delays.is_some() {
-            c.retry_delays = self.retry_delays;
-        }
-        if self.advertise_addr.is_some() {
-            c.advertise_addr = self.advertise_addr;
-        }
-        if !self.peer.is_empty() {
-            c.peer = self.peer;
-        }
-        if self.trace_db.is_some() {
-            c.trace_db = self.trace_db;
-        }
-        c.validate()?;
-        Ok(c)
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=warn,async_nats=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    serve::init_logging(serve::LOG_FILTER);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -263,30 +65,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let cfg = (*args).into_config()?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            rt.block_on(waybill::server::serve(cfg, shutdown_signal()))?;
+            rt.block_on(waybill::server::serve(cfg, serve::shutdown_signal()))?;
             Ok(())
         }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }

@@ -6,32 +6,19 @@
 //! - [`dlq`]: `waybill dlq list|replay`, over the HTTP API.
 //! - [`cluster`]: `waybill cluster status|promote`, over the HTTP API.
 //! - [`bench`]: `waybill bench`, throughput and latency of a node (own or
-//!   given), beside a disk probe ([`bench_probe`]) and optionally NATS
-//!   JetStream ([`bench_nats`], [`bench_nats_server`]); the closed-loop
-//!   driver is [`bench_load`], the node process [`bench_node`], the output
-//!   [`bench_report`].
+//!   given) beside a disk probe; the machinery is the library's
+//!   [`waybill::bench`]. Comparisons with peers (NATS JetStream) live in the
+//!   workspace's bench crate (`waybill-bench`), so this binary links no
+//!   peer client.
 
 pub mod bench;
-pub mod bench_load;
-pub mod bench_nats;
-pub mod bench_nats_server;
-pub mod bench_node;
-pub mod bench_probe;
-pub mod bench_report;
 pub mod cluster;
 pub mod consume;
 pub mod dlq;
 pub mod produce;
 pub mod trace;
 
-/// `http://host:port` from a bare `host:port` (or a URL as given).
-pub fn http_base(http: &str) -> String {
-    if http.starts_with("http://") || http.starts_with("https://") {
-        http.trim_end_matches('/').to_string()
-    } else {
-        format!("http://{http}")
-    }
-}
+pub use waybill::bench::node::http_base;
 
 /// The JSON body of an API answer; a non-2xx status becomes an error that
 /// carries the server's `{"error": …}` message.

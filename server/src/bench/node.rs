@@ -1,10 +1,10 @@
-//! The node `waybill bench` measures: its own child process, and the
-//! node's fsync counters read over HTTP.
+//! The node the bench measures: its own child process, and the node's
+//! fsync counters read over HTTP.
 //!
 //! Without `--broker` the bench starts the current executable as
-//! `waybill serve --data-dir TMP/data --http-addr 127.0.0.1:0
+//! `EXE serve --data-dir TMP/data --http-addr 127.0.0.1:0
 //! --broker-addr 127.0.0.1:0 --flush MODE` (a real process, as users run
-//! it), waits for its `waybill ready http=… broker=…` line, and kills it at
+//! it: `waybill serve`, or `waybill-bench serve` with the same flags), waits for its `waybill ready http=… broker=…` line, and kills it at
 //! the end; the temp dir (data, the node's log, the probe file) goes with
 //! the [`OwnNode`]. A node that exits or stays silent fails the bench with
 //! its log.
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use super::BenchError;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -36,7 +36,7 @@ pub struct OwnNode {
 impl OwnNode {
     /// Starts a node with `--flush flush` (`sync` or `async`) and, when
     /// given, `--trace-db trace_db` (e.g. `none` to measure without tracing).
-    pub async fn start(flush: &str, trace_db: Option<&str>) -> anyhow::Result<OwnNode> {
+    pub async fn start(flush: &str, trace_db: Option<&str>) -> Result<OwnNode, BenchError> {
         OwnNode::start_with(flush, trace_db, "127.0.0.1:0", "127.0.0.1:0", &[]).await
     }
 
@@ -47,15 +47,16 @@ impl OwnNode {
         http: &str,
         broker: &str,
         extra: &[String],
-    ) -> anyhow::Result<OwnNode> {
+    ) -> Result<OwnNode, BenchError> {
         let dir = tempfile::Builder::new()
             .prefix("waybill-bench-")
             .tempdir()
-            .context("cannot create a temp dir for the node")?;
+            .map_err(BenchError::io("cannot create a temp dir for the node"))?;
         let data_dir = dir.path().join("data");
         let log = dir.path().join("node.log");
-        let exe = std::env::current_exe().context("cannot find the waybill executable")?;
-        let log_file = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let exe = std::env::current_exe().map_err(BenchError::io("cannot find the waybill executable"))?;
+        let log_file =
+            std::fs::File::create(&log).map_err(BenchError::io(format!("cannot create {}", log.display())))?;
         let mut child = Command::new(&exe)
             .arg("serve")
             .arg("--data-dir")
@@ -68,8 +69,11 @@ impl OwnNode {
             .stderr(Stdio::from(log_file))
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("cannot start {} serve", exe.display()))?;
-        let stdout = child.stdout.take().context("the node has no stdout")?;
+            .map_err(BenchError::io(format!("cannot start {} serve", exe.display())))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| BenchError::Node("the node has no stdout".into()))?;
         let mut lines = BufReader::new(stdout).lines();
         let ready = tokio::time::timeout(READY_TIMEOUT, async {
             while let Ok(Some(line)) = lines.next_line().await {
@@ -82,11 +86,18 @@ impl OwnNode {
         .await;
         let line = match ready {
             Ok(Some(line)) => line,
-            Ok(None) => bail!("the node exited before it was ready; its log:\n{}", read_log(&log)),
-            Err(_) => bail!(
-                "the node was not ready after {READY_TIMEOUT:?}; its log:\n{}",
-                read_log(&log)
-            ),
+            Ok(None) => {
+                return Err(BenchError::Node(format!(
+                    "the node exited before it was ready; its log:\n{}",
+                    read_log(&log)
+                )))
+            }
+            Err(_) => {
+                return Err(BenchError::Node(format!(
+                    "the node was not ready after {READY_TIMEOUT:?}; its log:\n{}",
+                    read_log(&log)
+                )))
+            }
         };
         // Keep draining stdout so the node never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -94,7 +105,7 @@ impl OwnNode {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(name))
                 .map(str::to_string)
-                .with_context(|| format!("no {name} in the node's ready line {line:?}"))
+                .ok_or_else(|| BenchError::Node(format!("no {name} in the node's ready line {line:?}")))
         };
         Ok(OwnNode {
             http: field("http=")?,
@@ -106,11 +117,17 @@ impl OwnNode {
     }
 
     /// Fails with the node's log when it is no longer running.
-    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+    pub fn check_alive(&mut self) -> Result<(), BenchError> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
-            Ok(Some(status)) => bail!("the node exited ({status}); its log:\n{}", read_log(&self.log)),
-            Err(e) => bail!("cannot check on the node: {e}"),
+            Ok(Some(status)) => Err(BenchError::Node(format!(
+                "the node exited ({status}); its log:\n{}",
+                read_log(&self.log)
+            ))),
+            Err(source) => Err(BenchError::Io {
+                what: "cannot check on the node".into(),
+                source,
+            }),
         }
     }
 
@@ -121,9 +138,11 @@ impl OwnNode {
 }
 
 /// A loopback address whose port was free a moment ago.
-fn free_addr() -> anyhow::Result<String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-    Ok(l.local_addr()?.to_string())
+fn free_addr() -> Result<String, BenchError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .map_err(BenchError::io("cannot find a free port"))
 }
 
 /// Starts `n` nodes on loopback as one replication group (`sync`, `async`
@@ -134,10 +153,10 @@ pub async fn start_group(
     trace_db: Option<&str>,
     replication: &str,
     n: u16,
-) -> anyhow::Result<(Vec<OwnNode>, usize)> {
+) -> Result<(Vec<OwnNode>, usize), BenchError> {
     let addrs: Vec<(String, String)> = (0..n)
         .map(|_| Ok((free_addr()?, free_addr()?)))
-        .collect::<anyhow::Result<_>>()?;
+        .collect::<Result<_, BenchError>>()?;
     let mut nodes = Vec::new();
     for id in 1..=n {
         let mut extra = vec![
@@ -182,7 +201,9 @@ pub async fn start_group(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("the {replication} group of {n} did not settle on a writer with all members connected")
+    Err(BenchError::Node(format!(
+        "the {replication} group of {n} did not settle on a writer with all members connected"
+    )))
 }
 
 fn read_log(path: &Path) -> String {
@@ -199,22 +220,38 @@ pub struct FsyncCounters {
     pub synced_msgs: u64,
 }
 
-pub use super::http_base;
+/// `http://host:port` from a bare `host:port` (or a URL as given).
+pub fn http_base(http: &str) -> String {
+    if http.starts_with("http://") || http.starts_with("https://") {
+        http.trim_end_matches('/').to_string()
+    } else {
+        format!("http://{http}")
+    }
+}
+
+/// How long one `/metrics` read may take: a node that cannot answer in
+/// that time under load fails the bench rather than stalling it.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads the fsync counters from `GET {http}/metrics`.
-pub async fn scrape(client: &reqwest::Client, http: &str) -> anyhow::Result<FsyncCounters> {
+pub async fn scrape(client: &reqwest::Client, http: &str) -> Result<FsyncCounters, BenchError> {
     let url = format!("{}/metrics", http_base(http));
-    let resp = client
-        .get(&url)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .with_context(|| format!("cannot read {url}"))?;
+    let unread = |source| BenchError::Http {
+        what: format!("cannot read {url}"),
+        source: Some(source),
+    };
+    let resp = client.get(&url).timeout(SCRAPE_TIMEOUT).send().await.map_err(unread)?;
     if !resp.status().is_success() {
-        bail!("{url} answered {}", resp.status());
+        return Err(BenchError::Http {
+            what: format!("{url} answered {}", resp.status()),
+            source: None,
+        });
     }
-    let text = resp.text().await.with_context(|| format!("cannot read {url}"))?;
-    parse_metrics(&text).with_context(|| format!("{url} lacks the fsync counters"))
+    let text = resp.text().await.map_err(unread)?;
+    parse_metrics(&text).ok_or_else(|| BenchError::Http {
+        what: format!("{url} lacks the fsync counters"),
+        source: None,
+    })
 }
 
 fn parse_metrics(text: &str) -> Option<FsyncCounters> {

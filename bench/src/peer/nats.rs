@@ -1,5 +1,5 @@
-//! The peer of `waybill bench --vs nats://ADDR`: the same workload against
-//! NATS JetStream, in the same run.
+//! The NATS peer (`waybill-bench --vs nats://ADDR`): the same workload
+//! against NATS JetStream, in the same run.
 //!
 //! Invariants:
 //! - The stream is the bench's own: a fresh, temp-named, file-storage
@@ -16,7 +16,7 @@
 //!   recording end-to-end latency from the body's birth stamp.
 //! - What an ack means depends on the server's `sync_interval`: the
 //!   default syncs every 2 minutes, `always` fsyncs each write (see
-//!   [`super::bench_nats_server`]). The report says which one ran.
+//!   [`super::nats_server`]). The report says which one ran.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,18 +26,14 @@ use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, stream::S
 use async_nats::Subject;
 use futures_util::StreamExt;
 
-use super::bench_load::{drive, stamped, template, E2e, Load, LoadResult};
+use waybill::bench::load::{drive, stamped, template, E2e, Load, LoadResult};
 
-/// What the peer run measured.
-pub struct PeerRun {
-    pub load: LoadResult,
-    pub version: String,
-    pub e2e: Option<Arc<E2e>>,
-}
+use super::PeerRun;
 
 const CONSUMER: &str = "waybill-bench";
 
-/// Runs `load` (and `consumers` consumers) against the JetStream at `url`.
+/// Runs `load` (and `consumers` consumers) against the JetStream at `url`;
+/// the run's `server` names the URL and the server's version.
 pub async fn run(url: &str, load: &Load, consumers: usize) -> anyhow::Result<PeerRun> {
     let admin = async_nats::connect(url)
         .await
@@ -67,7 +63,11 @@ pub async fn run(url: &str, load: &Load, consumers: usize) -> anyhow::Result<Pee
         tracing::warn!(stream = %name, error = %e, "cannot delete the bench stream");
     }
     let (load, e2e) = outcome?;
-    Ok(PeerRun { load, version, e2e })
+    Ok(PeerRun {
+        load,
+        server: format!("{url} (nats-server {version})"),
+        e2e,
+    })
 }
 
 async fn run_on_stream(

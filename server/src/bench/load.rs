@@ -1,5 +1,5 @@
-//! The closed-loop load driver `waybill bench` runs against Waybill and its
-//! peer alike, and the figures it derives.
+//! The closed-loop load driver every bench target runs under (Waybill in
+//! [`super::own`], a peer in `waybill-bench`), and the figures it derives.
 //!
 //! Invariants:
 //! - `producers` senders (one connection each) each keep exactly `inflight`
@@ -51,6 +51,18 @@ impl LoadResult {
 
     pub fn mb_per_sec(&self, size: usize) -> f64 {
         self.msgs_per_sec() * size as f64 / 1e6
+    }
+
+    /// `"N {what} failed (first: …)"` when any send failed, `what` naming
+    /// them (`Waybill sends`, `NATS publishes`).
+    pub fn failure(&self, what: &str) -> Option<String> {
+        (self.failed > 0).then(|| {
+            format!(
+                "{} {what} failed (first: {})",
+                self.failed,
+                self.first_error.as_deref().unwrap_or("?")
+            )
+        })
     }
 }
 

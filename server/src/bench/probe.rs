@@ -1,4 +1,4 @@
-//! The disk probe `waybill bench` reports next to every sync-flush figure:
+//! The disk probe the bench reports next to every sync-flush figure:
 //! append 256 KiB blocks to a fresh file, `fdatasync` after each, for a few
 //! seconds. It is the same baseline as `server/benches/append.rs` (256 × 1 KiB,
 //! the most one group commit covers at 256 sends in flight), so the run's
@@ -15,9 +15,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
-use super::bench_load::percentile_ms;
+use super::load::percentile_ms;
+use super::BenchError;
 
 /// Bytes per append: 256 messages of 1 KiB.
 pub const BLOCK: usize = 256 * 1024;
@@ -33,7 +32,7 @@ pub struct Probe {
 }
 
 /// Appends + fdatasyncs `BLOCK`s in `dir` for `secs` (blocking).
-pub fn run_blocking(dir: &Path, secs: f64) -> anyhow::Result<Probe> {
+pub fn run_blocking(dir: &Path, secs: f64) -> Result<Probe, BenchError> {
     let path: PathBuf = dir.join(format!("fsync-probe-{}.dat", std::process::id()));
     let file = OpenOptions::new()
         .create(true)
@@ -41,7 +40,10 @@ pub fn run_blocking(dir: &Path, secs: f64) -> anyhow::Result<Probe> {
         .read(true)
         .write(true)
         .open(&path)
-        .with_context(|| format!("cannot create the probe file {}", path.display()))?;
+        .map_err(BenchError::io(format!(
+            "cannot create the probe file {}",
+            path.display()
+        )))?;
     let block = vec![0xabu8; BLOCK];
     let budget = Duration::from_secs_f64(secs.max(0.05));
     let mut lat = Vec::new();
@@ -61,7 +63,7 @@ pub fn run_blocking(dir: &Path, secs: f64) -> anyhow::Result<Probe> {
     let elapsed = start.elapsed().as_secs_f64().max(1e-9);
     drop(file);
     let _ = std::fs::remove_file(&path);
-    outcome.with_context(|| format!("probe write + fdatasync failed in {}", path.display()))?;
+    outcome.map_err(|source| BenchError::Probe { path, source })?;
     lat.sort_unstable();
     Ok(Probe {
         mb_per_sec: offset as f64 / elapsed / 1e6,
@@ -72,10 +74,10 @@ pub fn run_blocking(dir: &Path, secs: f64) -> anyhow::Result<Probe> {
 }
 
 /// [`run_blocking`] off the async runtime's worker threads.
-pub async fn run(dir: PathBuf, secs: f64) -> anyhow::Result<Probe> {
+pub async fn run(dir: PathBuf, secs: f64) -> Result<Probe, BenchError> {
     tokio::task::spawn_blocking(move || run_blocking(&dir, secs))
         .await
-        .context("the probe thread failed")?
+        .map_err(|source| BenchError::Thread { what: "probe", source })?
 }
 
 /// Mean of the probes that ran.

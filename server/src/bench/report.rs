@@ -1,19 +1,22 @@
-//! The figures `waybill bench` reports, as one JSON object or a table.
+//! The figures the bench reports, as one JSON object or a table.
 //!
 //! JSON (stable names, scripts depend on them): `msgs_per_sec`,
 //! `mb_per_sec` (body bytes, 10^6), `p50_ms`, `p99_ms` (send → ack),
 //! `fsyncs_per_sec`, `msgs_per_fsync` (from the node's `/metrics`; null
 //! when unknown), `e2e_p99_ms` (consume time − birth time; null without
-//! consumers); with `--vs`: `peer` (the same fields for NATS) and `ratio`
-//! (Waybill msgs/s ÷ NATS msgs/s). Extra fields: the run's shape, failure
+//! consumers); with a peer (`waybill-bench --vs`): `peer` (the same fields
+//! for the peer, plus its `target`, `server` and `sync`) and `ratio`
+//! (Waybill msgs/s ÷ peer msgs/s). Extra fields: the run's shape, failure
 //! counts, `probe` (the disk's 256 KiB append + fdatasync bandwidth) and
 //! `probe_ratio` (the run's MB/s ÷ the probe's; sync runs only).
 
 use serde_json::{json, Value};
 
-use super::bench_load::{percentile_ms, E2e, LoadResult};
-use super::bench_node::FsyncCounters;
-use super::bench_probe::{Probe, BLOCK};
+use super::load::{percentile_ms, E2e, LoadResult};
+use super::node::FsyncCounters;
+use super::own::OwnRun;
+use super::probe::{self, Probe, BLOCK};
+use super::Workload;
 
 /// One system's figures in one run.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +84,16 @@ impl Figures {
     }
 }
 
+/// The peer's side of a comparison.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Its name in the JSON (`target`) and the table: `nats`.
+    pub target: &'static str,
+    /// How it syncs its writes: `default` or `always`.
+    pub sync: &'static str,
+    pub figures: Figures,
+}
+
 /// Everything one run reports.
 pub struct Report {
     pub broker: String,
@@ -98,21 +111,43 @@ pub struct Report {
     pub probes: Vec<Probe>,
     pub probe_secs: f64,
     pub waybill: Figures,
-    pub peer: Option<Figures>,
-    pub peer_sync: &'static str,
+    pub peer: Option<Peer>,
 }
 
 impl Report {
+    /// The report of `args`' workload run against Waybill (`own`) and,
+    /// when given, a peer.
+    pub fn new(args: &Workload, own: &OwnRun, peer: Option<Peer>) -> Report {
+        let probe = probe::mean(&own.probes);
+        Report {
+            broker: own.broker.clone(),
+            own_node: args.broker.is_none(),
+            flush: args.flush_name(),
+            replication: args.replication_name(),
+            producers: args.producers,
+            inflight: args.inflight,
+            size: args.size,
+            batch: args.batch,
+            duration_secs: args.duration,
+            consumers: args.consumers,
+            probes: own.probes.clone(),
+            probe_secs: args.probe_secs,
+            waybill: Figures::from_run(&own.load, args.size, own.e2e.as_deref(), own.fsyncs, probe),
+            peer,
+        }
+    }
+
     /// Waybill msgs/s ÷ peer msgs/s.
     pub fn ratio(&self) -> Option<f64> {
         self.peer
             .as_ref()
-            .filter(|p| p.msgs_per_sec > 0.0)
-            .map(|p| self.waybill.msgs_per_sec / p.msgs_per_sec)
+            .filter(|p| p.figures.msgs_per_sec > 0.0)
+            .map(|p| self.waybill.msgs_per_sec / p.figures.msgs_per_sec)
     }
 
-    fn probe(&self) -> Option<Probe> {
-        super::bench_probe::mean(&self.probes)
+    /// Mean of the probe halves.
+    pub fn probe(&self) -> Option<Probe> {
+        probe::mean(&self.probes)
     }
 }
 
@@ -176,10 +211,10 @@ pub fn json(r: &Report) -> String {
         top.extend(m);
     }
     if let Some(p) = &r.peer {
-        let mut peer = figures_json(p);
-        peer.insert("target".into(), json!("nats"));
-        peer.insert("server".into(), json!(p.server));
-        peer.insert("sync".into(), json!(r.peer_sync));
+        let mut peer = figures_json(&p.figures);
+        peer.insert("target".into(), json!(p.target));
+        peer.insert("server".into(), json!(p.figures.server));
+        peer.insert("sync".into(), json!(p.sync));
         top.insert("peer".into(), Value::Object(peer));
         top.insert("ratio".into(), json!(r.ratio().map(r3)));
     }
@@ -211,7 +246,7 @@ pub fn table(r: &Report) -> String {
         }
     );
     let w = &r.waybill;
-    let p = r.peer.as_ref();
+    let p = r.peer.as_ref().map(|p| &p.figures);
     let mut rows: Vec<(&str, String, Option<String>)> = Vec::new();
     let mut row = |label, f: &dyn Fn(&Figures) -> String| rows.push((label, f(w), p.map(f)));
     row("msgs/s", &|f| format!("{:.0}", f.msgs_per_sec));
@@ -225,7 +260,8 @@ pub fn table(r: &Report) -> String {
     row("MB/s / probe", &|f| cell(f.probe_ratio, 2));
     row("msgs", &|f| f.msgs.to_string());
     row("failed", &|f| f.failed.to_string());
-    let peer_head = format!("nats (sync {})", r.peer_sync);
+    let target = r.peer.as_ref().map_or("peer", |p| p.target);
+    let peer_head = format!("{target} (sync {})", r.peer.as_ref().map_or("default", |p| p.sync));
     out.push_str(&format!(
         "{:<14}{:>16}{}\n",
         "",
@@ -242,7 +278,7 @@ pub fn table(r: &Report) -> String {
         out.push_str(&format!("\npeer: {server}\n"));
     }
     if let Some(ratio) = r.ratio() {
-        out.push_str(&format!("ratio (waybill msgs/s / nats msgs/s): {ratio:.2}\n"));
+        out.push_str(&format!("ratio (waybill msgs/s / {target} msgs/s): {ratio:.2}\n"));
     }
     if let Some(probe) = r.probe() {
         let halves: Vec<String> = r.probes.iter().map(|h| format!("{:.1}", h.mb_per_sec)).collect();

