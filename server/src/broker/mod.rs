@@ -149,15 +149,14 @@ impl Outgoing {
     }
 }
 
-/// Where an appended message landed (internal).
+/// Where a message landed (the store's placement, appended here or
+/// applied by Raft) with the two things the broker chose: its queue and
+/// its birth time.
 #[derive(Debug, Clone, Copy)]
 struct Placed {
+    at: storage::Appended,
     queue_id: u32,
-    queue_offset: u64,
-    pos: u64,
-    end: u64,
     born_ms: i64,
-    stored_ms: i64,
 }
 
 /// What a send returns.

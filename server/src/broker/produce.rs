@@ -115,7 +115,7 @@ impl Broker {
             if let Some(info) = info {
                 batch.traced.push((r.id, appended, info));
             }
-            batch.placed.push((r, appended.end));
+            batch.placed.push((r, appended.at.end));
         }
         Ok(batch)
     }
@@ -144,7 +144,7 @@ impl Broker {
                     if let Some(info) = info {
                         batch.traced.push((r.id, appended, info));
                     }
-                    batch.placed.push((r, appended.end));
+                    batch.placed.push((r, appended.at.end));
                 }
                 Err(BrokerError::NotPrimary(why)) if batch.placed.is_empty() && !timed_out => {
                     return Err(BrokerError::NotPrimary(why));
@@ -272,7 +272,7 @@ impl Broker {
             return Ok(r);
         }
         let (mut r, placed) = self.append(topic, queue_id, msg)?;
-        r.status = self.durability(placed.end).await;
+        r.status = self.durability(placed.at.end).await;
         self.consumers.appended.notify_waiters();
         if r.status != SendStatus::SendOk {
             return Err(BrokerError::Storage(StorageError::Failed(format!(
@@ -299,12 +299,9 @@ fn placed(queue_id: u32, born_ms: i64, a: storage::Appended) -> (SendResult, Pla
             queue_offset: a.queue_offset,
         },
         Placed {
+            at: a,
             queue_id,
-            queue_offset: a.queue_offset,
-            pos: a.pos,
-            end: a.end,
             born_ms,
-            stored_ms: a.stored_ms,
         },
     )
 }
