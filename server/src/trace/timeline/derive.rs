@@ -1,9 +1,9 @@
 //! Facts to timeline: the stages in order, each group's status, the
 //! message's status and its loss points. Pure — no I/O, no clock — so
-//! every rule is unit-tested with hand-built [`Facts`] (see `tests.rs`).
+//! every rule is unit-tested with hand-built [`Facts`] (see `tests/`).
 //!
 //! Invariants: stages are sorted by time, ties broken by the path's order
-//! ([`rank`]); loss points keep the order the rules fire in (produce,
+//! ([`crate::model::StageName::rank`]: unknown stages last); loss points keep the order the rules fire in (produce,
 //! flush, replicate, actual losses by event time, then per group in name
 //! order, then the transaction's). A group's status is the strongest of
 //! dead > consumed > retrying > replayed > delivered.
@@ -14,28 +14,10 @@ use serde_json::{json, Value};
 
 use super::facts::{Delivered, Event, Facts, Gap};
 use super::replicate::replicate_stages;
-use super::{loss, stage, GroupStatus, Stage, Timeline};
+use super::{loss, stage, GroupStatus, LossPoint, Timeline};
 use crate::model::topics::HALF_TOPIC;
+use crate::model::{LossKind, SendMode, Stage, Status};
 use crate::time::rfc3339;
-
-/// Order of stages with equal times (unknown stages last).
-fn rank(s: &str) -> u8 {
-    match s {
-        "produce" => 0,
-        "store" => 1,
-        "flush" => 2,
-        "replicate" => 3,
-        "tx_prepare" => 4,
-        "tx_check" => 5,
-        "tx_commit" | "tx_rollback" => 6,
-        "deliver" => 7,
-        "consume" => 8,
-        "retry" => 9,
-        "dlq" => 10,
-        "replay" => 11,
-        _ => 12,
-    }
-}
 
 /// Per-group bookkeeping while assembling.
 #[derive(Default)]
@@ -49,17 +31,17 @@ struct GroupState {
 }
 
 impl GroupState {
-    fn status(&self) -> &'static str {
+    fn status(&self) -> Status {
         if self.dead {
-            "dead"
+            Status::Dead
         } else if self.consumed {
-            "consumed"
+            Status::Consumed
         } else if self.retrying {
-            "retrying"
+            Status::Retrying
         } else if self.replayed {
-            "replayed"
+            Status::Replayed
         } else {
-            "delivered"
+            Status::Delivered
         }
     }
 }
@@ -79,7 +61,7 @@ pub fn consumable(f: &Facts) -> Vec<Delivered> {
         queue_id: i64::from(f.entry.queue_id),
         queue_offset: f.entry.queue_offset as i64,
     });
-    let redelivered = f.events.iter().filter(|e| e.stage == "deliver").filter_map(|e| {
+    let redelivered = f.events.iter().filter(|e| e.stage == Stage::Deliver).filter_map(|e| {
         Some(Delivered {
             group: e.group.clone()?,
             record_id: e.record_id.clone(),
@@ -91,7 +73,7 @@ pub fn consumable(f: &Facts) -> Vec<Delivered> {
     let failed: Vec<(&str, &str)> = f
         .events
         .iter()
-        .filter(|e| e.stage == "retry" || e.stage == "dlq")
+        .filter(|e| e.stage == Stage::Retry || e.stage == Stage::Dlq)
         .filter_map(|e| Some((e.group.as_deref()?, e.record_id.as_str())))
         .collect();
     own.chain(redelivered)
@@ -102,12 +84,12 @@ pub fn consumable(f: &Facts) -> Vec<Delivered> {
 /// The copy a half message's transaction committed as: the record of its
 /// first `tx_commit` event, unless it was rolled back.
 pub fn committed_copy(events: &[Event]) -> Option<&str> {
-    if events.iter().any(|e| e.stage == "tx_rollback") {
+    if events.iter().any(|e| e.stage == Stage::TxRollback) {
         return None;
     }
     events
         .iter()
-        .find(|e| e.stage == "tx_commit")
+        .find(|e| e.stage == Stage::TxCommit)
         .map(|e| e.record_id.as_str())
 }
 
@@ -126,13 +108,19 @@ pub fn gap_json(g: &Gap) -> Value {
 pub fn derive(f: &Facts) -> Timeline {
     let (run, e) = (&f.run, &f.entry);
     let node_s = Some(run.node.to_string());
+    // As the run spells it (the API shows it verbatim), and typed.
     let send_mode = run.send_mode.as_str();
+    let mode = send_mode.parse::<SendMode>().ok();
     let mut stages = vec![
         stage(
-            "produce",
+            Stage::Produce,
             e.born_ms,
             f.record.as_ref().and_then(|m| m.producer.clone()),
-            if send_mode == "oneway" { "unconfirmed" } else { "ok" },
+            if mode == Some(SendMode::Oneway) {
+                "unconfirmed"
+            } else {
+                "ok"
+            },
             if e.attempt > 1 {
                 format!("{send_mode} send, attempt {}", e.attempt)
             } else {
@@ -141,7 +129,7 @@ pub fn derive(f: &Facts) -> Timeline {
             None,
         ),
         stage(
-            "store",
+            Stage::Store,
             e.stored_ms,
             node_s.clone(),
             "ok",
@@ -154,10 +142,10 @@ pub fn derive(f: &Facts) -> Timeline {
     ];
     let mut loss = Vec::new();
     loss.extend(loss::retried_send(e.attempt));
-    loss.extend(loss::oneway_send(send_mode));
+    loss.extend(loss::oneway_send(mode));
     match (run.flush_mode.as_str(), f.flushed_at) {
         ("sync", _) => stages.push(stage(
-            "flush",
+            Stage::Flush,
             e.acked_ms.max(e.stored_ms),
             node_s.clone(),
             "ok",
@@ -166,7 +154,7 @@ pub fn derive(f: &Facts) -> Timeline {
         )),
         (_, Some(at)) => {
             stages.push(stage(
-                "flush",
+                Stage::Flush,
                 at,
                 node_s.clone(),
                 "ok",
@@ -190,7 +178,7 @@ pub fn derive(f: &Facts) -> Timeline {
             "delivered"
         };
         stages.push(stage(
-            "deliver",
+            Stage::Deliver,
             d.at_ms,
             Some(d.node.to_string()),
             "ok",
@@ -200,16 +188,16 @@ pub fn derive(f: &Facts) -> Timeline {
     }
     for ev in &f.events {
         let g = &ev.group;
-        match ev.stage.as_str() {
-            "deliver" => {
+        match ev.stage.known() {
+            Some(Stage::Deliver) => {
                 if let Some(g) = g {
                     groups.entry(g.clone()).or_default().attempts += 1;
                 }
             }
-            "retry" | "dlq" => {
+            Some(Stage::Retry | Stage::Dlq) => {
                 if let Some(g) = g {
                     let s = groups.entry(g.clone()).or_default();
-                    if ev.stage == "dlq" {
+                    if ev.stage == Stage::Dlq {
                         s.dead = true;
                         s.retrying = false;
                     } else {
@@ -217,7 +205,7 @@ pub fn derive(f: &Facts) -> Timeline {
                     }
                 }
             }
-            "replay" => {
+            Some(Stage::Replay) => {
                 if let Some(g) = g {
                     let s = groups.entry(g.clone()).or_default();
                     s.replayed = true;
@@ -227,7 +215,7 @@ pub fn derive(f: &Facts) -> Timeline {
             _ => loss.extend(loss::found_lost(ev)),
         }
         stages.push(stage(
-            &ev.stage,
+            ev.stage.clone(),
             ev.at_ms,
             Some(ev.node.to_string()),
             &ev.outcome,
@@ -245,7 +233,7 @@ pub fn derive(f: &Facts) -> Timeline {
         s.retrying = false;
         s.auto_commit |= c.auto_commit;
         stages.push(stage(
-            "consume",
+            Stage::Consume,
             c.at_ms,
             node_s.clone(),
             if c.auto_commit { "committed" } else { "ok" },
@@ -278,10 +266,10 @@ pub fn derive(f: &Facts) -> Timeline {
     let status = overall(&stages, &loss, &group_status);
     let mut committed_as = None;
     let status = if run.topic == HALF_TOPIC {
-        let of = |name: &str| f.events.iter().find(|e| e.stage == name);
-        if let Some(rb) = of("tx_rollback") {
+        let of = |name: Stage| f.events.iter().find(|e| e.stage == name);
+        if let Some(rb) = of(Stage::TxRollback) {
             loss.extend(loss::broker_rollback(&rb.detail));
-            "rolled_back"
+            Status::RolledBack
         } else if let Some(c) = &f.committed {
             // The committed copy's path continues this one.
             committed_as = Some(c.id.clone());
@@ -291,23 +279,23 @@ pub fn derive(f: &Facts) -> Timeline {
                     stages.extend(
                         ct.stages
                             .into_iter()
-                            .filter(|s| s.stage != "produce" && !s.stage.starts_with("tx_")),
+                            .filter(|s| s.stage != Stage::Produce && !s.stage.is_tx()),
                     );
                     loss.extend(ct.loss_points);
                     group_status = ct.groups;
                     ct.status
                 }
-                None => "stored",
+                None => Status::Stored,
             }
         } else {
-            let checks = f.events.iter().filter(|e| e.stage == "tx_check").count();
+            let checks = f.events.iter().filter(|e| e.stage == Stage::TxCheck).count();
             loss.extend(loss::undecided(checks));
-            "half"
+            Status::Half
         }
     } else {
         status
     };
-    stages.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then(rank(&a.stage).cmp(&rank(&b.stage))));
+    stages.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then(a.stage.rank().cmp(&b.stage.rank())));
     Timeline {
         id: f.id.clone(),
         topic: run.topic.clone(),
@@ -328,24 +316,24 @@ pub fn derive(f: &Facts) -> Timeline {
 /// The message's status from its stages, losses and groups (before a
 /// transaction's half has its say): lost beats everything; with no group,
 /// replicated or stored; else the strongest group status.
-fn overall(stages: &[Stage], loss: &[super::LossPoint], groups: &[GroupStatus]) -> &'static str {
-    if loss.iter().any(|l| l.kind == "lost") {
-        "lost"
+fn overall(stages: &[super::Stage], loss: &[LossPoint], groups: &[GroupStatus]) -> Status {
+    if loss.iter().any(|l| l.kind == LossKind::Lost) {
+        Status::Lost
     } else if groups.is_empty() {
-        if stages.iter().any(|s| s.stage == "replicate") {
-            "replicated"
+        if stages.iter().any(|s| s.stage == Stage::Replicate) {
+            Status::Replicated
         } else {
-            "stored"
+            Status::Stored
         }
-    } else if groups.iter().any(|g| g.status == "dead") {
-        "dead"
-    } else if groups.iter().any(|g| g.status == "retrying") {
-        "retrying"
-    } else if groups.iter().all(|g| g.status == "consumed") {
-        "consumed"
-    } else if groups.iter().any(|g| g.status == "replayed") {
-        "replayed"
+    } else if groups.iter().any(|g| g.status == Status::Dead) {
+        Status::Dead
+    } else if groups.iter().any(|g| g.status == Status::Retrying) {
+        Status::Retrying
+    } else if groups.iter().all(|g| g.status == Status::Consumed) {
+        Status::Consumed
+    } else if groups.iter().any(|g| g.status == Status::Replayed) {
+        Status::Replayed
     } else {
-        "delivered"
+        Status::Delivered
     }
 }

@@ -14,7 +14,7 @@ use sqlx::AnyPool;
 
 use super::derive;
 use crate::model::topics::HALF_TOPIC;
-use crate::model::MessageId;
+use crate::model::{MessageId, StageName};
 use crate::storage::Store;
 use crate::trace::db::{int, opt_str, text};
 use crate::trace::runs::{self, Entry, Run};
@@ -81,9 +81,10 @@ pub struct RangeDelivery {
 
 /// One `trace_events` row. Text columns read as "" and integers as 0 when
 /// null, as the rows were always read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    pub stage: String,
+    /// As stored; a name this version does not know is kept verbatim.
+    pub stage: StageName,
     pub group: Option<String>,
     pub at_ms: i64,
     pub node: i64,
@@ -260,7 +261,7 @@ async fn read_events(pool: &AnyPool, id: &str, tx_only: bool) -> Result<Vec<Even
 
 fn event(e: &AnyRow) -> Event {
     Event {
-        stage: text(e, "stage"),
+        stage: StageName::parse(&text(e, "stage")),
         group: opt_str(e, "grp"),
         at_ms: int(e, "at"),
         node: int(e, "node"),

@@ -7,12 +7,13 @@
 
 use super::facts::{Confirmation, Event};
 use super::LossPoint;
+use crate::model::{LossKind, SendMode, Stage};
 use crate::time::rfc3339;
 
-fn risk(stage: &str, reason: String, group: Option<&str>) -> LossPoint {
+fn risk(stage: Stage, reason: String, group: Option<&str>) -> LossPoint {
     LossPoint {
-        stage: stage.to_string(),
-        kind: "risk",
+        stage: stage.into(),
+        kind: LossKind::Risk,
         reason,
         group: group.map(str::to_string),
     }
@@ -22,7 +23,7 @@ fn risk(stage: &str, reason: String, group: Option<&str>) -> LossPoint {
 pub(super) fn retried_send(attempt: u32) -> Option<LossPoint> {
     (attempt > 1).then(|| {
         risk(
-            "produce",
+            Stage::Produce,
             format!(
                 "stored by the producer's attempt {attempt}: an earlier attempt that timed out may have been stored \
                  too (a duplicate under another id)"
@@ -33,10 +34,10 @@ pub(super) fn retried_send(attempt: u32) -> Option<LossPoint> {
 }
 
 /// A oneway send: the producer never learns the outcome.
-pub(super) fn oneway_send(send_mode: &str) -> Option<LossPoint> {
-    (send_mode == "oneway").then(|| {
+pub(super) fn oneway_send(mode: Option<SendMode>) -> Option<LossPoint> {
+    (mode == Some(SendMode::Oneway)).then(|| {
         risk(
-            "produce",
+            Stage::Produce,
             "oneway send: the producer never learns whether the broker stored it".into(),
             None,
         )
@@ -53,7 +54,7 @@ pub(super) fn async_flush(flushed_at: Option<i64>) -> LossPoint {
         ),
         None => "async flush: acknowledged before the fsync and not yet flushed; a power loss now loses it".into(),
     };
-    risk("flush", reason, None)
+    risk(Stage::Flush, reason, None)
 }
 
 /// Async replication: acknowledged before a replica had it; `first` is
@@ -70,7 +71,7 @@ pub(super) fn async_replication(first: Option<&Confirmation>) -> LossPoint {
                  losing the primary now loses it"
             .into(),
     };
-    risk("replicate", reason, None)
+    risk(Stage::Replicate, reason, None)
 }
 
 /// An event the audit wrote for a loss (outcome `lost`): an actual loss at
@@ -78,7 +79,7 @@ pub(super) fn async_replication(first: Option<&Confirmation>) -> LossPoint {
 pub(super) fn found_lost(e: &Event) -> Option<LossPoint> {
     (e.outcome == "lost").then(|| LossPoint {
         stage: e.stage.clone(),
-        kind: "lost",
+        kind: LossKind::Lost,
         reason: e.detail.clone(),
         group: e.group.clone(),
     })
@@ -87,7 +88,7 @@ pub(super) fn found_lost(e: &Event) -> Option<LossPoint> {
 /// A group with auto-commit: the offset went before the handler's result.
 pub(super) fn auto_commit(group: &str) -> LossPoint {
     risk(
-        "consume",
+        Stage::Consume,
         "auto-commit: the offset was committed before the handler succeeded".into(),
         Some(group),
     )
@@ -97,7 +98,7 @@ pub(super) fn auto_commit(group: &str) -> LossPoint {
 pub(super) fn redelivered(group: &str, attempts: u32) -> Option<LossPoint> {
     (attempts > 1).then(|| {
         risk(
-            "deliver",
+            Stage::Deliver,
             format!("delivered {attempts} times to this group without idempotent handling: duplicate effects possible"),
             Some(group),
         )
@@ -107,7 +108,7 @@ pub(super) fn redelivered(group: &str, attempts: u32) -> Option<LossPoint> {
 /// Dead-lettered for a group and not replayed.
 pub(super) fn dead_letter(group: &str) -> LossPoint {
     risk(
-        "dlq",
+        Stage::Dlq,
         "dead letter not replayed: the group never processed it".into(),
         Some(group),
     )
@@ -118,7 +119,7 @@ pub(super) fn dead_letter(group: &str) -> LossPoint {
 pub(super) fn broker_rollback(rollback_detail: &str) -> Option<LossPoint> {
     rollback_detail.starts_with("rolled back by the broker").then(|| {
         risk(
-            "tx_check",
+            Stage::TxCheck,
             "rolled back because the producer never confirmed its local transaction: if that transaction \
              committed, this message is lost"
                 .into(),
@@ -131,7 +132,7 @@ pub(super) fn broker_rollback(rollback_detail: &str) -> Option<LossPoint> {
 pub(super) fn undecided(checks: usize) -> Option<LossPoint> {
     (checks > 0).then(|| {
         risk(
-            "tx_check",
+            Stage::TxCheck,
             format!(
                 "transaction undecided after {checks} checks: consumers will not see it unless its producer group \
                  commits"

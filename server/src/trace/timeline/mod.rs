@@ -19,6 +19,7 @@ use serde_json::Value;
 use sqlx::AnyPool;
 
 use super::TraceError;
+use crate::model::{LossKind, StageName, Status};
 use crate::storage::Store;
 use crate::time::rfc3339;
 
@@ -35,7 +36,7 @@ pub use facts::Facts;
 /// One stage as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stage {
-    pub stage: String,
+    pub stage: StageName,
     pub at: String,
     #[serde(skip)]
     pub at_ms: i64,
@@ -49,8 +50,8 @@ pub struct Stage {
 /// A loss point: a `risk` the path carried or an actual loss (`lost`).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct LossPoint {
-    pub stage: String,
-    pub kind: &'static str,
+    pub stage: StageName,
+    pub kind: LossKind,
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
@@ -60,7 +61,7 @@ pub struct LossPoint {
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupStatus {
     pub group: String,
-    pub status: &'static str,
+    pub status: Status,
     pub attempts: u32,
 }
 
@@ -71,7 +72,7 @@ pub struct Timeline {
     pub topic: String,
     pub key: Option<String>,
     pub tags: Option<String>,
-    pub status: &'static str,
+    pub status: Status,
     pub stages: Vec<Stage>,
     pub loss_points: Vec<LossPoint>,
     pub groups: Vec<GroupStatus>,
@@ -87,9 +88,16 @@ pub struct Timeline {
     pub committed_as: Option<String>,
 }
 
-fn stage(stage: &str, at_ms: i64, node: Option<String>, outcome: &str, detail: String, group: Option<String>) -> Stage {
+fn stage(
+    stage: impl Into<StageName>,
+    at_ms: i64,
+    node: Option<String>,
+    outcome: &str,
+    detail: String,
+    group: Option<String>,
+) -> Stage {
     Stage {
-        stage: stage.to_string(),
+        stage: stage.into(),
         at: rfc3339(at_ms),
         at_ms,
         node,

@@ -4,6 +4,7 @@
 
 use super::facts::Facts;
 use super::{loss, stage, LossPoint, Stage};
+use crate::model;
 
 /// Whether a run's replication mode has replicas to read watermarks of.
 pub(super) fn replicates(mode: &str) -> bool {
@@ -22,7 +23,7 @@ pub(super) fn replicate_stages(f: &Facts, stages: &mut Vec<Stage>, loss: &mut Ve
     let send_ok = f.run.send_status == "SEND_OK";
     if mode == "raft" && send_ok {
         stages.push(stage(
-            "replicate",
+            model::Stage::Replicate,
             acked,
             None,
             "ok",
@@ -35,7 +36,7 @@ pub(super) fn replicate_stages(f: &Facts, stages: &mut Vec<Stage>, loss: &mut Ve
         let at = confirmed.first().map_or(acked, |c| c.at_ms.min(acked));
         let who = confirmed.first().map(|c| c.replica.clone());
         stages.push(stage(
-            "replicate",
+            model::Stage::Replicate,
             at,
             who,
             "ok",
@@ -44,7 +45,7 @@ pub(super) fn replicate_stages(f: &Facts, stages: &mut Vec<Stage>, loss: &mut Ve
         ));
         for c in confirmed.iter().skip(1) {
             stages.push(stage(
-                "replicate",
+                model::Stage::Replicate,
                 c.at_ms,
                 Some(c.replica.clone()),
                 "ok",
@@ -56,7 +57,7 @@ pub(super) fn replicate_stages(f: &Facts, stages: &mut Vec<Stage>, loss: &mut Ve
     }
     for c in confirmed {
         stages.push(stage(
-            "replicate",
+            model::Stage::Replicate,
             c.at_ms,
             Some(c.replica.clone()),
             "ok",

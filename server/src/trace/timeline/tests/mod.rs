@@ -11,6 +11,7 @@ use super::derive::{committed_copy, consumable};
 use super::facts::{Commit, Committed, Confirmation, Delivered, Event, Facts, Gap, RangeDelivery, Record};
 use super::{derive, LossPoint, Timeline};
 use crate::model::topics::HALF_TOPIC;
+use crate::model::{LossKind, Stage, StageName};
 use crate::time::rfc3339;
 use crate::trace::runs::{Entry, Run};
 
@@ -94,13 +95,16 @@ fn range(group: &str, at_ms: i64) -> RangeDelivery {
 
 fn event(stage: &str, group: Option<&str>, at_ms: i64, outcome: &str, detail: &str) -> Event {
     Event {
-        stage: stage.into(),
+        stage: StageName::parse(stage),
         group: group.map(str::to_string),
         at_ms,
         node: 1,
         outcome: outcome.into(),
         detail: detail.into(),
-        ..Event::default()
+        record_id: String::new(),
+        rec_topic: String::new(),
+        rec_queue: 0,
+        rec_offset: 0,
     }
 }
 
@@ -126,8 +130,8 @@ fn commit(record: Delivered, at_ms: i64, auto_commit: bool, handled_ms: Option<u
 
 fn risk(stage: &str, reason: &str, group: Option<&str>) -> LossPoint {
     LossPoint {
-        stage: stage.into(),
-        kind: "risk",
+        stage: StageName::parse(stage),
+        kind: LossKind::Risk,
         reason: reason.into(),
         group: group.map(str::to_string),
     }
@@ -140,7 +144,7 @@ fn names(t: &Timeline) -> Vec<&str> {
 fn group_statuses(t: &Timeline) -> Vec<(&str, &str, u32)> {
     t.groups
         .iter()
-        .map(|g| (g.group.as_str(), g.status, g.attempts))
+        .map(|g| (g.group.as_str(), g.status.as_str(), g.attempts))
         .collect()
 }
 

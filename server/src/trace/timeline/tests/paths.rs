@@ -156,3 +156,16 @@ fn gaps_show_with_their_note() {
         })]
     );
 }
+
+#[test]
+fn a_stage_this_version_does_not_know_shows_as_written_and_last() {
+    let mut f = stored();
+    // A row another version wrote, at the same time as the store.
+    f.events = vec![event("archived", None, 1_000, "ok", "moved to cold storage")];
+    let t = derive(&f);
+    assert_eq!(names(&t), ["produce", "store", "archived", "flush"]);
+    assert_eq!(t.loss_points, vec![]);
+    assert_eq!(t.status, "stored");
+    let json = serde_json::to_value(&t.stages[2]).unwrap_or_default();
+    assert_eq!(json["stage"], "archived");
+}

@@ -202,8 +202,8 @@ fn a_loss_the_audit_found_makes_the_message_lost() {
     assert_eq!(
         t.loss_points,
         vec![LossPoint {
-            stage: "flush".into(),
-            kind: "lost",
+            stage: Stage::Flush.into(),
+            kind: LossKind::Lost,
             reason: why.into(),
             group: None,
         }]
