@@ -142,7 +142,7 @@ pub async fn duplicates(State(state): State<AppState>, Query(q): Query<LimitQuer
             continue;
         };
         for g in tl.groups.iter().filter(|g| g.attempts > 1) {
-            let consumed = u32::from(g.status == "consumed");
+            let consumed = u32::from(g.status == crate::model::Status::Consumed);
             out.push(json!({
                 "id": tl.id, "key": tl.key, "topic": tl.topic, "group": g.group, "status": g.status,
                 "deliveries": g.attempts, "consumed": consumed,

@@ -19,6 +19,7 @@ use super::error::ApiError;
 use super::json::ApiJson;
 use super::AppState;
 use crate::broker::{MessageId, Outgoing};
+use crate::model::{LossKind, Stage, Status};
 use crate::storage::{Flush, StoredMessage};
 use crate::time::rfc3339;
 use crate::trace::{search, timeline};
@@ -148,19 +149,6 @@ pub struct SearchQuery {
 /// Default and largest page of a search (pages are unlimited in number).
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 1000;
-/// Message statuses a search can filter on (SPEC section 6).
-const STATUSES: [&str; 10] = [
-    "half",
-    "stored",
-    "replicated",
-    "delivered",
-    "consumed",
-    "retrying",
-    "dead",
-    "replayed",
-    "rolled_back",
-    "lost",
-];
 /// Longest a status-filtered page keeps looking before it ends early.
 const STATUS_SCAN_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -184,14 +172,14 @@ pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>)
         Some(c) => Some(search::parse_cursor(c).ok_or_else(|| ApiError::BadRequest(format!("bad cursor {c:?}")))?),
         None => None,
     };
-    if let Some(st) = q.status.as_deref() {
-        if !STATUSES.contains(&st) {
-            return Err(ApiError::BadRequest(format!(
-                "unknown status {st:?} (one of {})",
-                STATUSES.join(", ")
-            )));
-        }
-    }
+    // Message statuses a search can filter on: every status (SPEC section 6).
+    let want = match q.status.as_deref() {
+        None => None,
+        Some(st) => Some(st.parse::<Status>().map_err(|_| {
+            let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::BadRequest(format!("unknown status {st:?} (one of {})", all.join(", ")))
+        })?),
+    };
     let mut query = search::Query {
         key: q.key.clone(),
         id: q.id.clone(),
@@ -221,10 +209,10 @@ pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>)
                 // A committed transaction's half: its copy is the hit.
                 Ok(Some(tl)) if tl.committed_as.is_some() => continue,
                 Ok(Some(tl)) => (tl.status, true),
-                Ok(None) => ("stored", false),
+                Ok(None) => (Status::Stored, false),
                 Err(e) => return Err(ApiError::Unavailable(format!("trace store query failed: {e}"))),
             };
-            if q.status.as_deref().is_some_and(|s| s != status) {
+            if want.is_some_and(|w| w != status) {
                 continue;
             }
             let cursor = search::cursor_of(&h);
@@ -325,15 +313,15 @@ fn message_json(
             if let Flush::Async { .. } = store.flush_mode() {
                 if !flushed {
                     loss_points.push(json!({
-                        "stage": "flush", "kind": "risk",
+                        "stage": Stage::Flush, "kind": LossKind::Risk,
                         "reason": "acknowledged before fsync (async flush): a power loss now would lose it",
                     }));
                 }
             }
-            v["status"] = json!("stored");
+            v["status"] = json!(Status::Stored);
             v["stages"] = json!([
-                {"stage": "produce", "at": rfc3339(m.born_ms), "node": m.producer, "outcome": "ok", "detail": "born at the producer"},
-                {"stage": "store", "at": rfc3339(m.stored_ms), "node": node, "outcome": "ok",
+                {"stage": Stage::Produce, "at": rfc3339(m.born_ms), "node": m.producer, "outcome": "ok", "detail": "born at the producer"},
+                {"stage": Stage::Store, "at": rfc3339(m.stored_ms), "node": node, "outcome": "ok",
                  "detail": format!("log position {}, queue {} offset {}", id.pos, m.queue_id, m.queue_offset)},
             ]);
             v["loss_points"] = json!(loss_points);
@@ -366,7 +354,7 @@ fn delivery_states(state: &AppState, m: &StoredMessage, traced: Value) -> Value 
             .map(|(_, _, o)| *o);
         let relevant = view.topic.as_deref() == Some(m.topic.as_str()) || committed.is_some();
         if relevant && !list.iter().any(|g| g["group"] == view.group.as_str()) {
-            list.push(json!({"group": view.group, "status": "stored", "attempts": 0}));
+            list.push(json!({"group": view.group, "status": Status::Stored, "attempts": 0}));
         }
     }
     for g in &mut list {
@@ -378,10 +366,11 @@ fn delivery_states(state: &AppState, m: &StoredMessage, traced: Value) -> Value 
                 .iter()
                 .any(|(t, q, o)| *t == m.topic && *q == m.queue_id && *o > m.queue_offset)
         });
-        let delivery = match g["status"].as_str().unwrap_or_default() {
-            "consumed" => "consumed",
-            "dead" => "dead",
-            "retrying" if online => "retrying",
+        let status = g["status"].as_str().and_then(|s| s.parse::<Status>().ok());
+        let delivery = match status {
+            Some(Status::Consumed) => "consumed",
+            Some(Status::Dead) => "dead",
+            Some(Status::Retrying) if online => "retrying",
             _ if committed_past => "consumed",
             _ if online => "not_consumed_yet",
             _ => "consumer_offline",

@@ -221,7 +221,7 @@ impl Broker {
         self.trace(|| {
             super::event::TraceEvent::Message(Box::new(super::event::MessageEvent {
                 message_id: origin_id,
-                stage: "replay",
+                stage: crate::model::Stage::Replay,
                 at_ms: record.at_ms,
                 group: Some(record.group.clone()),
                 outcome: "ok",

@@ -60,7 +60,7 @@ impl Stored {
 pub struct MessageEvent {
     /// The message's original id.
     pub message_id: String,
-    pub stage: &'static str,
+    pub stage: crate::model::Stage,
     pub at_ms: i64,
     pub group: Option<String>,
     pub outcome: &'static str,

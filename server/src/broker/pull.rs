@@ -99,7 +99,7 @@ impl Broker {
             self.trace(|| {
                 TraceEvent::Message(Box::new(MessageEvent {
                     message_id: d.id.clone(),
-                    stage: "deliver",
+                    stage: crate::model::Stage::Deliver,
                     at_ms: now,
                     group: Some(group.to_string()),
                     outcome: "ok",

@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::model::Stage;
 use crate::storage::StoredMessage;
 use waybill_client::protocol::{
     PROP_DELAY_LEVEL, PROP_DELAY_UNTIL, PROP_DLQ_REASON, PROP_ORIGIN_ID, PROP_ORIGIN_TOPIC, PROP_RECONSUME_TIMES,
@@ -198,7 +199,7 @@ impl super::Broker {
                 dlq_topic(group),
                 0,
                 dlq_properties(&m.properties, &origin, reason),
-                "dlq",
+                Stage::Dlq,
                 detail,
             )
         } else {
@@ -209,7 +210,7 @@ impl super::Broker {
             let due = self.opts.clock.now_ceil_ms() + delay.as_millis() as i64;
             let props = retry_properties(&m.properties, &origin, origin.reconsume_times + 1, level, due);
             let detail = format!("attempt {attempt} failed ({reason}); retry at level {level} in {delay:?}");
-            (retry_topic(group), level - 1, props, "retry", detail)
+            (retry_topic(group), level - 1, props, Stage::Retry, detail)
         };
         let origin_id = origin.id.clone();
         let r = self
@@ -221,7 +222,7 @@ impl super::Broker {
                 stage,
                 at_ms: super::now_ms(),
                 group: Some(group.to_string()),
-                outcome: if stage == "dlq" { "dead" } else { "failed" },
+                outcome: if stage == Stage::Dlq { "dead" } else { "failed" },
                 detail: format!("{detail}; new record {}", r.id),
                 record: Some(failed),
                 attempt: Some(attempt),

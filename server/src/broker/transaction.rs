@@ -36,6 +36,7 @@ use waybill_client::protocol::{
 
 use super::event::{MessageEvent, RecordRef, TraceEvent};
 use super::{now_ms, topic, Broker, BrokerError, MessageId, Outgoing, SendResult};
+use crate::model::Stage;
 use crate::storage::StoredMessage;
 
 pub use crate::model::topics::{HALF_OP_TOPIC, HALF_TOPIC};
@@ -162,14 +163,7 @@ pub enum Ended {
 }
 
 impl Broker {
-    fn trace_tx(
-        &self,
-        id: &MessageId,
-        stage: &'static str,
-        outcome: &'static str,
-        detail: String,
-        record: Option<RecordRef>,
-    ) {
+    fn trace_tx(&self, id: &MessageId, stage: Stage, outcome: &'static str, detail: String, record: Option<RecordRef>) {
         self.trace_tx_at(now_ms(), id, stage, outcome, detail, record);
     }
 
@@ -177,7 +171,7 @@ impl Broker {
         &self,
         at_ms: i64,
         id: &MessageId,
-        stage: &'static str,
+        stage: Stage,
         outcome: &'static str,
         detail: String,
         record: Option<RecordRef>,
@@ -223,7 +217,7 @@ impl Broker {
         }
         self.trace_tx(
             &r.id,
-            "tx_prepare",
+            Stage::TxPrepare,
             "ok",
             format!(
                 "half message stored ({}), invisible to consumers of {topic} until producer group {producer_group} \
@@ -270,7 +264,7 @@ impl Broker {
                 self.transactions.put_back(open);
                 self.trace_tx(
                     &parsed,
-                    if from_check { "tx_check" } else { "tx_prepare" },
+                    if from_check { Stage::TxCheck } else { Stage::TxPrepare },
                     "unknown",
                     format!("producer answered UNKNOW {how} (after {checks} checks): the broker will check back"),
                     None,
@@ -284,7 +278,7 @@ impl Broker {
                     self.trace_tx_at(
                         committed_ms,
                         &parsed,
-                        "tx_commit",
+                        Stage::TxCommit,
                         "ok",
                         format!("committed {how}: delivered to {} as {}", open.topic, r.id),
                         Some(RecordRef {
@@ -343,7 +337,7 @@ impl Broker {
             self.transactions.put_back(open.clone());
             return Err(e);
         }
-        self.trace_tx(&open.id, "tx_rollback", "rolled_back", why.to_string(), None);
+        self.trace_tx(&open.id, Stage::TxRollback, "rolled_back", why.to_string(), None);
         Ok(())
     }
 
@@ -463,7 +457,7 @@ impl Broker {
         for (id, group, n) in asked {
             self.trace_tx(
                 &id,
-                "tx_check",
+                Stage::TxCheck,
                 "asked",
                 format!("check {n} of {max}: asked producer group {group} whether its transaction committed"),
                 None,

@@ -26,6 +26,7 @@ use sqlx::{AnyPool, AssertSqlSafe};
 use super::runs::{self, Entry, Run};
 use super::windows::{self, Window};
 use super::TraceError;
+use crate::model::Stage;
 use crate::storage::{DamageKind, Store};
 
 /// What the audit needs to know about this boot, taken before it serves.
@@ -163,26 +164,26 @@ pub async fn run(pool: &AnyPool, store: &Store, start: &Start) -> Result<AuditRe
         }
         let (stage, reason) = if cut_at.is_some_and(|c| pos >= c as i64) && !corrupt {
             (
-                "replicate",
+                Stage::Replicate,
                 "acknowledged before a replica had it (async replication); the node that took over as primary never \
                  got it, so it was cut from this log when this node rejoined as a replica"
                     .to_string(),
             )
         } else if corrupt {
             (
-                "store",
+                Stage::Store,
                 "acknowledged, but its record is corrupt on disk: not served".to_string(),
             )
         } else if flush_mode.as_str() == "async" {
             (
-                "flush",
+                Stage::Flush,
                 "acknowledged after the write (async flush) but not fsynced before the crash: absent from the log \
                  after recovery"
                     .to_string(),
             )
         } else {
             (
-                "store",
+                Stage::Store,
                 "acknowledged after an fsync but absent from the log after recovery: storage fault".to_string(),
             )
         };
@@ -191,7 +192,7 @@ pub async fn run(pool: &AnyPool, store: &Store, start: &Start) -> Result<AuditRe
              rec_queue, rec_offset, msg_key) VALUES ($1, $2, $3, $4, NULL, 'lost', $5, $6, $7, $8, $9, $10)",
         )
         .bind(id)
-        .bind(stage)
+        .bind(stage.as_str())
         .bind(now)
         .bind(node)
         .bind(&reason)
@@ -202,7 +203,7 @@ pub async fn run(pool: &AnyPool, store: &Store, start: &Start) -> Result<AuditRe
         .bind(c.key.clone())
         .execute(pool)
         .await?;
-        tracing::warn!(%id, stage, "audit: acknowledged message lost");
+        tracing::warn!(%id, stage = stage.as_str(), "audit: acknowledged message lost");
         report.lost.push(c.id);
     }
     report.windows = windows::find(pool, store, start, &log_runs).await?;

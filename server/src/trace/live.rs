@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use super::TraceEvent;
+use crate::model::Stage;
 
 /// One summary per message for a produce request, one for anything else.
 pub fn summaries(ev: &TraceEvent) -> Vec<Value> {
@@ -18,7 +19,7 @@ pub fn summaries(ev: &TraceEvent) -> Vec<Value> {
                     pos: m.pos,
                 };
                 json!({
-                    "type": "stage", "stage": "store", "id": id.to_string(), "topic": s.topic, "key": m.key,
+                    "type": "stage", "stage": Stage::Store, "id": id.to_string(), "topic": s.topic, "key": m.key,
                     "at_ms": m.stored_ms, "outcome": s.status_of(m), "send_mode": m.send_mode, "attempt": m.attempt,
                 })
             })
@@ -29,7 +30,7 @@ pub fn summaries(ev: &TraceEvent) -> Vec<Value> {
 
 fn summary(ev: &TraceEvent) -> Value {
     match ev {
-        TraceEvent::Stored(s) => json!({ "type": "stage", "stage": "store", "topic": s.topic }),
+        TraceEvent::Stored(s) => json!({ "type": "stage", "stage": Stage::Store, "topic": s.topic }),
         TraceEvent::Message(m) => json!({
             "type": "stage", "stage": m.stage, "id": m.message_id, "group": m.group,
             "at_ms": m.at_ms, "outcome": m.outcome, "detail": m.detail,

@@ -76,7 +76,7 @@ pub async fn insert(
             let r = e.record.as_ref();
             q = q
                 .bind(e.message_id.clone())
-                .bind(e.stage)
+                .bind(e.stage.as_str())
                 .bind(e.at_ms)
                 .bind(node)
                 .bind(e.group.clone())

@@ -1,112 +1,74 @@
 //! The replicate stage of a timeline: which replica confirmed the message
-//! when (from sampled replication watermarks), and the risk an
-//! acknowledgement before a replica had it carried.
+//! when (from sampled replication watermarks, read by [`super::facts`]),
+//! and the risk an acknowledgement before a replica had it carried. Pure.
 
-use sqlx::AnyPool;
+use super::facts::Facts;
+use super::{loss, stage, LossPoint, Stage};
+use crate::model;
 
-use super::{stage, LossPoint, Stage};
-use crate::time::rfc3339;
-use crate::trace::db::{int, text};
-use crate::trace::TraceError;
-
-/// How the broker answered the producer (from the message's run).
-pub(super) struct Answer<'a> {
-    /// Replication mode: none, sync, async or raft.
-    pub mode: &'a str,
-    pub send_status: &'a str,
-    pub acked: i64,
+/// Whether a run's replication mode has replicas to read watermarks of.
+pub(super) fn replicates(mode: &str) -> bool {
+    !(mode == "none" || mode.is_empty())
 }
 
-/// The replicate stage: per replica, the first sampled confirmation at or
+/// The replicate stages: per replica, the first sampled confirmation at or
 /// past the message's end; and the async-replication loss point.
-pub(super) async fn replicate_stages(
-    pool: &AnyPool,
-    answer: Answer<'_>,
-    node: i64,
-    end: i64,
-    stages: &mut Vec<Stage>,
-    loss: &mut Vec<LossPoint>,
-) -> Result<(), TraceError> {
-    let mode = answer.mode;
-    if mode == "none" || mode.is_empty() {
-        return Ok(());
+pub(super) fn replicate_stages(f: &Facts, stages: &mut Vec<Stage>, loss: &mut Vec<LossPoint>) {
+    let mode = f.run.replication.as_str();
+    if !replicates(mode) {
+        return;
     }
-    let rows = sqlx::query(
-        "SELECT kind, MIN(at) AS at FROM trace_watermarks WHERE node = $1 AND kind LIKE 'replicated:%' \
-         AND position >= $2 GROUP BY kind ORDER BY MIN(at)",
-    )
-    .bind(node)
-    .bind(end)
-    .fetch_all(pool)
-    .await?;
-    let confirmed: Vec<(String, i64)> = rows
-        .iter()
-        .map(|r| {
-            let kind = text(r, "kind");
-            (kind.trim_start_matches("replicated:").to_string(), int(r, "at"))
-        })
-        .collect();
-    let acked = answer.acked;
-    if mode == "raft" && answer.send_status == "SEND_OK" {
+    let confirmed = &f.replicas;
+    let acked = f.entry.acked_ms;
+    let send_ok = f.run.send_status == "SEND_OK";
+    if mode == "raft" && send_ok {
         stages.push(stage(
-            "replicate",
+            model::Stage::Replicate,
             acked,
             None,
             "ok",
             "a majority of the Raft group had it before the acknowledgement (time of the ack)".into(),
             None,
         ));
-        return Ok(());
+        return;
     }
-    if mode == "sync" && answer.send_status == "SEND_OK" {
-        let at = confirmed.first().map_or(acked, |(_, at)| (*at).min(acked));
-        let who = confirmed.first().map(|(r, _)| r.clone());
+    if mode == "sync" && send_ok {
+        let at = confirmed.first().map_or(acked, |c| c.at_ms.min(acked));
+        let who = confirmed.first().map(|c| c.replica.clone());
         stages.push(stage(
-            "replicate",
+            model::Stage::Replicate,
             at,
             who,
             "ok",
             "a replica had it before the acknowledgement (sync replication)".into(),
             None,
         ));
-        for (r, at) in confirmed.iter().skip(1) {
+        for c in confirmed.iter().skip(1) {
             stages.push(stage(
-                "replicate",
-                *at,
-                Some(r.clone()),
+                model::Stage::Replicate,
+                c.at_ms,
+                Some(c.replica.clone()),
                 "ok",
-                format!("replica {r} confirmed it"),
+                format!("replica {} confirmed it", c.replica),
                 None,
             ));
         }
-        return Ok(());
+        return;
     }
-    for (r, at) in &confirmed {
+    for c in confirmed {
         stages.push(stage(
-            "replicate",
-            *at,
-            Some(r.clone()),
+            model::Stage::Replicate,
+            c.at_ms,
+            Some(c.replica.clone()),
             "ok",
-            format!("replica {r} confirmed it ({mode} replication; time is the sampled watermark)"),
+            format!(
+                "replica {} confirmed it ({mode} replication; time is the sampled watermark)",
+                c.replica
+            ),
             None,
         ));
     }
     if mode == "async" {
-        loss.push(LossPoint {
-            stage: "replicate".into(),
-            kind: "risk",
-            reason: match confirmed.first() {
-                Some((r, at)) => format!(
-                    "async replication: acknowledged before a replica had it; losing the primary before {} (replica {r}) \
-                     would have lost it",
-                    rfc3339(*at)
-                ),
-                None => "async replication: acknowledged before a replica had it, and no replica has confirmed it \
-                         yet; losing the primary now loses it"
-                    .into(),
-            },
-            group: None,
-        });
+        loss.push(loss::async_replication(confirmed.first()));
     }
-    Ok(())
 }
