@@ -101,3 +101,68 @@ async fn given_a_message_that_keeps_failing_should_be_quarantined_not_replayed_i
     assert!(b.dead_letters("g")?.iter().all(|d| d.state == "replayed"));
     Ok(())
 }
+
+/// A crash after the replayed copy reached the log but before its
+/// `%REPLAYS%` record: the restart finds the replay on the copy itself, so
+/// the letter is not replayed a second time.
+#[tokio::test]
+async fn given_a_copy_without_its_replay_record_the_restart_still_knows_the_letter_was_replayed() -> anyhow::Result<()>
+{
+    use std::collections::BTreeMap;
+    use waybill::storage::NewMessage;
+    use waybill_client::protocol::{PROP_REPLAY_BY, PROP_REPLAY_OF};
+
+    let tmp = tempfile::tempdir()?;
+    let store = Arc::new(Store::open(
+        Arc::new(RealFs),
+        StoreOptions::new(tmp.path(), Flush::Sync),
+    )?);
+    let opts = BrokerOptions {
+        retry: RetryPolicy::with_delays(vec![Duration::from_millis(10)], 0),
+        ..BrokerOptions::default()
+    };
+    let b = Broker::new(store.clone(), opts.clone())?;
+    let id = send(&b, "k1").await?;
+    b.send_back("g", &id, "boom").await?;
+    let letter = b.dead_letters("g")?[0].clone();
+    drop(b);
+    // What the broker appends first when replaying, and nothing after it.
+    let letter_id: waybill::broker::MessageId = letter.id.parse()?;
+    let m = store.read(letter_id.pos)?;
+    let mut properties: BTreeMap<String, String> = m.properties.clone();
+    properties.insert(PROP_REPLAY_OF.into(), letter.id.clone());
+    properties.insert(PROP_REPLAY_BY.into(), "alice".into());
+    let copy = store.append(NewMessage {
+        topic: "%RETRY%g".into(),
+        queue_id: opts.retry.replay_queue(),
+        key: m.key.clone(),
+        tags: None,
+        producer: None,
+        properties,
+        body: m.body.clone(),
+        born_ms: m.born_ms,
+    })?;
+    // Durable, as the broker's own append of the copy is before it goes on.
+    anyhow::ensure!(
+        store.wait_flushed(copy.end, Duration::from_secs(5)).await == waybill::storage::FlushOutcome::Flushed,
+        "the copy was not fsynced"
+    );
+
+    let b = Broker::new(store.clone(), opts)?;
+    let letters = b.dead_letters("g")?;
+    assert_eq!(letters[0].state, "replayed");
+    assert_eq!(letters[0].replays.len(), 1);
+    assert_eq!(letters[0].replays[0].by, "alice");
+    let copy_id = waybill::broker::MessageId {
+        node: copy.node,
+        epoch: copy.epoch,
+        pos: copy.pos,
+    }
+    .to_string();
+    assert_eq!(letters[0].replays[0].new_id, copy_id);
+    match b.replay(&letter.id, "bob", false).await {
+        Err(BrokerError::Conflict(msg)) => assert!(msg.contains(&copy_id), "{msg}"),
+        other => panic!("expected a conflict naming {copy_id}, got {other:?}"),
+    }
+    Ok(())
+}

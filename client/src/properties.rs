@@ -35,6 +35,13 @@ pub const PROP_SEND_MODE: &str = "WAYBILL_SEND_MODE";
 pub const PROP_SEND_ATTEMPT: &str = "WAYBILL_SEND_ATTEMPT";
 /// The dead letter a replay was made from.
 pub const PROP_REPLAY_OF: &str = "REPLAY_OF";
+/// On a replayed copy: who replayed it (with [`PROP_REPLAY_OF`], the copy
+/// itself records the replay, so a crash before the `%REPLAYS%` record
+/// cannot leave the letter looking unreplayed).
+pub const PROP_REPLAY_BY: &str = "WAYBILL_REPLAY_BY";
+/// On a replayed copy: `true` when the replay was forced over an earlier
+/// replay or a quarantine.
+pub const PROP_REPLAY_FORCED: &str = "WAYBILL_REPLAY_FORCED";
 /// On a half message: it belongs to a transaction (RocketMQ's `TRAN_MSG`).
 pub const PROP_TRANSACTION_PREPARED: &str = "TRAN_MSG";
 /// On a half message: the topic it goes to when committed.

@@ -119,8 +119,8 @@ pub async fn serve(
     };
     // Consumer state first: Raft and replication apply to it.
     let consumers = {
-        let (store, timeout) = (store.clone(), opts.client_timeout);
-        let restored = tokio::task::spawn_blocking(move || Consumers::restore(&store, timeout))
+        let (store, timeout, replay_queue) = (store.clone(), opts.client_timeout, opts.retry.replay_queue());
+        let restored = tokio::task::spawn_blocking(move || Consumers::restore(&store, timeout, replay_queue))
             .await
             .map_err(|e| ServeError::Http(std::io::Error::other(e)))?;
         Arc::new(restored.map_err(ServeError::Broker)?)

@@ -71,6 +71,7 @@ pub async fn replay_one(
         "group": r.group,
         "by": r.by,
         "at": crate::time::rfc3339(r.at_ms),
+        "forced": r.forced,
     })))
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{dlq, groups, BrokerError};
+use super::{dlq, groups, BrokerError, MessageId};
 use crate::storage::{Store, StoredMessage};
 
 /// Told about system records that landed by replication.
@@ -31,8 +31,11 @@ pub struct Consumers {
 }
 
 impl Consumers {
-    /// Restores committed offsets and replay records from `store`.
-    pub fn restore(store: &Store, client_timeout: Duration) -> Result<Consumers, BrokerError> {
+    /// Restores committed offsets and replays from `store`: `%REPLAYS%`
+    /// records, and the replayed copies in each group's replay queue
+    /// (queue `replay_queue` of `%RETRY%<group>`), which a crash may have
+    /// left without their record.
+    pub fn restore(store: &Store, client_timeout: Duration, replay_queue: u32) -> Result<Consumers, BrokerError> {
         let c = Consumers {
             groups: groups::Groups::new(client_timeout),
             replays: dlq::Replays::default(),
@@ -50,7 +53,23 @@ impl Consumers {
                 replays += 1;
             }
         })?;
-        tracing::info!(offsets, replays, "consumer state restored");
+        let mut copies = 0;
+        for (topic, queue, _) in store.queues() {
+            let Some(group) = topic.strip_prefix("%RETRY%").filter(|_| queue == replay_queue) else {
+                continue;
+            };
+            store.scan_queue(&topic, queue, |_, pos, m| {
+                let id = MessageId {
+                    node: m.node,
+                    epoch: m.epoch,
+                    pos,
+                };
+                if c.replays.load_copy(group, &id.to_string(), &m) {
+                    copies += 1;
+                }
+            })?;
+        }
+        tracing::info!(offsets, replays, copies, "consumer state restored");
         Ok(c)
     }
 

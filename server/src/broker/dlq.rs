@@ -10,13 +10,14 @@
 //! times is *quarantined*: bulk replays skip it and a single replay needs
 //! `force`, so a poison message cannot cycle forever.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use waybill_client::protocol::{
-    PROP_DLQ_REASON, PROP_ORIGIN_ID, PROP_ORIGIN_TOPIC, PROP_RECONSUME_TIMES, PROP_REPLAY_OF,
+    PROP_DLQ_REASON, PROP_ORIGIN_ID, PROP_ORIGIN_TOPIC, PROP_RECONSUME_TIMES, PROP_REPLAY_BY, PROP_REPLAY_FORCED,
+    PROP_REPLAY_OF,
 };
 
 use super::retry::{dlq_topic, group_of, retry_topic};
@@ -32,43 +33,136 @@ pub struct ReplayRecord {
     pub group: String,
     pub by: String,
     pub at_ms: i64,
+    /// Forced over an earlier replay (or a quarantine).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
 }
 
-/// Replays by dead-letter id, restored from `%REPLAYS%` on start.
+/// Replays by dead-letter id, and the letters being replayed right now.
+///
+/// Restored on start from `%REPLAYS%` records and from the replayed copies
+/// themselves (each carries `REPLAY_OF`), whichever a crash left: the copy
+/// is appended first, so a replay that reached the log is always found.
+/// A replay *claims* its letter first ([`Replays::claim`]): two requests
+/// for one letter, however they arrive, cannot both replay it.
 #[derive(Default)]
 pub struct Replays {
-    // std Mutex: map updates only.
-    by_dlq_id: Mutex<HashMap<String, Vec<ReplayRecord>>>,
+    // std Mutex: map and set updates only, never held across an await.
+    inner: Mutex<ReplayState>,
+}
+
+#[derive(Default)]
+struct ReplayState {
+    by_dlq_id: HashMap<String, Vec<ReplayRecord>>,
+    /// Letters a replay is in progress for (claimed, not yet recorded).
+    claimed: HashSet<String>,
+}
+
+/// Why a letter cannot be claimed.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// Another request is replaying it now.
+    InProgress,
+    /// Replayed before (newest last); `force` replays it again.
+    Replayed(Vec<ReplayRecord>),
+}
+
+/// A letter claimed for replay: released when dropped, recorded by
+/// [`Claim::done`].
+pub struct Claim<'a> {
+    replays: &'a Replays,
+    dlq_id: String,
+}
+
+impl Claim<'_> {
+    /// Records the replay and releases the claim in one step.
+    pub fn done(self, record: ReplayRecord) {
+        let mut st = self.replays.lock();
+        st.claimed.remove(&self.dlq_id);
+        add(&mut st, record);
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.replays.lock().claimed.remove(&self.dlq_id);
+    }
+}
+
+fn add(st: &mut ReplayState, r: ReplayRecord) {
+    let list = st.by_dlq_id.entry(r.dlq_id.clone()).or_default();
+    // Found twice (its copy and its %REPLAYS% record): keep the record,
+    // which has the time the replay was acknowledged.
+    match list.iter_mut().find(|e| e.new_id == r.new_id) {
+        Some(e) => *e = r,
+        None => list.push(r),
+    }
 }
 
 impl Replays {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReplayState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Loads one `%REPLAYS%` record body; false if it is not one.
     pub fn load(&self, body: &[u8]) -> bool {
         match serde_json::from_slice::<ReplayRecord>(body) {
             Ok(r) => {
-                self.add(r);
+                add(&mut self.lock(), r);
                 true
             }
             Err(_) => false,
         }
     }
 
-    fn add(&self, r: ReplayRecord) {
-        self.by_dlq_id
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(r.dlq_id.clone())
-            .or_default()
-            .push(r);
+    /// Loads a replayed copy found in a group's replay queue (id `new_id`);
+    /// false if it is not one. A `%REPLAYS%` record for it, loaded before
+    /// or after, takes its place.
+    pub fn load_copy(&self, group: &str, new_id: &str, m: &crate::storage::StoredMessage) -> bool {
+        let Some(dlq_id) = m.properties.get(PROP_REPLAY_OF) else {
+            return false;
+        };
+        let mut st = self.lock();
+        let known = st
+            .by_dlq_id
+            .get(dlq_id)
+            .is_some_and(|l| l.iter().any(|e| e.new_id == new_id));
+        if !known {
+            add(
+                &mut st,
+                ReplayRecord {
+                    dlq_id: dlq_id.clone(),
+                    new_id: new_id.to_string(),
+                    group: group.to_string(),
+                    by: m.properties.get(PROP_REPLAY_BY).cloned().unwrap_or_default(),
+                    at_ms: m.stored_ms,
+                    forced: m.properties.get(PROP_REPLAY_FORCED).is_some_and(|f| f == "true"),
+                },
+            );
+        }
+        true
+    }
+
+    /// Claims `dlq_id` for a replay: refused while another replay of it is
+    /// in progress, and (unless `force`) once it was replayed.
+    pub fn claim(&self, dlq_id: &str, force: bool) -> Result<Claim<'_>, Refusal> {
+        let mut st = self.lock();
+        if st.claimed.contains(dlq_id) {
+            return Err(Refusal::InProgress);
+        }
+        match st.by_dlq_id.get(dlq_id) {
+            Some(earlier) if !earlier.is_empty() && !force => return Err(Refusal::Replayed(earlier.clone())),
+            _ => {}
+        }
+        st.claimed.insert(dlq_id.to_string());
+        Ok(Claim {
+            replays: self,
+            dlq_id: dlq_id.to_string(),
+        })
     }
 
     fn of(&self, dlq_id: &str) -> Vec<ReplayRecord> {
-        self.by_dlq_id
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(dlq_id)
-            .cloned()
-            .unwrap_or_default()
+        self.lock().by_dlq_id.get(dlq_id).cloned().unwrap_or_default()
     }
 }
 
@@ -158,7 +252,10 @@ impl Broker {
             .collect())
     }
 
-    /// Replays one dead letter to its group. `force` overrides quarantine.
+    /// Replays one dead letter to its group, at most once: a letter that
+    /// was replayed (or is being replayed by another request) is refused
+    /// with a conflict naming the earlier replay. `force` overrides that
+    /// and quarantine, and is recorded on the replay.
     pub async fn replay(&self, dlq_id: &str, by: &str, force: bool) -> Result<ReplayRecord, BrokerError> {
         let id: MessageId = dlq_id.parse()?;
         let m = self
@@ -168,6 +265,25 @@ impl Broker {
             Some(g) if m.topic.starts_with("%DLQ%") => g.to_string(),
             _ => return Err(BrokerError::Invalid(format!("{dlq_id} is not a dead letter"))),
         };
+        // Claimed before anything is read or written: from here to the
+        // recorded replay, no other request can replay this letter.
+        let claim = self.consumers.replays.claim(dlq_id, force).map_err(|r| match r {
+            Refusal::InProgress => {
+                BrokerError::Conflict(format!("dead letter {dlq_id} is being replayed by another request"))
+            }
+            Refusal::Replayed(earlier) => {
+                let last = earlier.last();
+                BrokerError::Conflict(format!(
+                    "dead letter {dlq_id} was already replayed{}; replay with force=true to replay it again",
+                    last.map_or(String::new(), |r| format!(
+                        " as {} at {} by {}",
+                        r.new_id,
+                        crate::time::rfc3339(r.at_ms),
+                        if r.by.is_empty() { "an unknown caller" } else { &r.by }
+                    ))
+                ))
+            }
+        })?;
         let entry = self
             .dead_letters(&group)?
             .into_iter()
@@ -179,10 +295,19 @@ impl Broker {
                 entry.returns, self.opts.replay_guard
             )));
         }
+        let forced = force && entry.state != "dead";
         let mut properties = m.properties.clone();
         properties.remove(PROP_DLQ_REASON);
         properties.insert(PROP_RECONSUME_TIMES.into(), "0".into());
+        // The copy records its own replay: found at restart even if the
+        // %REPLAYS% record below never makes it to the log.
         properties.insert(PROP_REPLAY_OF.into(), dlq_id.to_string());
+        properties.insert(PROP_REPLAY_BY.into(), by.to_string());
+        if forced {
+            properties.insert(PROP_REPLAY_FORCED.into(), "true".into());
+        } else {
+            properties.remove(PROP_REPLAY_FORCED);
+        }
         // Due at once, on the clock pulls compare due times with.
         let due = self.opts.clock.now_ms();
         properties.insert(waybill_client::protocol::PROP_DELAY_UNTIL.into(), due.to_string());
@@ -205,6 +330,7 @@ impl Broker {
             group,
             by: by.to_string(),
             at_ms: now_ms(),
+            forced,
         };
         let body = serde_json::to_vec(&record).map_err(|e| BrokerError::Invalid(e.to_string()))?;
         self.append_durable(
@@ -217,7 +343,7 @@ impl Broker {
             },
         )
         .await?;
-        self.consumers.replays.add(record.clone());
+        claim.done(record.clone());
         self.trace(|| {
             super::event::TraceEvent::Message(Box::new(super::event::MessageEvent {
                 message_id: origin_id,
@@ -226,8 +352,11 @@ impl Broker {
                 group: Some(record.group.clone()),
                 outcome: "ok",
                 detail: format!(
-                    "replayed from dead letter {} as {} by {}",
-                    record.dlq_id, record.new_id, record.by
+                    "replayed from dead letter {} as {} by {}{}",
+                    record.dlq_id,
+                    record.new_id,
+                    record.by,
+                    if record.forced { " (forced)" } else { "" }
                 ),
                 record: None,
                 attempt: None,
@@ -269,7 +398,16 @@ impl Broker {
             .map(|r| Duration::from_secs_f64(1.0 / f64::from(r)));
         let mut done = Vec::new();
         for d in &chosen {
-            done.push(self.replay(&d.id, by, false).await?);
+            match self.replay(&d.id, by, false).await {
+                Ok(r) => done.push(r),
+                // Replayed meanwhile (another bulk or single replay): it
+                // was replayed once, by that one; not again here.
+                Err(BrokerError::Conflict(why)) => {
+                    tracing::info!(dlq_id = %d.id, %why, "skipped by a bulk replay");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             if let Some(p) = pause {
                 tokio::time::sleep(p).await;
             }

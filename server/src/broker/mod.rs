@@ -224,7 +224,11 @@ impl Broker {
     pub fn wired(store: Arc<Store>, opts: BrokerOptions, wiring: Wiring) -> Result<Self, BrokerError> {
         let consumers = match wiring.consumers {
             Some(c) => c,
-            None => Arc::new(Consumers::restore(&store, opts.client_timeout)?),
+            None => Arc::new(Consumers::restore(
+                &store,
+                opts.client_timeout,
+                opts.retry.replay_queue(),
+            )?),
         };
         let events = wiring.events.unwrap_or_else(|| Arc::new(NoEvents));
         Ok(Broker {
