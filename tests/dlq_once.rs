@@ -77,6 +77,35 @@ async fn dead_letter_all(node: &Node, group: &str, n: usize) -> anyhow::Result<(
     Ok(())
 }
 
+/// Runs a succeeding consumer until `keys` distinct keys were handled (and
+/// a second more, for any duplicate to show); returns handlings per key and
+/// the replayed copies in the log (read while the consumer is a member, so
+/// the group's queues are known).
+async fn consume_counting(node: &Node, group: &str, keys: usize) -> anyhow::Result<(BTreeMap<String, usize>, u64)> {
+    let counts: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let seen = counts.clone();
+    let consumer = PushConsumer::start(consumer_options(node, group, "orders"), move |d| {
+        let seen = seen.clone();
+        async move {
+            if let Ok(mut c) = seen.lock() {
+                *c.entry(d.message.key.clone().unwrap_or_default()).or_default() += 1;
+            }
+            ConsumeResult::Success
+        }
+    })
+    .await?;
+    eventually(Duration::from_secs(60), "every key handled", async || {
+        Ok(counts.lock().map(|c| c.len()).unwrap_or(0) >= keys)
+    })
+    .await?;
+    // Anything delivered twice would arrive within a few pulls.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let copies = replay_copies(node, group).await?;
+    consumer.shutdown().await;
+    let counts = counts.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    Ok((counts, copies))
+}
+
 #[tokio::test]
 async fn given_two_concurrent_bulk_replays_each_letter_is_replayed_once_and_each_key_consumed_once(
 ) -> anyhow::Result<()> {
@@ -124,26 +153,8 @@ async fn given_two_concurrent_bulk_replays_each_letter_is_replayed_once_and_each
     );
 
     println!("--- a consumer that succeeds handles each key once");
-    let counts: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
-    let seen = counts.clone();
-    let consumer = PushConsumer::start(consumer_options(&node, "billing", "orders"), move |d| {
-        let seen = seen.clone();
-        async move {
-            if let Ok(mut c) = seen.lock() {
-                *c.entry(d.message.key.clone().unwrap_or_default()).or_default() += 1;
-            }
-            ConsumeResult::Success
-        }
-    })
-    .await?;
-    eventually(Duration::from_secs(60), "every key handled", async || {
-        Ok(counts.lock().map(|c| c.len()).unwrap_or(0) >= LETTERS)
-    })
-    .await?;
-    // Anything delivered twice would arrive within a few pulls.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    consumer.shutdown().await;
-    let counts = counts.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let (counts, copies) = consume_counting(&node, "billing", LETTERS).await?;
+    assert_eq!(copies, LETTERS as u64, "copies in the log");
     let keys: BTreeSet<String> = (0..LETTERS).map(|i| format!("order-{i}")).collect();
     assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), keys);
     let dup: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
@@ -211,5 +222,232 @@ async fn given_a_replayed_letter_a_second_replay_is_refused_unless_forced() -> a
     assert_eq!(replays[0]["by"], "alice");
     assert_eq!(replays[1]["by"], "carol");
     assert_eq!(replays[1]["forced"], true);
+    Ok(())
+}
+
+async fn post_json(url: String, body: Value) -> anyhow::Result<(u16, Value)> {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("X-Waybill-User", "ops")
+        .json(&body)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await?))
+}
+
+/// Copies in the group's replay queue (the log, not the replay records).
+async fn replay_copies(node: &Node, group: &str) -> anyhow::Result<u64> {
+    let v: Value = reqwest::get(format!("{}/api/v1/consumers", node.http))
+        .await?
+        .json()
+        .await?;
+    let g = v["groups"]
+        .as_array()
+        .and_then(|gs| gs.iter().find(|g| g["group"] == group).cloned())
+        .ok_or_else(|| anyhow::anyhow!("no group {group} in {v}"))?;
+    Ok(g["queues"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|q| q["delay"] == "replays")
+        .map(|q| q["end"].as_u64().unwrap_or(0))
+        .sum())
+}
+
+#[tokio::test]
+async fn given_a_redrive_job_killed_midway_when_restarted_should_resume_and_replay_each_letter_once(
+) -> anyhow::Result<()> {
+    const JOB_LETTERS: usize = 2000;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("node");
+    let args = ["--retry-delays", "10ms", "--max-reconsume-times", "0"];
+    let mut node = Node::start(&dir, &args)?;
+    dead_letter_all(&node, "billing", JOB_LETTERS).await?;
+
+    println!("--- a job over {JOB_LETTERS} letters at 500/s; a second job is refused while it runs");
+    let jobs = format!("{}/api/v1/dlq/jobs", node.http);
+    let (status, job) = post_json(
+        jobs.clone(),
+        serde_json::json!({"group": "billing", "rate_per_sec": 500}),
+    )
+    .await?;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(job["matched"], JOB_LETTERS);
+    let (status, second) = post_json(jobs.clone(), serde_json::json!({"group": "billing"})).await?;
+    assert_eq!(status, 409, "{second}");
+    assert!(second["error"].as_str().unwrap_or_default().contains(&id), "{second}");
+
+    let mut before_kill = 0;
+    eventually(Duration::from_secs(30), "some letters replayed", async || {
+        let v: Value = reqwest::get(format!("{jobs}/{id}")).await?.json().await?;
+        before_kill = v["replayed"].as_u64().unwrap_or(0);
+        Ok(before_kill >= 300)
+    })
+    .await?;
+    println!("--- SIGKILL the node mid-job ({before_kill} of {JOB_LETTERS} replayed)");
+    node.sigkill()?;
+    assert!(
+        before_kill < JOB_LETTERS as u64,
+        "the job must still be running when killed"
+    );
+    drop(node);
+    let node = Node::start(&dir, &args)?;
+    let jobs = format!("{}/api/v1/dlq/jobs", node.http);
+    let mut view = Value::Null;
+    eventually(Duration::from_secs(60), "the job resumed and completed", async || {
+        view = reqwest::get(format!("{jobs}/{id}")).await?.json().await?;
+        Ok(view["state"] == "completed")
+    })
+    .await?;
+    assert_eq!(view["matched"], JOB_LETTERS);
+    assert_eq!(
+        view["replayed"], JOB_LETTERS,
+        "nobody else replayed: {}",
+        view["skipped"]
+    );
+    assert_eq!(view["pending"], 0);
+    assert_eq!(view["letters_detail"].as_array().map(Vec::len), Some(JOB_LETTERS));
+
+    println!("--- each letter replayed exactly once in total");
+    let letters = dead_letters(&node, "billing").await?;
+    assert_eq!(letters.len(), JOB_LETTERS);
+    let not_once: Vec<_> = letters
+        .iter()
+        .filter(|d| d["replays"].as_array().map(Vec::len) != Some(1))
+        .map(|d| d["id"].clone())
+        .collect();
+    assert!(not_once.is_empty(), "letters not replayed exactly once: {not_once:?}");
+    let (counts, copies) = consume_counting(&node, "billing", JOB_LETTERS).await?;
+    assert_eq!(counts.len(), JOB_LETTERS);
+    let dup: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(dup.is_empty(), "handled more than once: {dup:?}");
+    assert_eq!(copies, JOB_LETTERS as u64, "copies in the log");
+    let listed: Value = reqwest::get(format!("{jobs}?group=billing")).await?.json().await?;
+    assert_eq!(listed["jobs"][0]["id"], id.as_str());
+    Ok(())
+}
+
+#[tokio::test]
+async fn given_bad_job_requests_should_answer_4xx_json_and_replay_nothing() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(
+        &tmp.path().join("node"),
+        &["--retry-delays", "10ms", "--max-reconsume-times", "0"],
+    )?;
+    dead_letter_all(&node, "billing", 3).await?;
+    let jobs = format!("{}/api/v1/dlq/jobs", node.http);
+    let cases = [
+        (serde_json::json!({"group": "nobody"}), 404),
+        (serde_json::json!({"group": "billing", "rate_per_sec": -5}), 400),
+        (serde_json::json!({"group": "billing", "rate_per_sec": 0}), 400),
+        (
+            serde_json::json!({"group": "billing", "filter": {"from": "yesterday"}}),
+            400,
+        ),
+        (
+            serde_json::json!({"group": "billing", "filter": {"from": 10, "to": 5}}),
+            400,
+        ),
+        (
+            serde_json::json!({"group": "billing", "filter": {"colour": "red"}}),
+            400,
+        ),
+        (serde_json::json!({"group": "bad group!"}), 400),
+    ];
+    for (body, want) in cases {
+        let (status, v) = post_json(jobs.clone(), body.clone()).await?;
+        assert!(
+            status == want || (want == 400 && status == 422),
+            "{body} → {status} {v}, wanted {want}"
+        );
+        assert!(v["error"].is_string(), "{body} → {v}");
+    }
+    for path in ["/no-such-job", "/no-such-job/cancel"] {
+        let resp = if path.ends_with("cancel") {
+            reqwest::Client::new().post(format!("{jobs}{path}")).send().await?
+        } else {
+            reqwest::get(format!("{jobs}{path}")).await?
+        };
+        assert_eq!(resp.status().as_u16(), 404, "{path}");
+        let v: Value = resp.json().await?;
+        assert!(v["error"].is_string(), "{path} → {v}");
+    }
+    // A dry run matches and replays nothing; a reason filter selects.
+    let (status, dry) = post_json(
+        jobs.clone(),
+        serde_json::json!({"group": "billing", "dry_run": true, "filter": {"reason": "RECONSUME_LATER"}}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["matched"], 3);
+    let (_, none) = post_json(
+        jobs.clone(),
+        serde_json::json!({"group": "billing", "dry_run": true, "filter": {"reason": "no such reason"}}),
+    )
+    .await?;
+    assert_eq!(none["matched"], 0);
+    let letters = dead_letters(&node, "billing").await?;
+    assert!(letters.iter().all(|d| d["state"] == "dead"), "nothing replayed");
+    let (handled, copies) = consume_counting(&node, "billing", 0).await?;
+    assert!(handled.is_empty(), "{handled:?}");
+    assert_eq!(copies, 0, "no copy in the log");
+    Ok(())
+}
+
+#[tokio::test]
+async fn given_dead_letters_the_cli_runs_a_job_to_the_end_and_lists_it() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(
+        &tmp.path().join("node"),
+        &["--retry-delays", "10ms", "--max-reconsume-times", "0"],
+    )?;
+    dead_letter_all(&node, "billing", 5).await?;
+    let waybill = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_waybill"))
+            .args(args)
+            .args(["--http", node.http.as_str()])
+            .stdin(std::process::Stdio::null())
+            .output()
+    };
+    let out = waybill(&[
+        "dlq", "replay", "--group", "billing", "--all", "--key", "order-3", "--rate", "1000",
+    ])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let job: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(
+        (job["matched"].as_u64(), job["replayed"].as_u64()),
+        (Some(1), Some(1)),
+        "{job}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1/1 replayed"),
+        "a progress line"
+    );
+
+    let out = waybill(&["dlq", "replay", "--group", "billing", "--all", "--rate", "1000"])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let job: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(job["replayed"], 4, "the one replayed before is not taken again: {job}");
+
+    let listed = waybill(&["dlq", "jobs", "--group", "billing", "--json"])?;
+    assert!(listed.status.success());
+    let v: Value = serde_json::from_slice(&listed.stdout)?;
+    assert_eq!(v["jobs"].as_array().map(Vec::len), Some(2), "{v}");
+
+    // A replayed letter again, by id: refused, with the reason, non-zero.
+    let letter = dead_letters(&node, "billing").await?[0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let again = waybill(&["dlq", "replay", "--group", "billing", "--id", &letter])?;
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already replayed"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     Ok(())
 }

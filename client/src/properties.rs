@@ -42,6 +42,8 @@ pub const PROP_REPLAY_BY: &str = "WAYBILL_REPLAY_BY";
 /// On a replayed copy: `true` when the replay was forced over an earlier
 /// replay or a quarantine.
 pub const PROP_REPLAY_FORCED: &str = "WAYBILL_REPLAY_FORCED";
+/// On a replayed copy: the redrive job that replayed it, if one did.
+pub const PROP_REPLAY_JOB: &str = "WAYBILL_REPLAY_JOB";
 /// On a half message: it belongs to a transaction (RocketMQ's `TRAN_MSG`).
 pub const PROP_TRANSACTION_PREPARED: &str = "TRAN_MSG";
 /// On a half message: the topic it goes to when committed.

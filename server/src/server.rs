@@ -212,6 +212,8 @@ pub async fn serve(
         )
         .map_err(ServeError::Broker)?,
     );
+    // Redrive jobs a crash or restart interrupted go on where they were.
+    broker.resume_jobs();
     alerts.spawn(Watched {
         store: store.clone(),
         consumers,

@@ -27,7 +27,7 @@ fn group_of(q: Option<String>) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("the group query parameter is required".into()))
 }
 
-fn who(headers: &HeaderMap) -> String {
+pub fn who(headers: &HeaderMap) -> String {
     headers
         .get("x-waybill-user")
         .and_then(|v| v.to_str().ok())

@@ -8,6 +8,7 @@
 //! - [`auth`]: the `--auth-token` bearer check on `/api`.
 //! - [`dlq`]: dead letters: list, replay one, replay many.
 //! - [`consumers`]: consumer groups, queue positions and lag.
+//! - [`jobs`]: dead-letter redrive jobs (start, list, progress, cancel).
 //! - [`events`]: the live feed (server-sent events).
 //! - [`health`]: `/healthz` and `/metrics`.
 //! - [`metrics`]: the per-topic and per-group series of `/metrics`.
@@ -24,6 +25,7 @@ pub mod dlq;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod jobs;
 pub mod json;
 pub mod messages;
 pub mod metrics;
@@ -115,6 +117,9 @@ pub fn app_with_ui(state: AppState, body_limit: usize, token: Option<String>, ui
         .route("/dlq", get(dlq::list))
         .route("/dlq/replay", post(dlq::replay_many))
         .route("/dlq/{id}/replay", post(dlq::replay_one))
+        .route("/dlq/jobs", post(jobs::start).get(jobs::list))
+        .route("/dlq/jobs/{job}", get(jobs::get))
+        .route("/dlq/jobs/{job}/cancel", post(jobs::cancel))
         .route("/consumers", get(consumers::consumers))
         .route("/consumers/duplicates", get(dashboard::duplicates))
         .route("/node", get(dashboard::node))

@@ -1,5 +1,6 @@
 //! Consumer-side state the broker keeps in memory: group membership and
-//! committed offsets, replay records, and the wake-up for long polls.
+//! committed offsets, replay records, redrive jobs, and the wake-up for
+//! long polls.
 //!
 //! It is rebuilt from the system topics (`%OFFSETS%`, `%REPLAYS%`) when
 //! the node starts, and kept current by whatever appends those records:
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{dlq, groups, BrokerError, MessageId};
+use super::{dlq, groups, redrive, BrokerError, MessageId};
 use crate::storage::{Store, StoredMessage};
 
 /// Told about system records that landed by replication.
@@ -26,6 +27,8 @@ pub trait Applied: Send + Sync {
 pub struct Consumers {
     pub(crate) groups: groups::Groups,
     pub(crate) replays: dlq::Replays,
+    /// Redrive jobs (restored from `%DLQ_JOBS%`).
+    pub(crate) jobs: redrive::Jobs,
     /// Woken after every stored message: long-polling pulls wait on it.
     pub(crate) appended: Notify,
 }
@@ -39,6 +42,7 @@ impl Consumers {
         let c = Consumers {
             groups: groups::Groups::new(client_timeout),
             replays: dlq::Replays::default(),
+            jobs: redrive::Jobs::default(),
             appended: Notify::new(),
         };
         let mut offsets = 0;
@@ -51,6 +55,12 @@ impl Consumers {
         store.scan_queue(dlq::REPLAYS_TOPIC, 0, |_, _, m| {
             if c.replays.load(&m.body) {
                 replays += 1;
+            }
+        })?;
+        let mut jobs = 0;
+        store.scan_queue(redrive::DLQ_JOBS_TOPIC, 0, |_, _, m| {
+            if c.jobs.load(&m.body) {
+                jobs += 1;
             }
         })?;
         let mut copies = 0;
@@ -69,7 +79,7 @@ impl Consumers {
                 }
             })?;
         }
-        tracing::info!(offsets, replays, copies, "consumer state restored");
+        tracing::info!(offsets, replays, copies, jobs, "consumer state restored");
         Ok(c)
     }
 
@@ -99,6 +109,8 @@ impl Applied for Consumers {
                 self.apply_offset(m);
             } else if m.topic == dlq::REPLAYS_TOPIC {
                 self.replays.load(&m.body);
+            } else if m.topic == redrive::DLQ_JOBS_TOPIC {
+                self.jobs.load(&m.body);
             }
         }
         self.appended.notify_waiters();

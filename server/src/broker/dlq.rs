@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use waybill_client::protocol::{
     PROP_DLQ_REASON, PROP_ORIGIN_ID, PROP_ORIGIN_TOPIC, PROP_RECONSUME_TIMES, PROP_REPLAY_BY, PROP_REPLAY_FORCED,
-    PROP_REPLAY_OF,
+    PROP_REPLAY_JOB, PROP_REPLAY_OF,
 };
 
 use super::retry::{dlq_topic, group_of, retry_topic};
@@ -36,6 +36,9 @@ pub struct ReplayRecord {
     /// Forced over an earlier replay (or a quarantine).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forced: bool,
+    /// The redrive job that made it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// Replays by dead-letter id, and the letters being replayed right now.
@@ -137,6 +140,7 @@ impl Replays {
                     by: m.properties.get(PROP_REPLAY_BY).cloned().unwrap_or_default(),
                     at_ms: m.stored_ms,
                     forced: m.properties.get(PROP_REPLAY_FORCED).is_some_and(|f| f == "true"),
+                    job: m.properties.get(PROP_REPLAY_JOB).cloned(),
                 },
             );
         }
@@ -161,7 +165,7 @@ impl Replays {
         })
     }
 
-    fn of(&self, dlq_id: &str) -> Vec<ReplayRecord> {
+    pub(crate) fn of(&self, dlq_id: &str) -> Vec<ReplayRecord> {
         self.lock().by_dlq_id.get(dlq_id).cloned().unwrap_or_default()
     }
 }
@@ -257,6 +261,18 @@ impl Broker {
     /// with a conflict naming the earlier replay. `force` overrides that
     /// and quarantine, and is recorded on the replay.
     pub async fn replay(&self, dlq_id: &str, by: &str, force: bool) -> Result<ReplayRecord, BrokerError> {
+        self.replay_as(dlq_id, by, force, None).await
+    }
+
+    /// [`Broker::replay`] on behalf of redrive job `job`, if any (recorded
+    /// on the copy and the replay record).
+    pub(super) async fn replay_as(
+        &self,
+        dlq_id: &str,
+        by: &str,
+        force: bool,
+        job: Option<&str>,
+    ) -> Result<ReplayRecord, BrokerError> {
         let id: MessageId = dlq_id.parse()?;
         let m = self
             .get(&id)?
@@ -308,6 +324,10 @@ impl Broker {
         } else {
             properties.remove(PROP_REPLAY_FORCED);
         }
+        match job {
+            Some(j) => properties.insert(PROP_REPLAY_JOB.into(), j.to_string()),
+            None => properties.remove(PROP_REPLAY_JOB),
+        };
         // Due at once, on the clock pulls compare due times with.
         let due = self.opts.clock.now_ms();
         properties.insert(waybill_client::protocol::PROP_DELAY_UNTIL.into(), due.to_string());
@@ -331,6 +351,7 @@ impl Broker {
             by: by.to_string(),
             at_ms: now_ms(),
             forced,
+            job: job.map(str::to_string),
         };
         let body = serde_json::to_vec(&record).map_err(|e| BrokerError::Invalid(e.to_string()))?;
         self.append_durable(

@@ -25,7 +25,8 @@
 //! - [`groups`]: consumer group membership, assignment, committed offsets.
 //! - [`pull`]: reading queues for consumers (long polling, due retries).
 //! - [`retry`]: delay levels, retry and dead-letter records.
-//! - [`dlq`]: listing and replaying dead letters.
+//! - [`dlq`]: listing and replaying dead letters (each at most once).
+//! - [`redrive`]: redrive jobs (filter, rate, progress, cancel, resume).
 //! - [`transaction`]: half messages, commit/rollback, check-back.
 //! - [`counts`]: produce answers per topic, for `/metrics`.
 //! - [`traced`]: a send's evidence for the tracer, and what a shed one costs.
@@ -38,6 +39,7 @@ pub mod event;
 pub mod groups;
 mod produce;
 pub mod pull;
+pub mod redrive;
 pub mod replicas;
 pub mod retry;
 pub mod sink;

@@ -1,7 +1,19 @@
-//! `waybill dlq list|replay`: dead letters through the HTTP API.
+//! `waybill dlq list|replay|jobs`: dead letters through the HTTP API.
+//!
+//! `replay --all` runs a redrive job (`POST /api/v1/dlq/jobs`) and follows
+//! it with a progress bar on stderr until it ends; the job's final state is
+//! printed as JSON on stdout, and a job that failed or was cancelled exits
+//! non-zero.
+
+use std::io::Write;
+use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+/// How often a running job's progress is read.
+const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Args)]
 pub struct DlqArgs {
@@ -35,15 +47,32 @@ pub enum DlqCommand {
         /// Only those with this key (with --all).
         #[arg(long)]
         key: Option<String>,
+        /// Only those whose failure reason contains this text (with --all).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only those dead-lettered at or after this time (RFC 3339 or ms).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only those dead-lettered at or before this time (RFC 3339 or ms).
+        #[arg(long)]
+        to: Option<String>,
         /// List what would be replayed, change nothing.
         #[arg(long)]
         dry_run: bool,
         /// Replays per second (with --all).
         #[arg(long)]
         rate: Option<u32>,
-        /// Replay even a quarantined letter (with --id).
+        /// Replay even a quarantined or already replayed letter (with --id).
         #[arg(long)]
         force: bool,
+    },
+    /// Lists redrive jobs, newest first.
+    Jobs {
+        #[arg(long)]
+        group: Option<String>,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -94,6 +123,9 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             id,
             all,
             key,
+            reason,
+            from,
+            to,
             dry_run,
             rate,
             force,
@@ -126,27 +158,101 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                     }
                 }
                 (None, true) => {
-                    let mut q = vec![("group", group.clone()), ("dry_run", dry_run.to_string())];
-                    if let Some(k) = key {
-                        q.push(("key", k));
-                    }
+                    let mut body = json!({
+                        "group": group,
+                        "dry_run": dry_run,
+                        "filter": {"key": key, "reason": reason, "from": from, "to": to},
+                    });
                     if let Some(r) = rate {
-                        q.push(("rate", r.to_string()));
+                        body["rate_per_sec"] = json!(r);
                     }
-                    super::json_answer(
+                    let started = super::json_answer(
                         client
-                            .post(format!("{base}/api/v1/dlq/replay"))
-                            .query(&q)
+                            .post(format!("{base}/api/v1/dlq/jobs"))
+                            .json(&body)
                             .header("x-waybill-user", &user)
                             .send()
                             .await?,
                     )
-                    .await?
+                    .await?;
+                    if dry_run {
+                        started
+                    } else {
+                        follow(&client, &base, &started).await?
+                    }
                 }
                 (None, false) => bail!("give --id ID or --all"),
             };
             println!("{v}");
+            if let Some(state) = v["state"].as_str().filter(|s| *s != "completed") {
+                bail!("redrive job {} {state}: {}", v["id"], v["why"].as_str().unwrap_or(""));
+            }
+        }
+        DlqCommand::Jobs { group, json } => {
+            let mut req = client.get(format!("{base}/api/v1/dlq/jobs"));
+            if let Some(g) = &group {
+                req = req.query(&[("group", g)]);
+            }
+            let v = super::json_answer(req.send().await?).await?;
+            if json {
+                println!("{v}");
+                return Ok(());
+            }
+            let empty = Vec::new();
+            let jobs = v["jobs"].as_array().unwrap_or(&empty);
+            println!(
+                "{:<24} {:<16} {:<10} {:>8} {:>8} {:>8} {:>10} by",
+                "job", "group", "state", "matched", "replayed", "consumed", "dead again"
+            );
+            for j in jobs {
+                println!(
+                    "{:<24} {:<16} {:<10} {:>8} {:>8} {:>8} {:>10} {}",
+                    j["id"].as_str().unwrap_or(""),
+                    j["group"].as_str().unwrap_or(""),
+                    j["state"].as_str().unwrap_or(""),
+                    j["matched"],
+                    j["replayed"],
+                    j["consumed"],
+                    j["dead_again"],
+                    j["by"].as_str().unwrap_or(""),
+                );
+            }
+            println!("{} job(s)", jobs.len());
         }
     }
     Ok(())
+}
+
+/// Follows a started job until it ends, with a progress bar on stderr;
+/// returns its last view.
+async fn follow(client: &reqwest::Client, base: &str, started: &Value) -> anyhow::Result<Value> {
+    let Some(id) = started["id"].as_str() else {
+        bail!("the node answered no job id: {started}");
+    };
+    let mut err = std::io::stderr();
+    loop {
+        let v = super::json_answer(client.get(format!("{base}/api/v1/dlq/jobs/{id}")).send().await?).await?;
+        let (done, total) = (v["replayed"].as_u64().unwrap_or(0), v["matched"].as_u64().unwrap_or(0));
+        let width = 30u64;
+        let filled = (done * width).checked_div(total).unwrap_or(width) as usize;
+        let _ = write!(
+            err,
+            "\r[{}{}] {done}/{total} replayed, {} consumed, {} dead again ",
+            "#".repeat(filled),
+            ".".repeat(width as usize - filled.min(width as usize)),
+            v["consumed"],
+            v["dead_again"],
+        );
+        let _ = err.flush();
+        if v["state"] != "running" {
+            let _ = writeln!(err);
+            let mut v = v;
+            // The per-letter list is for the API and dashboard.
+            if let Some(o) = v.as_object_mut() {
+                o.remove("letters_detail");
+            }
+            return Ok(v);
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }

@@ -8,6 +8,9 @@ pub const HALF_TOPIC: &str = "%HALF%";
 pub const HALF_OP_TOPIC: &str = "%HALF_OP%";
 /// Replay records of dead letters.
 pub const REPLAYS_TOPIC: &str = "%REPLAYS%";
+/// Dead-letter redrive jobs: key = job id, body = the job's latest
+/// snapshot (JSON); the last record of a job wins.
+pub const DLQ_JOBS_TOPIC: &str = "%DLQ_JOBS%";
 /// Consumer groups' committed offsets.
 pub const OFFSETS_TOPIC: &str = "%OFFSETS%";
 /// Raft blank and membership entries.
