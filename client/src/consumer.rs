@@ -26,12 +26,40 @@ use crate::connection::{ClientError, Connection};
 use crate::protocol::{Delivered, Request, Response};
 
 /// What a handler decides for a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsumeResult {
     /// RocketMQ's CONSUME_SUCCESS.
     Success,
     /// RocketMQ's RECONSUME_LATER: retry after the next delay level.
     ReconsumeLater,
+    /// RECONSUME_LATER with why: the text is kept on the retry and the
+    /// dead letter, shown in the DLQ list and the timeline, and can be
+    /// filtered on (at most [`MAX_REASON`] bytes are kept).
+    ReconsumeLaterWith(String),
+}
+
+impl ConsumeResult {
+    /// RECONSUME_LATER because of `why` (an error's text, say).
+    pub fn reconsume_later(why: impl std::fmt::Display) -> ConsumeResult {
+        ConsumeResult::ReconsumeLaterWith(why.to_string())
+    }
+}
+
+/// Longest failure reason sent to the broker (bytes); longer ones keep
+/// their end, where errors usually say what went wrong last.
+pub const MAX_REASON: usize = 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, keeping the
+/// end (with `…` in front when cut).
+pub fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
 }
 
 #[derive(Debug, Clone)]
@@ -267,7 +295,21 @@ async fn handle(shared: &Shared, d: Delivered) -> Result<(), String> {
     match tokio::time::timeout(shared.opts.handler_timeout, task).await {
         Ok(Ok(ConsumeResult::Success)) => Ok(()),
         Ok(Ok(ConsumeResult::ReconsumeLater)) => Err("handler returned RECONSUME_LATER".into()),
-        Ok(Err(e)) if e.is_panic() => Err("handler panicked".into()),
+        Ok(Ok(ConsumeResult::ReconsumeLaterWith(why))) => Err(format!(
+            "handler returned RECONSUME_LATER: {}",
+            tail(why.trim(), MAX_REASON)
+        )),
+        Ok(Err(e)) if e.is_panic() => {
+            let payload = e.into_panic();
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned());
+            Err(match msg {
+                Some(m) => format!("handler panicked: {}", tail(&m, MAX_REASON)),
+                None => "handler panicked".into(),
+            })
+        }
         Ok(Err(e)) => Err(format!("handler task failed: {e}")),
         Err(_) => Err(format!("handler timed out after {:?}", shared.opts.handler_timeout)),
     }

@@ -28,7 +28,7 @@ pub mod transaction;
 pub mod wire;
 
 pub use connection::{ClientError, Connection};
-pub use consumer::{ConsumeResult, ConsumerOptions, PushConsumer};
+pub use consumer::{ConsumeResult, ConsumerOptions, PushConsumer, MAX_REASON};
 pub use producer::{Producer, ProducerOptions, SendResult};
 pub use protocol::{Delivered, Message, TransactionCheck, TransactionState};
 pub use transaction::{TransactionChecker, TransactionSendResult};

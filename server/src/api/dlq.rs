@@ -49,7 +49,32 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<GroupQuery>) ->
             m["first_failure_at"] = json!(first.map(crate::time::rfc3339));
         }
     }
-    Ok(Json(json!({ "group": group, "messages": messages })))
+    Ok(Json(
+        json!({ "group": group, "messages": messages, "reasons": reasons(&letters) }),
+    ))
+}
+
+/// Dead letters still `dead`, counted per reason (without the SDK's
+/// "(after N ms)" timing, which would make every reason unique), most
+/// frequent first.
+fn reasons(letters: &[crate::broker::dlq::DeadLetter]) -> Value {
+    let mut counts: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for d in letters.iter().filter(|d| d.state == "dead") {
+        *counts.entry(without_timing(&d.reason)).or_default() += 1;
+    }
+    let mut v: Vec<(&str, u64)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    json!(v
+        .into_iter()
+        .map(|(reason, letters)| json!({"reason": reason, "letters": letters}))
+        .collect::<Vec<_>>())
+}
+
+fn without_timing(reason: &str) -> &str {
+    match reason.rfind(" (after ") {
+        Some(i) if reason.ends_with(" ms)") => &reason[..i],
+        _ => reason,
+    }
 }
 
 #[derive(Debug, Deserialize)]

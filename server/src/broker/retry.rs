@@ -103,6 +103,11 @@ impl RetryPolicy {
     }
 }
 
+/// Longest failure reason kept on a retry or dead-letter record (bytes):
+/// the SDK sends at most `waybill_client::MAX_REASON` of the handler's own
+/// text plus what it adds (timing, the RECONSUME_LATER prefix).
+const MAX_REASON_KEPT: usize = 2048;
+
 /// The identity a message keeps across retries.
 pub struct Origin {
     pub id: String,
@@ -173,6 +178,9 @@ impl super::Broker {
     pub async fn send_back(&self, group: &str, record_id: &str, reason: &str) -> Result<String, super::BrokerError> {
         use super::{BrokerError, MessageId, Outgoing};
         super::topic::validate_group(group)?;
+        // A reason comes from the client: kept bounded (its end, where an
+        // error says what went wrong last) on every record that carries it.
+        let reason = &waybill_client::consumer::tail(reason, MAX_REASON_KEPT);
         let id: MessageId = record_id.parse()?;
         let m = self
             .get(&id)?
@@ -208,7 +216,8 @@ impl super::Broker {
             // Rounded up to the next millisecond: due times are whole ms,
             // and flooring would let a retry come up to 1 ms early.
             let due = self.opts.clock.now_ceil_ms() + delay.as_millis() as i64;
-            let props = retry_properties(&m.properties, &origin, origin.reconsume_times + 1, level, due);
+            let mut props = retry_properties(&m.properties, &origin, origin.reconsume_times + 1, level, due);
+            props.insert(waybill_client::protocol::PROP_RETRY_REASON.into(), reason.to_string());
             let detail = format!("attempt {attempt} failed ({reason}); retry at level {level} in {delay:?}");
             (retry_topic(group), level - 1, props, Stage::Retry, detail)
         };

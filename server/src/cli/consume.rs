@@ -16,7 +16,7 @@ use clap::Args;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
-use waybill_client::{ConsumeResult, ConsumerOptions, Delivered, PushConsumer};
+use waybill_client::{ConsumeResult, ConsumerOptions, Delivered, PushConsumer, MAX_REASON};
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
@@ -64,22 +64,59 @@ async fn run_exec(cmd: &str, d: &Delivered) -> ConsumeResult {
         .env("WAYBILL_TOPIC", &d.topic)
         .env("WAYBILL_RECONSUME_TIMES", d.reconsume_times.to_string())
         .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
             eprintln!("waybill consume: cannot run {cmd:?}: {e}");
-            return ConsumeResult::ReconsumeLater;
+            return ConsumeResult::reconsume_later(format!("--exec could not start: {e}"));
         }
     };
+    // Its stderr still reaches ours; the last MAX_REASON bytes are kept as
+    // the failure reason. Read in a task so a chatty handler never blocks.
+    let stderr = child.stderr.take().map(|mut err| {
+        tokio::spawn(async move {
+            let mut kept: Vec<u8> = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = tokio::io::AsyncReadExt::read(&mut err, &mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), &buf[..n]);
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > 2 * MAX_REASON {
+                    kept.drain(..kept.len() - MAX_REASON);
+                }
+            }
+            String::from_utf8_lossy(&kept).into_owned()
+        })
+    });
     if let Some(mut stdin) = child.stdin.take() {
         // A handler that ignores its stdin closes the pipe early: not an error.
         let _ = stdin.write_all(&d.message.body).await;
     }
-    match child.wait().await {
+    let status = child.wait().await;
+    let err_text = match stderr {
+        Some(t) => t.await.unwrap_or_default(),
+        None => String::new(),
+    };
+    match status {
         Ok(status) if status.success() => ConsumeResult::Success,
-        _ => ConsumeResult::ReconsumeLater,
+        Ok(status) => {
+            let how = match status.code() {
+                Some(code) => format!("--exec exited with code {code}"),
+                None => format!("--exec was killed ({status})"),
+            };
+            let err_text = err_text.trim();
+            ConsumeResult::reconsume_later(if err_text.is_empty() {
+                how
+            } else {
+                format!("{how}: {}", waybill_client::consumer::tail(err_text, MAX_REASON))
+            })
+        }
+        Err(e) => ConsumeResult::reconsume_later(format!("--exec could not be waited for: {e}")),
     }
 }
 
