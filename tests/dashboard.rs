@@ -544,3 +544,83 @@ async fn given_an_auth_token_the_dashboard_asks_for_it_once_and_then_searches_an
     assert_eq!(prompt, json!(true), "no prompt once the token works");
     Ok(())
 }
+
+/// The DLQ page's redrive: filter by reason, replay all matching as a job,
+/// watch it reach 100 % and each letter become `consumed` without a
+/// reload; a second click on the start button starts no second job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_dead_letters_a_redrive_job_from_the_dlq_page_reaches_100_percent_and_each_letter_is_consumed(
+) -> anyhow::Result<()> {
+    ui_built()?;
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(
+        &tmp.path().join("node"),
+        &["--retry-delays", "10ms", "--max-reconsume-times", "0"],
+    )?;
+    for i in 1..=4 {
+        produce(&node, "orders", &format!("pay-{i}"), "pay order").await?;
+    }
+    for i in 1..=2 {
+        produce(&node, "orders", &format!("ship-{i}"), "ship order").await?;
+    }
+    // Two kinds of failure, told apart by the script's stderr.
+    let failing = Consumer::start(
+        &node,
+        "billing",
+        "read -r b; case \"$b\" in ship*) echo 'label printer offline' >&2;; *) echo 'card declined' >&2;; esac; exit 1",
+    )?;
+    let dlq_url = format!("{}/api/v1/dlq?group=billing", node.http);
+    let deadline = Instant::now() + UI_TIMEOUT;
+    while get_json(&dlq_url).await?["messages"].as_array().map_or(0, Vec::len) < 6 {
+        anyhow::ensure!(Instant::now() < deadline, "the messages never reached the DLQ");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(failing);
+    let _fixed = Consumer::start(&node, "billing", "true")?;
+
+    let b = Browser::start().await?;
+    b.open(&format!("{}/dlq?group=billing", node.http)).await?;
+    b.wait(
+        "the dead letters",
+        "return document.querySelectorAll('table.dlq tbody tr').length === 6",
+    )
+    .await?;
+    b.c()
+        .find(Locator::Css("input[name=reason]"))
+        .await?
+        .send_keys("card declined")
+        .await?;
+    b.mark_page().await?;
+    b.click("button.start-job").await?;
+    b.c().accept_alert().await?;
+    // A second click: the button is disabled while the job runs (and the
+    // node would refuse a second running job anyway).
+    let _ = b.click("button.start-job").await;
+    let _ = b.c().accept_alert().await;
+    b.wait(
+        "the job at 100 % with every letter consumed",
+        "const rows = [...document.querySelectorAll('table.job-letters tbody tr')]; \
+         return document.querySelector('section.job[data-pct=\"100\"]') && rows.length === 4 \
+           && rows.every(r => r.dataset.outcome === 'consumed')",
+    )
+    .await?;
+    b.screenshot("dlq-job").await?;
+    b.assert_same_page().await?;
+
+    let jobs = get_json(&format!("{}/api/v1/dlq/jobs?group=billing", node.http)).await?;
+    let jobs = jobs["jobs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(jobs.len(), 1, "one job however often the button is clicked: {jobs:?}");
+    assert_eq!(jobs[0]["matched"], 4, "only the letters whose reason matched");
+    let letters = get_json(&dlq_url).await?;
+    let still_dead: Vec<&str> = letters["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["state"] == "dead")
+        .filter_map(|d| d["key"].as_str())
+        .collect();
+    assert_eq!(still_dead.len(), 2, "{still_dead:?}");
+    assert!(still_dead.iter().all(|k| k.starts_with("ship-")), "{still_dead:?}");
+    assert_eq!(b.console_errors().await?, Vec::<String>::new());
+    Ok(())
+}

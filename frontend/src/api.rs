@@ -94,22 +94,33 @@ fn js(e: JsValue) -> ApiError {
 
 /// `GET url` → JSON.
 pub async fn get(url: &str) -> Result<Value, ApiError> {
-    call("GET", url).await
+    call("GET", url, None).await
 }
 
 /// `POST url` (no body) → JSON.
 pub async fn post(url: &str) -> Result<Value, ApiError> {
-    call("POST", url).await
+    call("POST", url, None).await
 }
 
-async fn call(method: &str, url: &str) -> Result<Value, ApiError> {
+/// `POST url` with a JSON body → JSON.
+pub async fn post_json(url: &str, body: &Value) -> Result<Value, ApiError> {
+    call("POST", url, Some(body)).await
+}
+
+async fn call(method: &str, url: &str, body: Option<&Value>) -> Result<Value, ApiError> {
     let opts = RequestInit::new();
     opts.set_method(method);
+    if let Some(b) = body {
+        opts.set_body(&JsValue::from_str(&b.to_string()));
+    }
     // Live data: never from the HTTP cache. This also keeps Chrome from
     // holding a second identical GET behind the first one's cache lock.
     opts.set_cache(RequestCache::NoStore);
     let req = Request::new_with_str_and_init(url, &opts).map_err(js)?;
     req.headers().set("accept", "application/json").map_err(js)?;
+    if body.is_some() {
+        req.headers().set("content-type", "application/json").map_err(js)?;
+    }
     req.headers().set("x-waybill-user", "dashboard").map_err(js)?;
     if let Some(t) = token() {
         req.headers().set("authorization", &format!("Bearer {t}")).map_err(js)?;

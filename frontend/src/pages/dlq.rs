@@ -1,6 +1,7 @@
 //! `/dlq`: dead letters per consumer group — reason (last error),
-//! attempts, first and last failure — with replay of one, the selected or
-//! all, each behind a confirmation. A replay's outcome is followed live:
+//! attempts, first and last failure — with replay of one or the selected,
+//! each behind a confirmation, and redrive jobs over all matching letters
+//! (`dlq_jobs.rs`). A replay's outcome is followed live:
 //! the letter turns `replayed` (and leaves the default view) and the
 //! original message's status shows whether the group now consumed it.
 
@@ -141,34 +142,6 @@ pub fn Dlq() -> impl IntoView {
             )));
         });
     };
-    let replay_all = move |_| {
-        let g = group();
-        if g.is_empty() || !confirm(&format!("Replay every dead letter of group {g}?")) {
-            return;
-        }
-        leptos::task::spawn_local(async move {
-            match api::post(&format!("/api/v1/dlq/replay?group={}", api::enc(&g))).await {
-                Ok(v) => {
-                    let done = arr(&v, "replayed").to_vec();
-                    replays.update(|r| {
-                        for d in &done {
-                            r.insert(
-                                0,
-                                Replayed {
-                                    origin: String::new(),
-                                    new_id: s(d, "id").to_string(),
-                                    group: g.clone(),
-                                },
-                            );
-                        }
-                    });
-                    message.set(Some((true, format!("Replayed {} dead letter(s) of {g}", done.len()))));
-                }
-                Err(e) => message.set(Some((false, format!("Replay failed: {e}")))),
-            }
-        });
-    };
-
     view! {
         <h1>"Dead letters"</h1>
         <div class="toolbar">
@@ -191,8 +164,8 @@ pub fn Dlq() -> impl IntoView {
             </label>
             <label class="check"><input type="checkbox" prop:checked=move || show_all.get() on:change=move |ev| show_all.set(event_target_checked(&ev))/>" show replayed and quarantined"</label>
             <button on:click=replay_selected disabled=move || selected.get().is_empty()>{move || format!("Replay selected ({})", selected.get().len())}</button>
-            <button class="danger" on:click=replay_all disabled=move || group().is_empty()>"Replay all"</button>
         </div>
+        <crate::pages::dlq_jobs::Redrive group=Signal::derive(group) message=message/>
         {move || message.get().map(|(ok, m)| view! { <p class=if ok { "notice ok" } else { "notice error" } role="status">{m}</p> })}
         {move || {
             if group().is_empty() {

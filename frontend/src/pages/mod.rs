@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod consumers;
 pub mod dlq;
+pub mod dlq_jobs;
 pub mod matrix;
 pub mod messages;
 pub mod overview;
