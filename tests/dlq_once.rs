@@ -451,3 +451,81 @@ async fn given_dead_letters_the_cli_runs_a_job_to_the_end_and_lists_it() -> anyh
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn given_a_discarded_letter_it_is_never_replayed_and_its_timeline_says_who_and_why() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("node");
+    let args = ["--retry-delays", "10ms", "--max-reconsume-times", "0"];
+    let mut node = Node::start(&dir, &args)?;
+    dead_letter_all(&node, "billing", 2).await?;
+    let letters = dead_letters(&node, "billing").await?;
+    let (first, second) = (
+        letters[0]["id"].as_str().unwrap_or_default().to_string(),
+        letters[1]["id"].as_str().unwrap_or_default().to_string(),
+    );
+    let origin = letters[0]["origin_id"].as_str().unwrap_or_default().to_string();
+    let discard = |id: String, body: Value| post_json(format!("{}/api/v1/dlq/{id}/discard", node.http), body);
+
+    let (status, v) = discard(first.clone(), serde_json::json!({"reason": ""})).await?;
+    assert_eq!(status, 400, "a reason is required: {v}");
+    let (status, v) = discard(
+        "0001000000010000000000FFFFFF".into(),
+        serde_json::json!({"reason": "x"}),
+    )
+    .await?;
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = discard(
+        first.clone(),
+        serde_json::json!({"reason": "poison: fixed by hand in billing"}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["by"], "ops");
+
+    // The other one is replayed; it cannot be discarded after that.
+    let replay = reqwest::Client::new()
+        .post(format!("{}/api/v1/dlq/{second}/replay", node.http))
+        .send()
+        .await?;
+    assert_eq!(replay.status().as_u16(), 200);
+    let (status, v) = discard(second.clone(), serde_json::json!({"reason": "too late"})).await?;
+    assert_eq!(status, 409, "{v}");
+
+    let tl = common::timeline_until(&node, &origin, |v| {
+        v["stages"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|st| st["outcome"] == "discarded"))
+    })
+    .await?;
+    let text = tl.to_string();
+    assert!(
+        text.contains("discarded by ops: poison: fixed by hand in billing"),
+        "{text}"
+    );
+
+    println!("--- after a restart: still discarded, and refused even with force");
+    node.sigkill()?;
+    drop(node);
+    let node = Node::start(&dir, &args)?;
+    let letters = dead_letters(&node, "billing").await?;
+    let state_of = |id: &str| letters.iter().find(|d| d["id"] == id).map(|d| d["state"].clone());
+    assert_eq!(state_of(&first), Some(Value::from("discarded")));
+    assert_eq!(state_of(&second), Some(Value::from("replayed")));
+    for force in [false, true] {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/api/v1/dlq/{first}/replay?force={force}", node.http))
+            .send()
+            .await?;
+        assert_eq!(resp.status().as_u16(), 409);
+        let v: Value = resp.json().await?;
+        assert!(v["error"].as_str().unwrap_or_default().contains("discarded"), "{v}");
+    }
+    let (_, job) = post_json(
+        format!("{}/api/v1/dlq/jobs", node.http),
+        serde_json::json!({"group": "billing", "dry_run": true}),
+    )
+    .await?;
+    assert_eq!(job["matched"], 0, "a job takes no discarded letter: {job}");
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //!
 //! `GET /api/v1/dlq?group=G` → `{"messages": [...]}`;
 //! `POST /api/v1/dlq/{id}/replay[?force=true]` → `{"id", "replay_of", ...}`;
+//! `POST /api/v1/dlq/{id}/discard` `{"reason"}` → the discard;
 //! `POST /api/v1/dlq/replay?group=G[&key=K&from=&to=&dry_run=true&rate=N]`
 //! replays every dead (not yet replayed, not quarantined) letter matching
 //! the filter, at most `rate` per second. Who replayed is taken from the
@@ -97,6 +98,30 @@ pub async fn replay_one(
         "by": r.by,
         "at": crate::time::rfc3339(r.at_ms),
         "forced": r.forced,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscardBody {
+    pub reason: String,
+}
+
+/// `POST /api/v1/dlq/{id}/discard` body `{"reason"}`: the letter stays as
+/// evidence, is never replayed, and its timeline says who and why.
+pub async fn discard(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    super::json::ApiJson(body): super::json::ApiJson<DiscardBody>,
+) -> Result<Json<Value>, ApiError> {
+    let d = state.broker.discard(&id, &who(&headers), &body.reason).await?;
+    Ok(Json(json!({
+        "id": d.dlq_id,
+        "group": d.group,
+        "by": d.by,
+        "reason": d.reason,
+        "at": crate::time::rfc3339(d.at_ms),
     })))
 }
 

@@ -57,6 +57,12 @@ impl Consumers {
                 replays += 1;
             }
         })?;
+        let mut discards = 0;
+        store.scan_queue(crate::model::topics::DLQ_DISCARDS_TOPIC, 0, |_, _, m| {
+            if c.replays.load_discard(&m.body) {
+                discards += 1;
+            }
+        })?;
         let mut jobs = 0;
         store.scan_queue(redrive::DLQ_JOBS_TOPIC, 0, |_, _, m| {
             if c.jobs.load(&m.body) {
@@ -79,7 +85,7 @@ impl Consumers {
                 }
             })?;
         }
-        tracing::info!(offsets, replays, copies, jobs, "consumer state restored");
+        tracing::info!(offsets, replays, copies, jobs, discards, "consumer state restored");
         Ok(c)
     }
 
@@ -111,6 +117,8 @@ impl Applied for Consumers {
                 self.replays.load(&m.body);
             } else if m.topic == redrive::DLQ_JOBS_TOPIC {
                 self.jobs.load(&m.body);
+            } else if m.topic == crate::model::topics::DLQ_DISCARDS_TOPIC {
+                self.replays.load_discard(&m.body);
             }
         }
         self.appended.notify_waiters();

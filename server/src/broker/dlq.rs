@@ -57,6 +57,8 @@ pub struct Replays {
 #[derive(Default)]
 struct ReplayState {
     by_dlq_id: HashMap<String, Vec<ReplayRecord>>,
+    /// Letters discarded (never replayed after, even with force).
+    discarded: HashMap<String, super::discard::Discard>,
     /// Letters a replay is in progress for (claimed, not yet recorded).
     claimed: HashSet<String>,
 }
@@ -66,6 +68,8 @@ struct ReplayState {
 pub enum Refusal {
     /// Another request is replaying it now.
     InProgress,
+    /// Discarded: it stays evidence and is never replayed.
+    Discarded(super::discard::Discard),
     /// Replayed before (newest last); `force` replays it again.
     Replayed(Vec<ReplayRecord>),
 }
@@ -154,6 +158,9 @@ impl Replays {
         if st.claimed.contains(dlq_id) {
             return Err(Refusal::InProgress);
         }
+        if let Some(d) = st.discarded.get(dlq_id) {
+            return Err(Refusal::Discarded(d.clone()));
+        }
         match st.by_dlq_id.get(dlq_id) {
             Some(earlier) if !earlier.is_empty() && !force => return Err(Refusal::Replayed(earlier.clone())),
             _ => {}
@@ -163,6 +170,27 @@ impl Replays {
             replays: self,
             dlq_id: dlq_id.to_string(),
         })
+    }
+
+    /// Records a discard (restored or new); the letter's claim, if held by
+    /// the discard itself, is released by its [`Claim`].
+    pub(crate) fn discard(&self, d: super::discard::Discard) {
+        self.lock().discarded.insert(d.dlq_id.clone(), d);
+    }
+
+    /// Loads one `%DLQ_DISCARDS%` record body; false if it is not one.
+    pub fn load_discard(&self, body: &[u8]) -> bool {
+        match serde_json::from_slice::<super::discard::Discard>(body) {
+            Ok(d) => {
+                self.discard(d);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub(crate) fn discarded(&self, dlq_id: &str) -> Option<super::discard::Discard> {
+        self.lock().discarded.get(dlq_id).cloned()
     }
 
     pub(crate) fn of(&self, dlq_id: &str) -> Vec<ReplayRecord> {
@@ -187,7 +215,7 @@ pub struct DeadLetter {
     pub dead_at_ms: i64,
     /// How many times this message reached the group's DLQ.
     pub returns: u32,
-    /// `dead`, `replayed` or `quarantined`.
+    /// `dead`, `replayed`, `quarantined` or `discarded`.
     pub state: &'static str,
     pub replays: Vec<ReplayRecord>,
 }
@@ -226,7 +254,9 @@ impl Broker {
                 let origin_id = m.properties.get(PROP_ORIGIN_ID).cloned().unwrap_or_else(|| id.clone());
                 let back = returns.get(&origin_id).copied().unwrap_or(1);
                 let replays = self.consumers.replays.of(&id);
-                let state = if !replays.is_empty() {
+                let state = if self.consumers.replays.discarded(&id).is_some() {
+                    "discarded"
+                } else if !replays.is_empty() {
                     "replayed"
                 } else if back > self.opts.replay_guard {
                     "quarantined"
@@ -287,6 +317,12 @@ impl Broker {
             Refusal::InProgress => {
                 BrokerError::Conflict(format!("dead letter {dlq_id} is being replayed by another request"))
             }
+            Refusal::Discarded(d) => BrokerError::Conflict(format!(
+                "dead letter {dlq_id} was discarded at {} by {} ({}); a discarded letter is not replayed",
+                crate::time::rfc3339(d.at_ms),
+                d.by,
+                d.reason
+            )),
             Refusal::Replayed(earlier) => {
                 let last = earlier.last();
                 BrokerError::Conflict(format!(

@@ -26,6 +26,7 @@
 //! - [`pull`]: reading queues for consumers (long polling, due retries).
 //! - [`retry`]: delay levels, retry and dead-letter records.
 //! - [`dlq`]: listing and replaying dead letters (each at most once).
+//! - [`discard`]: discarding a dead letter (final, audited).
 //! - [`redrive`]: redrive jobs (filter, rate, progress, cancel, resume).
 //! - [`transaction`]: half messages, commit/rollback, check-back.
 //! - [`counts`]: produce answers per topic, for `/metrics`.
@@ -33,6 +34,7 @@
 
 pub mod consumers;
 pub mod counts;
+pub mod discard;
 pub mod dlq;
 pub mod error;
 pub mod event;

@@ -66,6 +66,14 @@ pub enum DlqCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Discards a dead letter: kept as evidence, never replayed.
+    Discard {
+        #[arg(long)]
+        id: String,
+        /// Why (recorded, shown on the timeline).
+        #[arg(long)]
+        reason: String,
+    },
     /// Lists redrive jobs, newest first.
     Jobs {
         #[arg(long)]
@@ -188,6 +196,18 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 bail!("redrive job {} {state}: {}", v["id"], v["why"].as_str().unwrap_or(""));
             }
         }
+        DlqCommand::Discard { id, reason } => {
+            let v = super::json_answer(
+                client
+                    .post(format!("{base}/api/v1/dlq/{}/discard", urlencode(&id)))
+                    .json(&json!({ "reason": reason }))
+                    .header("x-waybill-user", &user)
+                    .send()
+                    .await?,
+            )
+            .await?;
+            println!("{v}");
+        }
         DlqCommand::Jobs { group, json } => {
             let mut req = client.get(format!("{base}/api/v1/dlq/jobs"));
             if let Some(g) = &group {
@@ -221,6 +241,16 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// An id as one path segment (ids are hex; anything else is escaped).
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Follows a started job until it ends, with a progress bar on stderr;

@@ -11,6 +11,8 @@ pub const REPLAYS_TOPIC: &str = "%REPLAYS%";
 /// Dead-letter redrive jobs: key = job id, body = the job's latest
 /// snapshot (JSON); the last record of a job wins.
 pub const DLQ_JOBS_TOPIC: &str = "%DLQ_JOBS%";
+/// Discarded dead letters: key = dead-letter id, body = who, why, when.
+pub const DLQ_DISCARDS_TOPIC: &str = "%DLQ_DISCARDS%";
 /// Consumer groups' committed offsets.
 pub const OFFSETS_TOPIC: &str = "%OFFSETS%";
 /// Raft blank and membership entries.
