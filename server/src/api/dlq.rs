@@ -23,6 +23,70 @@ pub struct GroupQuery {
     pub group: Option<String>,
 }
 
+/// `GET /api/v1/dlq`: a page of a group's dead letters.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    pub group: Option<String>,
+    /// Letters per page; all when absent.
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<u64>,
+    /// `oldest` (default) or `newest` first.
+    pub order: Option<String>,
+    /// A word of the key / a substring of the reason / a state.
+    pub key: Option<String>,
+    pub reason: Option<String>,
+    pub state: Option<String>,
+}
+
+/// Largest page: every row of a page gets its first failure time.
+const MAX_PAGE: usize = FIRST_FAILURE_LOOKUPS;
+
+/// The letters of one page, and the cursor of the next (if any).
+fn page(
+    letters: Vec<crate::broker::dlq::DeadLetter>,
+    q: &ListQuery,
+) -> Result<(Vec<crate::broker::dlq::DeadLetter>, Option<u64>), ApiError> {
+    let newest = match q.order.as_deref() {
+        None | Some("") | Some("oldest") => false,
+        Some("newest") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "order must be oldest or newest, not {other:?}"
+            )))
+        }
+    };
+    if q.limit == Some(0) {
+        return Err(ApiError::BadRequest("limit must be at least 1".into()));
+    }
+    let limit = q.limit.map(|l| l.min(MAX_PAGE));
+    let key = q.key.as_deref().filter(|k| !k.is_empty());
+    let reason = q.reason.as_deref().filter(|r| !r.is_empty());
+    let state = q.state.as_deref().filter(|s| !s.is_empty());
+    let mut chosen: Vec<_> = letters
+        .into_iter()
+        .filter(|d| key.is_none_or(|k| d.key.as_ref().is_some_and(|dk| dk.split(' ').any(|w| w == k))))
+        .filter(|d| reason.is_none_or(|r| d.reason.contains(r)))
+        .filter(|d| state.is_none_or(|s| d.state == s))
+        .filter(|d| match q.cursor {
+            None => true,
+            Some(c) if newest => d.dlq_offset < c,
+            Some(c) => d.dlq_offset >= c,
+        })
+        .collect();
+    if newest {
+        chosen.reverse();
+    }
+    let Some(limit) = limit.filter(|l| chosen.len() > *l) else {
+        return Ok((chosen, None));
+    };
+    chosen.truncate(limit);
+    let next = chosen
+        .last()
+        .map(|d| if newest { d.dlq_offset } else { d.dlq_offset + 1 });
+    Ok((chosen, next))
+}
+
 fn group_of(q: Option<String>) -> Result<String, ApiError> {
     q.filter(|g| !g.is_empty())
         .ok_or_else(|| ApiError::BadRequest("the group query parameter is required".into()))
@@ -39,9 +103,12 @@ pub fn who(headers: &HeaderMap) -> String {
         .collect()
 }
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<GroupQuery>) -> Result<Json<Value>, ApiError> {
-    let group = group_of(q.group)?;
-    let letters = state.broker.dead_letters(&group)?;
+pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+    let group = group_of(q.group.clone())?;
+    let all = state.broker.dead_letters(&group)?;
+    let counted = reasons(&all);
+    let total = all.len();
+    let (letters, next_cursor) = page(all, &q)?;
     let origins: Vec<String> = letters.iter().map(|d| d.origin_id.clone()).collect();
     let firsts = first_failures(&state, &group, &origins).await;
     let mut messages = json!(letters);
@@ -50,9 +117,97 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<GroupQuery>) ->
             m["first_failure_at"] = json!(first.map(crate::time::rfc3339));
         }
     }
-    Ok(Json(
-        json!({ "group": group, "messages": messages, "reasons": reasons(&letters) }),
-    ))
+    Ok(Json(json!({
+        "group": group, "messages": messages, "reasons": counted, "total": total, "next_cursor": next_cursor,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExportQuery {
+    #[serde(flatten)]
+    pub list: ListQuery,
+    /// `jsonl` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// `GET /api/v1/dlq/export?group=G[&format=jsonl|csv&key&reason&state&order]`:
+/// every matching letter, one JSON object (or CSV row) per line, streamed
+/// as it is written out; bodies as text (lossy UTF-8), as in the list.
+pub async fn export(
+    State(state): State<AppState>,
+    Query(q): Query<ExportQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::header;
+    let group = group_of(q.list.group.clone())?;
+    let csv = match q.format.as_deref() {
+        None | Some("") | Some("jsonl") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "format must be jsonl or csv, not {other:?}"
+            )))
+        }
+    };
+    let list = ListQuery { limit: None, ..q.list };
+    let (letters, _) = page(state.broker.dead_letters(&group)?, &list)?;
+    let header_row =
+        csv.then(|| "id,origin_id,group,topic,key,state,reconsume_times,dead_at,reason,body\n".to_string());
+    let rows = letters.into_iter().map(move |d| {
+        if csv {
+            let cells = [
+                d.id.clone(),
+                d.origin_id.clone(),
+                d.group.clone(),
+                d.topic.clone(),
+                d.key.clone().unwrap_or_default(),
+                d.state.to_string(),
+                d.reconsume_times.to_string(),
+                crate::time::rfc3339(d.dead_at_ms),
+                d.reason.clone(),
+                d.body.clone(),
+            ];
+            let mut line = cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",");
+            line.push('\n');
+            line
+        } else {
+            let mut line = json!(d).to_string();
+            line.push('\n');
+            line
+        }
+    });
+    let lines = header_row
+        .into_iter()
+        .chain(rows)
+        .map(|l| Ok::<_, std::io::Error>(axum::body::Bytes::from(l)));
+    let body = axum::body::Body::from_stream(futures_util::stream::iter(lines));
+    let (kind, ext) = if csv {
+        ("text/csv; charset=utf-8", "csv")
+    } else {
+        ("application/x-ndjson", "jsonl")
+    };
+    axum::response::Response::builder()
+        .header(header::CONTENT_TYPE, kind)
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"dlq-{group}.{ext}\""),
+        )
+        .body(body)
+        .map_err(|e| ApiError::Unavailable(format!("cannot build the export: {e}")))
+}
+
+/// A CSV cell: quoted when it holds a comma, quote or line break; a cell
+/// a spreadsheet would run as a formula gets a leading `'`.
+fn csv_cell(v: &str) -> String {
+    let v = if v.starts_with(['=', '+', '-', '@']) {
+        format!("'{v}")
+    } else {
+        v.to_string()
+    };
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v
+    }
 }
 
 /// Dead letters still `dead`, counted per reason (without the SDK's

@@ -116,6 +116,7 @@ pub fn app_with_ui(state: AppState, body_limit: usize, token: Option<String>, ui
         .route("/messages", get(messages::search))
         .route("/dlq", get(dlq::list))
         .route("/dlq/replay", post(dlq::replay_many))
+        .route("/dlq/export", get(dlq::export))
         .route("/dlq/{id}/replay", post(dlq::replay_one))
         .route("/dlq/{id}/discard", post(dlq::discard))
         .route("/dlq/jobs", post(jobs::start).get(jobs::list))

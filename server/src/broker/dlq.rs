@@ -203,6 +203,9 @@ impl Replays {
 pub struct DeadLetter {
     /// Id of the dead-letter record (what replay takes).
     pub id: String,
+    /// Its offset in the group's DLQ: the order letters are listed in, and
+    /// what a page cursor counts.
+    pub dlq_offset: u64,
     /// The message's original id.
     pub origin_id: String,
     pub group: String,
@@ -244,7 +247,7 @@ impl Broker {
         }
         Ok(raw
             .into_iter()
-            .map(|(_, pos, m)| {
+            .map(|(dlq_offset, pos, m)| {
                 let id = MessageId {
                     node: m.node,
                     epoch: m.epoch,
@@ -264,6 +267,7 @@ impl Broker {
                     "dead"
                 };
                 DeadLetter {
+                    dlq_offset,
                     origin_id,
                     group: group.to_string(),
                     topic: m.properties.get(PROP_ORIGIN_TOPIC).cloned().unwrap_or_default(),
