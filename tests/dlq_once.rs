@@ -162,6 +162,17 @@ async fn given_two_concurrent_bulk_replays_each_letter_is_replayed_once_and_each
     Ok(())
 }
 
+/// `POST /api/v1/dlq/{letter}/replay?force=…` as `who`: status and answer.
+async fn replay_as(node: &Node, letter: &str, force: bool, who: &str) -> anyhow::Result<(u16, Value)> {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/dlq/{letter}/replay?force={force}", node.http))
+        .header("X-Waybill-User", who)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await?))
+}
+
 #[tokio::test]
 async fn given_a_replayed_letter_a_second_replay_is_refused_unless_forced() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -173,16 +184,7 @@ async fn given_a_replayed_letter_a_second_replay_is_refused_unless_forced() -> a
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let client = reqwest::Client::new();
-    let replay = |force: bool, who: &'static str| {
-        let url = format!("{}/api/v1/dlq/{letter}/replay?force={force}", node.http);
-        let client = client.clone();
-        async move {
-            let resp = client.post(url).header("X-Waybill-User", who).send().await?;
-            let status = resp.status().as_u16();
-            Ok::<(u16, Value), anyhow::Error>((status, resp.json().await?))
-        }
-    };
+    let replay = |force: bool, who: &'static str| replay_as(&node, &letter, force, who);
     let (status, first) = replay(false, "alice").await?;
     assert_eq!(status, 200, "{first}");
     let first_copy = first["id"].as_str().unwrap_or_default().to_string();
@@ -200,15 +202,7 @@ async fn given_a_replayed_letter_a_second_replay_is_refused_unless_forced() -> a
     node.sigkill()?;
     drop(node);
     let node = Node::start(&dir, &args)?;
-    let replay = |force: bool, who: &'static str| {
-        let url = format!("{}/api/v1/dlq/{letter}/replay?force={force}", node.http);
-        let client = client.clone();
-        async move {
-            let resp = client.post(url).header("X-Waybill-User", who).send().await?;
-            let status = resp.status().as_u16();
-            Ok::<(u16, Value), anyhow::Error>((status, resp.json().await?))
-        }
-    };
+    let replay = |force: bool, who: &'static str| replay_as(&node, &letter, force, who);
     let (status, again) = replay(false, "bob").await?;
     assert_eq!(status, 409, "{again}");
 

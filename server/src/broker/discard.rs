@@ -13,8 +13,7 @@ use waybill_client::protocol::PROP_ORIGIN_ID;
 
 use super::dlq::Refusal;
 use super::event::{MessageEvent, TraceEvent};
-use super::retry::group_of;
-use super::{Broker, BrokerError, MessageId, Outgoing};
+use super::{Broker, BrokerError};
 use crate::model::topics::DLQ_DISCARDS_TOPIC;
 use crate::model::Stage;
 
@@ -39,14 +38,7 @@ impl Broker {
         if reason.is_empty() {
             return Err(BrokerError::Invalid("a discard needs a reason".into()));
         }
-        let id: MessageId = dlq_id.parse()?;
-        let m = self
-            .get(&id)?
-            .ok_or_else(|| BrokerError::NotFound(format!("no dead letter {dlq_id}")))?;
-        let group = match group_of(&m.topic) {
-            Some(g) if m.topic.starts_with("%DLQ%") => g.to_string(),
-            _ => return Err(BrokerError::Invalid(format!("{dlq_id} is not a dead letter"))),
-        };
+        let (m, group) = self.dead_letter(dlq_id)?;
         let claim = self.consumers.replays.claim(dlq_id, false).map_err(|r| {
             BrokerError::Conflict(match r {
                 Refusal::InProgress => format!("dead letter {dlq_id} is being replayed right now"),
@@ -64,17 +56,7 @@ impl Broker {
             reason: waybill_client::consumer::tail(reason, MAX_REASON),
             at_ms: self.opts.clock.now_ms(),
         };
-        let body = serde_json::to_vec(&d).map_err(|e| BrokerError::Invalid(e.to_string()))?;
-        self.append_durable(
-            DLQ_DISCARDS_TOPIC,
-            0,
-            Outgoing {
-                key: Some(dlq_id.to_string()),
-                body,
-                ..Outgoing::default()
-            },
-        )
-        .await?;
+        self.record_json(DLQ_DISCARDS_TOPIC, dlq_id, &d).await?;
         self.consumers.replays.discard(d.clone());
         drop(claim);
         let origin = m

@@ -307,14 +307,7 @@ impl Broker {
         force: bool,
         job: Option<&str>,
     ) -> Result<ReplayRecord, BrokerError> {
-        let id: MessageId = dlq_id.parse()?;
-        let m = self
-            .get(&id)?
-            .ok_or_else(|| BrokerError::NotFound(format!("no dead letter {dlq_id}")))?;
-        let group = match group_of(&m.topic) {
-            Some(g) if m.topic.starts_with("%DLQ%") => g.to_string(),
-            _ => return Err(BrokerError::Invalid(format!("{dlq_id} is not a dead letter"))),
-        };
+        let (m, group) = self.dead_letter(dlq_id)?;
         // Claimed before anything is read or written: from here to the
         // recorded replay, no other request can replay this letter.
         let claim = self.consumers.replays.claim(dlq_id, force).map_err(|r| match r {
@@ -393,17 +386,7 @@ impl Broker {
             forced,
             job: job.map(str::to_string),
         };
-        let body = serde_json::to_vec(&record).map_err(|e| BrokerError::Invalid(e.to_string()))?;
-        self.append_durable(
-            REPLAYS_TOPIC,
-            0,
-            Outgoing {
-                key: Some(dlq_id.to_string()),
-                body,
-                ..Outgoing::default()
-            },
-        )
-        .await?;
+        self.record_json(REPLAYS_TOPIC, dlq_id, &record).await?;
         claim.done(record.clone());
         self.trace(|| {
             super::event::TraceEvent::Message(Box::new(super::event::MessageEvent {
@@ -425,6 +408,39 @@ impl Broker {
         });
         tracing::info!(dlq_id, new_id = %record.new_id, by, "dead letter replayed");
         Ok(record)
+    }
+
+    /// The dead-letter record `dlq_id` and its group; not found, or not a
+    /// dead letter, is an error.
+    pub(super) fn dead_letter(&self, dlq_id: &str) -> Result<(crate::storage::StoredMessage, String), BrokerError> {
+        let id: MessageId = dlq_id.parse()?;
+        let m = self
+            .get(&id)?
+            .ok_or_else(|| BrokerError::NotFound(format!("no dead letter {dlq_id}")))?;
+        match group_of(&m.topic) {
+            Some(g) if m.topic.starts_with("%DLQ%") => {
+                let g = g.to_string();
+                Ok((m, g))
+            }
+            _ => Err(BrokerError::Invalid(format!("{dlq_id} is not a dead letter"))),
+        }
+    }
+
+    /// Appends `value` as JSON to system topic `topic` (queue 0, keyed by
+    /// `key`) and waits until it is durable.
+    pub(super) async fn record_json(&self, topic: &str, key: &str, value: &impl Serialize) -> Result<(), BrokerError> {
+        let body = serde_json::to_vec(value).map_err(|e| BrokerError::Invalid(e.to_string()))?;
+        self.append_durable(
+            topic,
+            0,
+            Outgoing {
+                key: Some(key.to_string()),
+                body,
+                ..Outgoing::default()
+            },
+        )
+        .await?;
+        Ok(())
     }
 
     /// Replays every `dead` (not replayed, not quarantined) letter of the

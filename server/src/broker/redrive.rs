@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::dlq::DeadLetter;
-use super::{Broker, BrokerError, MessageId, Outgoing};
+use super::{Broker, BrokerError, MessageId};
 pub use crate::model::topics::DLQ_JOBS_TOPIC;
 
 /// Which dead letters a job takes (all given parts must match).
@@ -355,18 +355,7 @@ impl Broker {
     }
 
     async fn record_job(&self, job: &Job) -> Result<(), BrokerError> {
-        let body = serde_json::to_vec(job).map_err(|e| BrokerError::Invalid(e.to_string()))?;
-        self.append_durable(
-            DLQ_JOBS_TOPIC,
-            0,
-            Outgoing {
-                key: Some(job.id.clone()),
-                body,
-                ..Outgoing::default()
-            },
-        )
-        .await?;
-        Ok(())
+        self.record_json(DLQ_JOBS_TOPIC, &job.id, job).await
     }
 
     /// Whether `group` is a consumer group this broker knows (members,
