@@ -614,3 +614,107 @@ async fn given_many_dead_letters_pages_and_exports_cover_each_exactly_once() -> 
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn given_an_edited_replay_the_copy_carries_the_edit_and_the_letter_stays_as_evidence() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(
+        &tmp.path().join("node"),
+        &["--retry-delays", "10ms", "--max-reconsume-times", "0"],
+    )?;
+    dead_letter_all(&node, "billing", 2).await?;
+    let letters = dead_letters(&node, "billing").await?;
+    let (letter, other) = (
+        letters[0]["id"].as_str().unwrap_or_default().to_string(),
+        letters[1]["id"].as_str().unwrap_or_default().to_string(),
+    );
+    let origin = letters[0]["origin_id"].as_str().unwrap_or_default().to_string();
+    let before = (letters[0]["body"].clone(), letters[0]["key"].clone());
+    let replay = |id: &str, body: Value| post_json(format!("{}/api/v1/dlq/{id}/replay", node.http), body);
+
+    for bad in [
+        serde_json::json!({"edit": {"properties": {"REPLAY_OF": "x"}}}),
+        serde_json::json!({"edit": {"colour": "red"}}),
+        serde_json::json!({"edits": {}}),
+    ] {
+        let (status, v) = replay(&other, bad.clone()).await?;
+        assert_eq!(status, 400, "{bad} → {v}");
+    }
+    let (status, v) = replay(
+        &letter,
+        serde_json::json!({"edit": {"body": "fixed body", "key": "order-0-fixed", "properties": {"region": "eu"}}}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["edited"], serde_json::json!(["body", "key", "property region"]));
+
+    println!("--- the group gets the edited copy");
+    let got: Arc<Mutex<Vec<(Option<String>, Vec<u8>, Option<String>)>>> = Arc::default();
+    let seen = got.clone();
+    let consumer = PushConsumer::start(consumer_options(&node, "billing", "orders"), move |d| {
+        let seen = seen.clone();
+        async move {
+            if let Ok(mut g) = seen.lock() {
+                g.push((
+                    d.message.key.clone(),
+                    d.message.body.clone(),
+                    d.message.properties.get("region").cloned(),
+                ));
+            }
+            ConsumeResult::Success
+        }
+    })
+    .await?;
+    eventually(Duration::from_secs(15), "the edited copy", async || {
+        Ok(got.lock().map(|g| !g.is_empty()).unwrap_or(false))
+    })
+    .await?;
+    consumer.shutdown().await;
+    let got = got.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    assert_eq!(
+        got,
+        vec![(
+            Some("order-0-fixed".to_string()),
+            b"fixed body".to_vec(),
+            Some("eu".to_string())
+        )],
+        "only the edited copy (the other letter was never replayed)"
+    );
+
+    println!("--- the letter is unchanged evidence; the record and the timeline say who edited what");
+    let letters = dead_letters(&node, "billing").await?;
+    let l = letters
+        .iter()
+        .find(|d| d["id"] == letter.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (l["body"].clone(), l["key"].clone()),
+        before,
+        "the letter is unchanged: {l}"
+    );
+    assert_eq!(l["state"], "replayed");
+    assert_eq!(
+        l["replays"][0]["edited"],
+        serde_json::json!(["body", "key", "property region"])
+    );
+    assert_eq!(l["replays"][0]["by"], "ops");
+    let o = letters
+        .iter()
+        .find(|d| d["id"] == other.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(o["state"], "dead", "a refused edit replays nothing");
+    let tl = common::timeline_until(&node, &origin, |v| {
+        v["stages"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|st| st["stage"] == "replay"))
+    })
+    .await?;
+    assert!(
+        tl.to_string().contains("ops edited body, key, property region first"),
+        "{}",
+        tl["stages"]
+    );
+    Ok(())
+}

@@ -45,6 +45,9 @@ pub const PROP_REPLAY_FORCED: &str = "WAYBILL_REPLAY_FORCED";
 /// On a retry record: why the attempt before it failed (the handler's
 /// text, an `--exec` exit code and stderr tail), bounded.
 pub const PROP_RETRY_REASON: &str = "WAYBILL_RETRY_REASON";
+/// On a replayed copy that was edited first: what was changed
+/// (`body`, `key`, `property NAME`, comma-separated).
+pub const PROP_REPLAY_EDITED: &str = "WAYBILL_REPLAY_EDITED";
 /// On a replayed copy: the redrive job that replayed it, if one did.
 pub const PROP_REPLAY_JOB: &str = "WAYBILL_REPLAY_JOB";
 /// On a half message: it belongs to a transaction (RocketMQ's `TRAN_MSG`).

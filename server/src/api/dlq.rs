@@ -239,13 +239,32 @@ pub struct ReplayOne {
     pub force: bool,
 }
 
+/// The optional body of a single replay: `{"edit": {"body", "key",
+/// "properties"}}` replays a changed copy (the letter stays as it is).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayBody {
+    pub edit: Option<crate::broker::edit::Edit>,
+}
+
 pub async fn replay_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<ReplayOne>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let r = state.broker.replay(&id, &who(&headers), q.force).await?;
+    let edit = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let b: ReplayBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("the replay body is not {{\"edit\": {{…}}}}: {e}")))?;
+        b.edit
+    };
+    let r = match &edit {
+        Some(e) => state.broker.replay_edited(&id, &who(&headers), q.force, e).await?,
+        None => state.broker.replay(&id, &who(&headers), q.force).await?,
+    };
     Ok(Json(json!({
         "id": r.new_id,
         "replay_of": r.dlq_id,
@@ -253,6 +272,7 @@ pub async fn replay_one(
         "by": r.by,
         "at": crate::time::rfc3339(r.at_ms),
         "forced": r.forced,
+        "edited": r.edited,
     })))
 }
 

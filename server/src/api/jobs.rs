@@ -1,7 +1,7 @@
 //! Redrive jobs over HTTP (see `broker/redrive.rs`):
 //!
 //! - `POST /api/v1/dlq/jobs` body `{"group", "filter": {"key", "reason",
-//!   "from", "to", "ids"}, "rate_per_sec", "dry_run"}` → the job (201), or
+//!   "from", "to", "ids"}, "rate_per_sec", "dry_run", "edit"}` → the job (201), or
 //!   with `dry_run` the letters it would take (`would_replay`); 409 while the group has a
 //!   running job; 404 for a group the broker does not know.
 //! - `GET /api/v1/dlq/jobs[?group=G]` → `{"jobs": [...]}`, newest first.
@@ -36,6 +36,8 @@ pub struct NewJob {
     pub rate_per_sec: Option<u32>,
     #[serde(default)]
     pub dry_run: bool,
+    /// Applied to every replayed copy (body, key, properties).
+    pub edit: Option<crate::broker::edit::Edit>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,7 +96,7 @@ pub async fn start(
     let rate = req.rate_per_sec.unwrap_or(DEFAULT_RATE);
     match state
         .broker
-        .start_job(&req.group, filter, rate, req.dry_run, &who(&headers))
+        .start_job(&req.group, filter, rate, req.dry_run, &who(&headers), req.edit)
         .await?
     {
         Started::DryRun(letters) => Ok((

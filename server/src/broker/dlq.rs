@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use waybill_client::protocol::{
-    PROP_DLQ_REASON, PROP_ORIGIN_ID, PROP_ORIGIN_TOPIC, PROP_RECONSUME_TIMES, PROP_REPLAY_BY, PROP_REPLAY_FORCED,
-    PROP_REPLAY_JOB, PROP_REPLAY_OF,
+    PROP_DLQ_REASON, PROP_ORIGIN_ID, PROP_ORIGIN_TOPIC, PROP_RECONSUME_TIMES, PROP_REPLAY_BY, PROP_REPLAY_EDITED,
+    PROP_REPLAY_FORCED, PROP_REPLAY_JOB, PROP_REPLAY_OF,
 };
 
 use super::retry::{dlq_topic, group_of, retry_topic};
@@ -39,6 +39,9 @@ pub struct ReplayRecord {
     /// The redrive job that made it, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// What was edited on the copy (`body`, `key`, `property NAME`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edited: Vec<String>,
 }
 
 /// Replays by dead-letter id, and the letters being replayed right now.
@@ -145,6 +148,11 @@ impl Replays {
                     at_ms: m.stored_ms,
                     forced: m.properties.get(PROP_REPLAY_FORCED).is_some_and(|f| f == "true"),
                     job: m.properties.get(PROP_REPLAY_JOB).cloned(),
+                    edited: m
+                        .properties
+                        .get(PROP_REPLAY_EDITED)
+                        .map(|e| e.split(',').map(str::to_string).collect())
+                        .unwrap_or_default(),
                 },
             );
         }
@@ -295,7 +303,19 @@ impl Broker {
     /// with a conflict naming the earlier replay. `force` overrides that
     /// and quarantine, and is recorded on the replay.
     pub async fn replay(&self, dlq_id: &str, by: &str, force: bool) -> Result<ReplayRecord, BrokerError> {
-        self.replay_as(dlq_id, by, force, None).await
+        self.replay_as(dlq_id, by, force, None, None).await
+    }
+
+    /// [`Broker::replay`] of a copy changed by `edit` (the letter stays
+    /// as it is).
+    pub async fn replay_edited(
+        &self,
+        dlq_id: &str,
+        by: &str,
+        force: bool,
+        edit: &super::edit::Edit,
+    ) -> Result<ReplayRecord, BrokerError> {
+        self.replay_as(dlq_id, by, force, None, Some(edit)).await
     }
 
     /// [`Broker::replay`] on behalf of redrive job `job`, if any (recorded
@@ -306,8 +326,12 @@ impl Broker {
         by: &str,
         force: bool,
         job: Option<&str>,
+        edit: Option<&super::edit::Edit>,
     ) -> Result<ReplayRecord, BrokerError> {
-        let (m, group) = self.dead_letter(dlq_id)?;
+        if let Some(e) = edit {
+            e.validate()?;
+        }
+        let (mut m, group) = self.dead_letter(dlq_id)?;
         // Claimed before anything is read or written: from here to the
         // recorded replay, no other request can replay this letter.
         let claim = self.consumers.replays.claim(dlq_id, force).map_err(|r| match r {
@@ -346,6 +370,16 @@ impl Broker {
         }
         let forced = force && entry.state != "dead";
         let mut properties = m.properties.clone();
+        // The edit first: the broker's own properties below win.
+        let edited = edit.map(|e| e.changes()).unwrap_or_default();
+        if let Some(e) = edit {
+            e.apply(&mut m.key, &mut m.body, &mut properties);
+        }
+        if edited.is_empty() {
+            properties.remove(PROP_REPLAY_EDITED);
+        } else {
+            properties.insert(PROP_REPLAY_EDITED.into(), edited.join(","));
+        }
         properties.remove(PROP_DLQ_REASON);
         properties.insert(PROP_RECONSUME_TIMES.into(), "0".into());
         // The copy records its own replay: found at restart even if the
@@ -385,6 +419,7 @@ impl Broker {
             at_ms: now_ms(),
             forced,
             job: job.map(str::to_string),
+            edited,
         };
         self.record_json(REPLAYS_TOPIC, dlq_id, &record).await?;
         claim.done(record.clone());
@@ -396,11 +431,16 @@ impl Broker {
                 group: Some(record.group.clone()),
                 outcome: "ok",
                 detail: format!(
-                    "replayed from dead letter {} as {} by {}{}",
+                    "replayed from dead letter {} as {} by {}{}{}",
                     record.dlq_id,
                     record.new_id,
                     record.by,
-                    if record.forced { " (forced)" } else { "" }
+                    if record.forced { " (forced)" } else { "" },
+                    if record.edited.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} edited {} first", record.by, record.edited.join(", "))
+                    }
                 ),
                 record: None,
                 attempt: None,

@@ -27,6 +27,7 @@
 //! - [`retry`]: delay levels, retry and dead-letter records.
 //! - [`dlq`]: listing and replaying dead letters (each at most once).
 //! - [`discard`]: discarding a dead letter (final, audited).
+//! - [`edit`]: changes applied to a replayed copy (the letter stays).
 //! - [`redrive`]: redrive jobs (filter, rate, progress, cancel, resume).
 //! - [`transaction`]: half messages, commit/rollback, check-back.
 //! - [`counts`]: produce answers per topic, for `/metrics`.
@@ -36,6 +37,7 @@ pub mod consumers;
 pub mod counts;
 pub mod discard;
 pub mod dlq;
+pub mod edit;
 pub mod error;
 pub mod event;
 pub mod groups;

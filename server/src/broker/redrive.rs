@@ -89,6 +89,9 @@ pub struct Job {
     pub started_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<i64>,
+    /// Applied to every copy (the letters stay as they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit: Option<super::edit::Edit>,
 }
 
 /// Jobs by id, restored from `%DLQ_JOBS%`.
@@ -195,8 +198,12 @@ impl Broker {
         rate_per_sec: u32,
         dry_run: bool,
         by: &str,
+        edit: Option<super::edit::Edit>,
     ) -> Result<Started, BrokerError> {
         super::topic::validate_group(group)?;
+        if let Some(e) = &edit {
+            e.validate()?;
+        }
         if rate_per_sec == 0 {
             return Err(BrokerError::Invalid("rate_per_sec must be at least 1".into()));
         }
@@ -225,6 +232,7 @@ impl Broker {
             letters: chosen.into_iter().map(|d| d.id).collect(),
             started_ms: now,
             finished_ms: None,
+            edit,
         };
         {
             let mut st = self.consumers.jobs.lock();
@@ -316,7 +324,10 @@ impl Broker {
             if self.consumers.jobs.lock().cancelled.contains(id) {
                 return Ok(());
             }
-            match self.replay_as(letter, &job.by, false, Some(id)).await {
+            match self
+                .replay_as(letter, &job.by, false, Some(id), job.edit.as_ref())
+                .await
+            {
                 Ok(_) => tokio::time::sleep(pause).await,
                 // Replayed already (before the job, by another request, or
                 // by this job before a restart): not again.
