@@ -615,6 +615,9 @@ async fn given_many_dead_letters_pages_and_exports_cover_each_exactly_once() -> 
     Ok(())
 }
 
+/// What a consumer saw of a message: key, body, the `region` property.
+type Received = (Option<String>, Vec<u8>, Option<String>);
+
 #[tokio::test]
 async fn given_an_edited_replay_the_copy_carries_the_edit_and_the_letter_stays_as_evidence() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -649,7 +652,7 @@ async fn given_an_edited_replay_the_copy_carries_the_edit_and_the_letter_stays_a
     assert_eq!(v["edited"], serde_json::json!(["body", "key", "property region"]));
 
     println!("--- the group gets the edited copy");
-    let got: Arc<Mutex<Vec<(Option<String>, Vec<u8>, Option<String>)>>> = Arc::default();
+    let got: Arc<Mutex<Vec<Received>>> = Arc::default();
     let seen = got.clone();
     let consumer = PushConsumer::start(consumer_options(&node, "billing", "orders"), move |d| {
         let seen = seen.clone();
