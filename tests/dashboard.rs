@@ -624,3 +624,96 @@ async fn given_dead_letters_a_redrive_job_from_the_dlq_page_reaches_100_percent_
     assert_eq!(b.console_errors().await?, Vec::<String>::new());
     Ok(())
 }
+
+/// A dead message's timeline shows the DLQ step in red with Replay right
+/// there; the DLQ page previews bodies, replays an edited copy and
+/// discards with a reason (the browser's prompts answered), all without a
+/// reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_dead_letters_the_timeline_replays_in_place_and_the_dlq_page_edits_and_discards() -> anyhow::Result<()> {
+    ui_built()?;
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(
+        &tmp.path().join("node"),
+        &["--retry-delays", "10ms", "--max-reconsume-times", "0"],
+    )?;
+    let here = produce(&node, "orders", "here-1", "replay me from the timeline").await?;
+    produce(&node, "orders", "edit-1", "{\"amount\": \"ten\"}").await?;
+    produce(&node, "orders", "drop-1", "a duplicate, fixed by hand").await?;
+    let failing = Consumer::start(&node, "billing", "false")?;
+    let dlq_url = format!("{}/api/v1/dlq?group=billing", node.http);
+    let deadline = Instant::now() + UI_TIMEOUT;
+    while get_json(&dlq_url).await?["messages"].as_array().map_or(0, Vec::len) < 3 {
+        anyhow::ensure!(Instant::now() < deadline, "the messages never reached the DLQ");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(failing);
+
+    let b = Browser::start().await?;
+    b.open(&format!("{}/messages/{here}", node.http)).await?;
+    b.wait(
+        "the red dead-letter step",
+        "return document.querySelector('ol.path li.step.lost[data-stage=dlq] button.replay-here')",
+    )
+    .await?;
+    b.screenshot("timeline-dead-step").await?;
+    b.mark_page().await?;
+    b.click("ol.path li[data-stage=dlq] button.replay-here").await?;
+    b.c().accept_alert().await?;
+    b.wait(
+        "the replay said in a sentence",
+        "return document.querySelector('ol.path li[data-stage=dlq] .notice.ok')?.innerText.startsWith('Replayed to billing as')",
+    )
+    .await?;
+    b.assert_same_page().await?;
+
+    b.open(&format!("{}/dlq?group=billing", node.http)).await?;
+    b.wait(
+        "the two letters left, with body previews",
+        "const r = [...document.querySelectorAll('table.dlq tbody tr')]; \
+         return r.length === 2 && r.some(t => t.querySelector('td.body-preview')?.innerText.includes('amount'))",
+    )
+    .await?;
+    b.mark_page().await?;
+    // Edit & replay: the prompt shows the body; a fixed one goes instead.
+    b.click("table.dlq tbody tr:has(td.body-preview[title*=amount]) button.edit-replay")
+        .await?;
+    b.c().send_alert_text("{\"amount\": 10}").await?;
+    b.c().accept_alert().await?;
+    b.wait(
+        "the edited replay",
+        "return document.querySelector('.notice.ok')?.innerText.startsWith('Replayed an edited copy')",
+    )
+    .await?;
+    // Discard with a reason.
+    b.click("table.dlq tbody tr:has(td.body-preview[title*=duplicate]) button.discard")
+        .await?;
+    b.c().send_alert_text("duplicate of order 7, fixed by hand").await?;
+    b.c().accept_alert().await?;
+    b.wait(
+        "the DLQ emptied",
+        "return document.querySelector('table.dlq') === null && document.querySelector('main .empty')",
+    )
+    .await?;
+    b.assert_same_page().await?;
+    b.screenshot("dlq-edited-discarded").await?;
+
+    let letters = get_json(&dlq_url).await?;
+    let by_key = |k: &str| {
+        letters["messages"]
+            .as_array()
+            .and_then(|m| m.iter().find(|d| d["key"] == k).cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(by_key("here-1")["state"], "replayed");
+    let edited = by_key("edit-1");
+    assert_eq!(edited["state"], "replayed");
+    assert_eq!(
+        edited["body"], "{\"amount\": \"ten\"}",
+        "the letter itself is unchanged"
+    );
+    assert_eq!(edited["replays"][0]["edited"], json!(["body"]));
+    assert_eq!(by_key("drop-1")["state"], "discarded");
+    assert_eq!(b.console_errors().await?, Vec::<String>::new());
+    Ok(())
+}

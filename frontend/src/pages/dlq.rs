@@ -30,6 +30,23 @@ fn confirm(msg: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The text typed into a browser prompt; `None` when cancelled.
+fn prompt(msg: &str, default: &str) -> Option<String> {
+    web_sys::window()
+        .and_then(|w| w.prompt_with_message_and_default(msg, default).ok())
+        .flatten()
+}
+
+/// The first line of a body, at most 80 characters.
+fn preview(body: &str) -> String {
+    let line = body.lines().next().unwrap_or_default();
+    let mut p: String = line.chars().take(80).collect();
+    if p.len() < body.len() {
+        p.push('…');
+    }
+    p
+}
+
 #[component]
 pub fn Dlq() -> impl IntoView {
     let query = use_query_map();
@@ -95,6 +112,52 @@ pub fn Dlq() -> impl IntoView {
                     });
                 }
                 Err(e) => message.set(Some((false, format!("Replay of {dlq_id} failed: {e}")))),
+            }
+        });
+    };
+    let discard = move |dlq_id: String| {
+        let Some(reason) = prompt(
+            &format!("Why discard dead letter {dlq_id}? It stays here as evidence and is never replayed."),
+            "",
+        )
+        .filter(|r| !r.trim().is_empty()) else {
+            return;
+        };
+        leptos::task::spawn_local(async move {
+            let body = serde_json::json!({ "reason": reason });
+            match api::post_json(&format!("/api/v1/dlq/{}/discard", api::enc(&dlq_id)), &body).await {
+                Ok(_) => message.set(Some((true, format!("Discarded {dlq_id}: {reason}")))),
+                Err(e) => message.set(Some((false, format!("Discarding {dlq_id} failed: {e}")))),
+            }
+        });
+    };
+    let edit_replay = move |dlq_id: String, origin: String, body: String| {
+        let Some(edited) = prompt(
+            &format!("Replay {dlq_id} with this body (the dead letter itself stays as it is):"),
+            &body,
+        ) else {
+            return;
+        };
+        leptos::task::spawn_local(async move {
+            let req = serde_json::json!({ "edit": { "body": edited } });
+            match api::post_json(&format!("/api/v1/dlq/{}/replay", api::enc(&dlq_id)), &req).await {
+                Ok(v) => {
+                    message.set(Some((
+                        true,
+                        format!("Replayed an edited copy of {origin} as {}", s(&v, "id")),
+                    )));
+                    replays.update(|r| {
+                        r.insert(
+                            0,
+                            Replayed {
+                                origin,
+                                new_id: s(&v, "id").to_string(),
+                                group: s(&v, "group").to_string(),
+                            },
+                        )
+                    });
+                }
+                Err(e) => message.set(Some((false, format!("The edited replay of {dlq_id} failed: {e}")))),
             }
         });
     };
@@ -190,7 +253,7 @@ pub fn Dlq() -> impl IntoView {
                         <table class="dlq">
                             <thead><tr>
                                 <th scope="col"><span class="sr">"select"</span></th>
-                                <th scope="col">"message"</th><th scope="col">"key"</th><th scope="col">"reason (last error)"</th>
+                                <th scope="col">"message"</th><th scope="col">"key"</th><th scope="col">"body"</th><th scope="col">"reason (last error)"</th>
                                 <th scope="col">"attempts"</th><th scope="col">"first failure"</th><th scope="col">"last failure"</th>
                                 <th scope="col">"state"</th><th scope="col">""</th>
                             </tr></thead>
@@ -208,13 +271,19 @@ pub fn Dlq() -> impl IntoView {
                                                 on:change=move |ev| { let on = event_target_checked(&ev); let id = id3.clone(); selected.update(|s| { if on { s.insert(id); } else { s.remove(&id); } }); }/></td>
                                             <td class="id"><A href=format!("/messages/{origin}")>{origin.clone()}</A></td>
                                             <td>{s(&m, "key").to_string()}</td>
+                                            <td class="body-preview" title=s(&m, "body").to_string()>{preview(s(&m, "body"))}</td>
                                             <td class="reason">{s(&m, "reason").to_string()}</td>
                                             <td class="num">{n(&m, "reconsume_times") + 1}</td>
                                             <td class="nowrap">{if first.is_empty() { "–".to_string() } else { api::time(&first) }}</td>
                                             <td class="nowrap">{api::time_ms(m.get("dead_at_ms").and_then(Value::as_i64).unwrap_or(0))}</td>
                                             <td><span class=api::status_class(&state)>{state.clone()}</span>{(n(&m, "returns") > 1).then(|| format!(" ×{}", n(&m, "returns")))}</td>
-                                            <td>{(state == "dead").then(|| view! {
-                                                <button class="replay" on:click=move |_| replay_one(id.clone(), origin2.clone())>"Replay"</button>
+                                            <td class="actions">{(state == "dead").then(|| {
+                                                let (id5, id6, origin4, body) = (id.clone(), id.clone(), origin2.clone(), s(&m, "body").to_string());
+                                                view! {
+                                                    <button class="replay" on:click=move |_| replay_one(id.clone(), origin2.clone())>"Replay"</button>
+                                                    <button class="edit-replay" on:click=move |_| edit_replay(id5.clone(), origin4.clone(), body.clone())>"Edit & replay"</button>
+                                                    <button class="discard" on:click=move |_| discard(id6.clone())>"Discard"</button>
+                                                }
                                             })}</td>
                                         </tr>
                                     }

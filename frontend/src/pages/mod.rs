@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod consumers;
+pub mod dead_step;
 pub mod dlq;
 pub mod dlq_jobs;
 pub mod matrix;

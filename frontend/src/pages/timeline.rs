@@ -92,6 +92,18 @@ fn page(v: &Value) -> impl IntoView {
                     </li>
                 }
             }).collect_view()}
+            {
+                let dead = super::dead_step::dead_groups(v);
+                let reason = stages
+                    .iter()
+                    .rev()
+                    .find(|st| s(st, "stage") == "dlq")
+                    .map(|st| s(st, "detail").to_string())
+                    .unwrap_or_default();
+                (!dead.is_empty()).then(|| view! {
+                    <super::dead_step::DeadStep id=s(v, "id").to_string() groups=dead reason=reason/>
+                })
+            }
         </ol>
 
         <section aria-labelledby="groups-h">
