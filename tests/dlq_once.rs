@@ -155,6 +155,15 @@ async fn given_two_concurrent_bulk_replays_each_letter_is_replayed_once_and_each
     println!("--- a consumer that succeeds handles each key once");
     let (counts, copies) = consume_counting(&node, "billing", LETTERS).await?;
     assert_eq!(copies, LETTERS as u64, "copies in the log");
+    let after: Vec<Value> = dead_letters(&node, "billing")
+        .await?
+        .iter()
+        .map(|d| d["after_replay"].clone())
+        .collect();
+    assert!(
+        after.iter().all(|a| a == "consumed"),
+        "each letter's copy consumed: {after:?}"
+    );
     let keys: BTreeSet<String> = (0..LETTERS).map(|i| format!("order-{i}")).collect();
     assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), keys);
     let dup: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();

@@ -276,7 +276,8 @@ pub fn Dlq() -> impl IntoView {
                                             <td class="num">{n(&m, "reconsume_times") + 1}</td>
                                             <td class="nowrap">{if first.is_empty() { "–".to_string() } else { api::time(&first) }}</td>
                                             <td class="nowrap">{api::time_ms(m.get("dead_at_ms").and_then(Value::as_i64).unwrap_or(0))}</td>
-                                            <td><span class=api::status_class(&state)>{state.clone()}</span>{(n(&m, "returns") > 1).then(|| format!(" ×{}", n(&m, "returns")))}</td>
+                                            <td><span class=api::status_class(&state)>{state.clone()}</span>{(n(&m, "returns") > 1).then(|| format!(" ×{}", n(&m, "returns")))}
+                                                {(!s(&m, "after_replay").is_empty()).then(|| { let after = s(&m, "after_replay").to_string(); view! { " → " <span class=api::status_class(&after) data-after=after.clone()>{after.replace('_', " ")}</span> } })}</td>
                                             <td class="actions">{(state == "dead").then(|| {
                                                 let (id5, id6, origin4, body) = (id.clone(), id.clone(), origin2.clone(), s(&m, "body").to_string());
                                                 view! {

@@ -1,4 +1,5 @@
-//! The redrive part of `/dlq`: a filter (key, reason), "Replay all
+//! The redrive part of `/dlq`: a filter (key, reason, dead-lettered
+//! between two times), "Replay all
 //! matching" which starts a redrive job on the node, and the job's panel:
 //! a progress bar, cancel, and each letter's outcome (`pending`,
 //! `replayed`, `consumed`, `dead_again`, `skipped`) followed live, without
@@ -29,6 +30,9 @@ pub fn Redrive(
 ) -> impl IntoView {
     let key = RwSignal::new(String::new());
     let reason = RwSignal::new(String::new());
+    // `datetime-local` values (the browser's time zone), sent as RFC 3339.
+    let from = RwSignal::new(String::new());
+    let to = RwSignal::new(String::new());
     let busy = RwSignal::new(false);
     // The job shown: the group's newest (running or not).
     let jobs = RwSignal::new(Load::Loading);
@@ -56,6 +60,7 @@ pub fn Redrive(
     let start = move |_| {
         let g = group.get_untracked();
         let (k, r) = (key.get_untracked(), reason.get_untracked());
+        let (f, t) = (iso(&from.get_untracked()), iso(&to.get_untracked()));
         let what = match (k.is_empty(), r.is_empty()) {
             (true, true) => "every dead letter".to_string(),
             _ => format!(
@@ -76,7 +81,7 @@ pub fn Redrive(
             return;
         }
         busy.set(true);
-        let body = json!({"group": g, "filter": {"key": k, "reason": r}, "rate_per_sec": 100});
+        let body = json!({"group": g, "filter": {"key": k, "reason": r, "from": f, "to": t}, "rate_per_sec": 100});
         leptos::task::spawn_local(async move {
             match api::post_json("/api/v1/dlq/jobs", &body).await {
                 Ok(v) => {
@@ -106,6 +111,8 @@ pub fn Redrive(
     view! {
         <div class="toolbar redrive">
             <label><span>"Key"</span><input type="text" name="key" placeholder="any" prop:value=move || key.get() on:input=move |ev| key.set(event_target_value(&ev))/></label>
+            <label><span>"Dead since"</span><input type="datetime-local" name="from" prop:value=move || from.get() on:input=move |ev| from.set(event_target_value(&ev))/></label>
+            <label><span>"until"</span><input type="datetime-local" name="to" prop:value=move || to.get() on:input=move |ev| to.set(event_target_value(&ev))/></label>
             <label><span>"Reason contains"</span><input type="text" name="reason" placeholder="any" prop:value=move || reason.get() on:input=move |ev| reason.set(event_target_value(&ev))/></label>
             <button class="danger start-job" on:click=start disabled=move || group.get().is_empty() || busy.get() || running()>
                 {move || if running() { "A job is running…" } else { "Replay all matching" }}
@@ -116,6 +123,19 @@ pub fn Redrive(
             _ => ().into_any(),
         }}
     }
+}
+
+/// A `datetime-local` value as RFC 3339 (UTC); `None` when empty or not
+/// a time.
+fn iso(local: &str) -> Option<String> {
+    if local.is_empty() {
+        return None;
+    }
+    let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_str(local));
+    if d.get_time().is_nan() {
+        return None;
+    }
+    d.to_iso_string().as_string()
 }
 
 fn job_panel(v: Value, cancel: impl Fn(String) + Copy + Send + Sync + 'static) -> impl IntoView {

@@ -107,6 +107,7 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
     let group = group_of(q.group.clone())?;
     let all = state.broker.dead_letters(&group)?;
     let counted = reasons(&all);
+    let outcomes = state.broker.replay_outcomes(&group, &all);
     let total = all.len();
     let (letters, next_cursor) = page(all, &q)?;
     let origins: Vec<String> = letters.iter().map(|d| d.origin_id.clone()).collect();
@@ -115,6 +116,9 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
     if let Some(list) = messages.as_array_mut() {
         for (m, first) in list.iter_mut().zip(firsts) {
             m["first_failure_at"] = json!(first.map(crate::time::rfc3339));
+            if let Some(o) = m["id"].as_str().and_then(|id| outcomes.get(id)) {
+                m["after_replay"] = json!(o);
+            }
         }
     }
     Ok(Json(json!({

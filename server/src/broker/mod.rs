@@ -28,6 +28,8 @@
 //! - [`dlq`]: listing and replaying dead letters (each at most once).
 //! - [`discard`]: discarding a dead letter (final, audited).
 //! - [`edit`]: changes applied to a replayed copy (the letter stays).
+//! - [`replays`]: which letters were replayed or discarded, and the claim
+//!   that keeps each from being replayed twice.
 //! - [`redrive`]: redrive jobs (filter, rate, progress, cancel, resume).
 //! - [`transaction`]: half messages, commit/rollback, check-back.
 //! - [`counts`]: produce answers per topic, for `/metrics`.
@@ -44,6 +46,7 @@ pub mod groups;
 mod produce;
 pub mod pull;
 pub mod redrive;
+pub mod replays;
 pub mod replicas;
 pub mod retry;
 pub mod sink;
