@@ -15,6 +15,9 @@ use serde_json::Value;
 
 use crate::api::{self, arr, n, s, Load};
 
+/// Letters listed at once (the API's largest page).
+const PAGE: usize = 200;
+
 /// One replay this page started, and what came of it.
 #[derive(Clone, Debug, PartialEq)]
 struct Replayed {
@@ -58,7 +61,9 @@ pub fn Dlq() -> impl IntoView {
     api::load_live(
         move || {
             let g = group();
-            (!g.is_empty()).then(|| format!("/api/v1/dlq?group={}", api::enc(&g)))
+            // One page, newest first: every row of a page has its first
+            // failure time; jobs take every matching letter, not the page.
+            (!g.is_empty()).then(|| format!("/api/v1/dlq?group={}&order=newest&limit={PAGE}", api::enc(&g)))
         },
         letters,
     );
@@ -248,7 +253,10 @@ pub fn Dlq() -> impl IntoView {
                     if rows.is_empty() {
                         return view! { <p class="empty">{format!("No dead letters waiting in group {}.", group())}</p> }.into_any();
                     }
+                    let total = n(&v, "total");
+                    let shown = arr(&v, "messages").len() as u64;
                     view! {
+                        {(total > shown).then(|| view! { <p class="sub">{format!("The newest {shown} of {total} letters; a redrive job takes every matching letter, not only these.")}</p> })}
                         <div class="scroll">
                         <table class="dlq">
                             <thead><tr>
