@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Node;
+use common::{dead_letters, Node};
 use serde_json::Value;
 use waybill_client::{ConsumeResult, ConsumerOptions, Message, Producer, ProducerOptions, PushConsumer};
 
@@ -41,14 +41,6 @@ async fn eventually(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
-}
-
-async fn dead_letters(node: &Node, group: &str) -> anyhow::Result<Vec<Value>> {
-    let v: Value = reqwest::get(format!("{}/api/v1/dlq?group={group}", node.http))
-        .await?
-        .json()
-        .await?;
-    Ok(v["messages"].as_array().cloned().unwrap_or_default())
 }
 
 /// Sends `n` keyed messages and lets a failing consumer dead-letter them

@@ -9,17 +9,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{timeline_until, Node};
+use common::{dead_letters, timeline_until, Node};
 use serde_json::Value;
 use waybill_client::{ConsumeResult, ConsumerOptions, Message, Producer, ProducerOptions, PushConsumer};
-
-async fn dead_letters(node: &Node, group: &str) -> anyhow::Result<Vec<Value>> {
-    let v: Value = reqwest::get(format!("{}/api/v1/dlq?group={group}", node.http))
-        .await?
-        .json()
-        .await?;
-    Ok(v["messages"].as_array().cloned().unwrap_or_default())
-}
 
 async fn until_dead(node: &Node, group: &str, n: usize) -> anyhow::Result<Vec<Value>> {
     let start = Instant::now();

@@ -132,6 +132,12 @@ pub async fn get_json(url: String) -> anyhow::Result<serde_json::Value> {
     Ok(reqwest::get(url).await?.json().await?)
 }
 
+/// A group's dead letters (`GET /api/v1/dlq?group=G`, the whole list).
+pub async fn dead_letters(node: &Node, group: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let v = get_json(format!("{}/api/v1/dlq?group={group}", node.http)).await?;
+    Ok(v["messages"].as_array().cloned().unwrap_or_default())
+}
+
 /// Polls a message's timeline until `done` holds (the tracer writes in
 /// batches, off the hot path); fails after 15 s with the last answer.
 pub async fn timeline_until(

@@ -27,6 +27,20 @@ struct Replayed {
     group: String,
 }
 
+/// Keeps a replay this page made (newest first), from the API's answer.
+fn remember(replays: RwSignal<Vec<Replayed>>, origin: String, answer: &Value) {
+    replays.update(|r| {
+        r.insert(
+            0,
+            Replayed {
+                origin,
+                new_id: s(answer, "id").to_string(),
+                group: s(answer, "group").to_string(),
+            },
+        )
+    });
+}
+
 fn confirm(msg: &str) -> bool {
     web_sys::window()
         .and_then(|w| w.confirm_with_message(msg).ok())
@@ -105,16 +119,7 @@ pub fn Dlq() -> impl IntoView {
             match api::post(&format!("/api/v1/dlq/{}/replay", api::enc(&dlq_id))).await {
                 Ok(v) => {
                     message.set(Some((true, format!("Replayed {origin} as {}", s(&v, "id")))));
-                    replays.update(|r| {
-                        r.insert(
-                            0,
-                            Replayed {
-                                origin,
-                                new_id: s(&v, "id").to_string(),
-                                group: s(&v, "group").to_string(),
-                            },
-                        )
-                    });
+                    remember(replays, origin, &v);
                 }
                 Err(e) => message.set(Some((false, format!("Replay of {dlq_id} failed: {e}")))),
             }
@@ -151,16 +156,7 @@ pub fn Dlq() -> impl IntoView {
                         true,
                         format!("Replayed an edited copy of {origin} as {}", s(&v, "id")),
                     )));
-                    replays.update(|r| {
-                        r.insert(
-                            0,
-                            Replayed {
-                                origin,
-                                new_id: s(&v, "id").to_string(),
-                                group: s(&v, "group").to_string(),
-                            },
-                        )
-                    });
+                    remember(replays, origin, &v);
                 }
                 Err(e) => message.set(Some((false, format!("The edited replay of {dlq_id} failed: {e}")))),
             }
@@ -189,16 +185,7 @@ pub fn Dlq() -> impl IntoView {
                 match api::post(&format!("/api/v1/dlq/{}/replay", api::enc(&id))).await {
                     Ok(v) => {
                         ok += 1;
-                        replays.update(|r| {
-                            r.insert(
-                                0,
-                                Replayed {
-                                    origin,
-                                    new_id: s(&v, "id").to_string(),
-                                    group: s(&v, "group").to_string(),
-                                },
-                            )
-                        });
+                        remember(replays, origin, &v);
                     }
                     Err(e) => failed.push(format!("{id}: {e}")),
                 }
