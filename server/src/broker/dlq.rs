@@ -27,6 +27,12 @@ pub use crate::model::topics::REPLAYS_TOPIC;
 
 pub use super::replays::{Claim, Refusal, ReplayRecord, Replays};
 
+/// Whether the copy `copy_id` lies below `consumed_below` (see
+/// [`Broker::replays_consumed_below`]).
+pub(super) fn copy_consumed(copy_id: &str, consumed_below: u64) -> bool {
+    copy_id.parse::<MessageId>().is_ok_and(|c| c.pos < consumed_below)
+}
+
 /// A dead letter as the API and CLI show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
@@ -281,24 +287,14 @@ impl Broker {
     /// the DLQ) or `pending`. `letters` is the group's whole DLQ.
     pub fn replay_outcomes(&self, group: &str, letters: &[DeadLetter]) -> HashMap<String, &'static str> {
         let again: HashSet<&str> = letters.iter().filter_map(|d| d.replay_of.as_deref()).collect();
-        let committed = self
-            .consumers
-            .groups
-            .offset(group, &retry_topic(group), self.opts.retry.replay_queue())
-            .unwrap_or(0);
+        let consumed_below = self.replays_consumed_below(group);
         letters
             .iter()
             .filter_map(|d| d.replays.last().map(|r| (d, r)))
             .map(|(d, r)| {
                 let outcome = if again.contains(d.id.as_str()) {
                     "dead_again"
-                } else if r
-                    .new_id
-                    .parse::<MessageId>()
-                    .ok()
-                    .and_then(|c| self.get(&c).ok().flatten())
-                    .is_some_and(|m| m.queue_offset < committed)
-                {
+                } else if copy_consumed(&r.new_id, consumed_below) {
                     "consumed"
                 } else {
                     "pending"
@@ -306,6 +302,23 @@ impl Broker {
                 (d.id.clone(), outcome)
             })
             .collect()
+    }
+
+    /// The log position below which `group` has consumed its replayed
+    /// copies. The replay queue is in log order, so a copy is consumed
+    /// iff it lies before the entry at the group's committed offset: one
+    /// index read per view, not one record read per copy. Unknown (an
+    /// index read failing) counts nothing as consumed.
+    pub(super) fn replays_consumed_below(&self, group: &str) -> u64 {
+        let (topic, queue) = (retry_topic(group), self.opts.retry.replay_queue());
+        let committed = self.consumers.groups.offset(group, &topic, queue).unwrap_or(0);
+        if committed >= self.store.queue_len(&topic, queue) {
+            return u64::MAX;
+        }
+        match self.store.queue_entry(&topic, queue, committed) {
+            Ok(Some(e)) => e.pos,
+            _ => 0,
+        }
     }
 
     /// The dead-letter record `dlq_id` and its group; not found, or not a

@@ -390,13 +390,7 @@ impl Broker {
             .get(id)
             .ok_or_else(|| BrokerError::NotFound(format!("no redrive job {id}")))?;
         let dead_again = self.dead_again_of(&job)?;
-        let replay_queue = self.opts.retry.replay_queue();
-        let retry = super::retry::retry_topic(&job.group);
-        let committed = self
-            .consumers
-            .groups
-            .offset(&job.group, &retry, replay_queue)
-            .unwrap_or(0);
+        let consumed_below = self.replays_consumed_below(&job.group);
         let mut out = Vec::with_capacity(job.letters.len());
         for letter in &job.letters {
             let replays = self.consumers.replays.of(letter);
@@ -405,15 +399,9 @@ impl Broker {
                 None if replays.is_empty() => (None, "pending"),
                 None => (replays.first().map(|r| r.new_id.clone()), "skipped"),
                 Some(r) => {
-                    let consumed = r
-                        .new_id
-                        .parse::<MessageId>()
-                        .ok()
-                        .and_then(|c| self.get(&c).ok().flatten())
-                        .is_some_and(|m| m.queue_offset < committed);
                     let outcome = if dead_again.contains(letter) {
                         "dead_again"
-                    } else if consumed {
+                    } else if super::dlq::copy_consumed(&r.new_id, consumed_below) {
                         "consumed"
                     } else {
                         "replayed"

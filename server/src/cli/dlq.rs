@@ -199,7 +199,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
         DlqCommand::Discard { id, reason } => {
             let v = super::json_answer(
                 client
-                    .post(format!("{base}/api/v1/dlq/{}/discard", urlencode(&id)))
+                    .post(format!("{base}/api/v1/dlq/{id}/discard"))
                     .json(&json!({ "reason": reason }))
                     .header("x-waybill-user", &user)
                     .send()
@@ -241,16 +241,6 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// An id as one path segment (ids are hex; anything else is escaped).
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Follows a started job until it ends, with a progress bar on stderr;
