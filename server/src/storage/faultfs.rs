@@ -52,6 +52,10 @@ pub struct DurableFile {
 struct Inode {
     data: Vec<u8>,
     durable: Vec<u8>,
+    /// Lowest offset written or cut since the last sync: a sync copies
+    /// only from there (a whole-file copy per fsync would make long runs
+    /// on this layer quadratic).
+    dirty: Option<usize>,
 }
 
 #[derive(Default)]
@@ -197,6 +201,7 @@ impl FileHandle for FaultFile {
                 node.data.resize(end, 0);
             }
             node.data[start..end].copy_from_slice(buf);
+            node.dirty = Some(node.dirty.map_or(start, |d| d.min(start)));
             Ok(())
         })
     }
@@ -209,7 +214,14 @@ impl FileHandle for FaultFile {
                 return Err(io::Error::other("injected fsync failure (EIO)"));
             }
             let node = inode_mut(st, id)?;
-            node.durable = node.data.clone();
+            let from = node
+                .dirty
+                .take()
+                .unwrap_or(node.data.len())
+                .min(node.durable.len())
+                .min(node.data.len());
+            node.durable.truncate(from);
+            node.durable.extend_from_slice(&node.data[from..]);
             Ok(())
         })
     }
@@ -221,7 +233,10 @@ impl FileHandle for FaultFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.with(|st, id| {
             let len = usize::try_from(len).map_err(io::Error::other)?;
-            inode_mut(st, id)?.data.resize(len, 0);
+            let node = inode_mut(st, id)?;
+            let from = len.min(node.data.len());
+            node.data.resize(len, 0);
+            node.dirty = Some(node.dirty.map_or(from, |d| d.min(from)));
             Ok(())
         })
     }
@@ -430,6 +445,7 @@ impl FaultFs {
                 Inode {
                     durable: node.durable.clone(),
                     data,
+                    dirty: None,
                 },
             );
         }
@@ -442,6 +458,18 @@ impl FaultFs {
         st.names = names;
         st.failing_syncs = 0;
         report
+    }
+
+    /// Every file this view holds, with its current bytes: what a rebooted
+    /// disk shows (see `storage/powercut.rs`, which writes it back to a real
+    /// directory).
+    pub fn files(&self) -> io::Result<Vec<(PathBuf, Vec<u8>)>> {
+        let st = self.current()?;
+        Ok(st
+            .names
+            .iter()
+            .filter_map(|(p, id)| st.inodes.get(id).map(|n| (p.clone(), n.data.clone())))
+            .collect())
     }
 
     /// Overwrites one byte of the current contents (bit rot, for recovery tests).

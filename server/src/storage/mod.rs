@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`fs`]: the narrow file-system trait all I/O goes through ([`fs::RealFs`]).
 //! - [`faultfs`]: an in-memory file system that simulates power loss and EIO.
+//! - [`powercut`]: a real node's engine files on it, cut by a signal (test-only flag).
 //! - [`record`]: the framed, CRC32C-checked record format.
 //! - [`segment`]: one `{base:020}.log` segment file.
 //! - [`log`]: the segment set and the append tail (rolls segments).
@@ -37,6 +38,7 @@ pub mod flusher;
 pub mod fs;
 pub mod key_index;
 pub mod log;
+pub mod powercut;
 pub mod queue_index;
 pub mod reads;
 pub mod record;
@@ -87,6 +89,10 @@ pub struct StoreOptions {
     /// measures again: how soon writes resume after space returns, and how
     /// long another process filling the disk can go unseen.
     pub space_refresh: Duration,
+    /// Lowest epoch this boot may take: a node whose data dir was lost
+    /// learns its old epochs from its group and must not reuse one (ids
+    /// embed the epoch, and the tracer tells boots apart by it).
+    pub min_epoch: u32,
 }
 
 impl StoreOptions {
@@ -97,6 +103,7 @@ impl StoreOptions {
             segment_bytes: 1 << 30,
             index_interval: Duration::from_millis(1000),
             node_id: 1,
+            min_epoch: 0,
             reserve_bytes: 64 << 20,
             warn_bytes: 1 << 30,
             space_refresh: Duration::from_millis(100),

@@ -256,7 +256,7 @@ impl Store {
             .cloned()
             .ok_or(StorageError::NoRecord { pos: 0 })?;
         let log = CommitLog::new(fs.clone(), log_dir, opts.segment_bytes, segments);
-        let epoch = cp.epoch.max(scan.max_epoch).saturating_add(1);
+        let epoch = cp.epoch.max(scan.max_epoch).saturating_add(1).max(opts.min_epoch);
         let mut writer = Writer {
             tail: LogTail {
                 active,
@@ -468,6 +468,16 @@ impl Store {
     /// Why the store refuses writes, if it does.
     pub fn failure(&self) -> Option<String> {
         self.shared.flushed.failed().as_deref().map(str::to_string)
+    }
+
+    /// The data dir the store lives in.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.shared.opts.dir
+    }
+
+    /// The file system the store writes through (the Raft log shares it).
+    pub fn fs(&self) -> Arc<dyn Fs> {
+        self.shared.fs.clone()
     }
 
     pub fn flush_mode(&self) -> Flush {
