@@ -121,6 +121,16 @@ pub struct Config {
     pub ui_dir: Option<PathBuf>,
     /// Bytes a replica may lag behind its primary before `replica_lag` fires.
     pub alert_replica_lag: u64,
+    /// Test-only (hidden flag `--fault-fs`, never in a config file): the
+    /// engine's files live on the fault-injecting file system and SIGUSR1
+    /// (drop) or SIGUSR2 (tear) cuts the power (`storage/powercut.rs`).
+    #[serde(skip)]
+    pub fault_fs: bool,
+    /// Test-only (hidden flag `--unsafe-ack-before-fsync`): under sync
+    /// flush, acknowledge before the fsync. A deliberately broken node the
+    /// reliability matrix must catch.
+    #[serde(skip)]
+    pub unsafe_ack_before_fsync: bool,
 }
 
 impl Default for Config {
@@ -163,6 +173,8 @@ impl Default for Config {
             alert_flush_queue: 10_000,
             ui_dir: None,
             alert_replica_lag: 64 << 20,
+            fault_fs: false,
+            unsafe_ack_before_fsync: false,
         }
     }
 }

@@ -129,6 +129,14 @@ pub struct ServeArgs {
     /// Bytes a replica may lag before the replica_lag alert fires (0: off).
     #[arg(long)]
     pub alert_replica_lag: Option<u64>,
+    /// Test-only: the engine's files on the fault-injecting file system;
+    /// SIGUSR1/SIGUSR2 cut the power (used by `waybill matrix`).
+    #[arg(long, hide = true)]
+    pub fault_fs: bool,
+    /// Test-only: a broken node that acknowledges sync-flush sends before
+    /// the fsync (the matrix's checker must catch it).
+    #[arg(long, hide = true)]
+    pub unsafe_ack_before_fsync: bool,
 }
 
 impl ServeArgs {
@@ -196,6 +204,8 @@ impl ServeArgs {
         if self.trace_db.is_some() {
             c.trace_db = self.trace_db;
         }
+        c.fault_fs |= self.fault_fs;
+        c.unsafe_ack_before_fsync |= self.unsafe_ack_before_fsync;
         c.validate()?;
         Ok(c)
     }

@@ -14,8 +14,10 @@ use crate::broker::{Broker, BrokerOptions, Consumers, Wiring};
 use crate::config::{Config, ReplicationMode};
 use crate::replication::state::Persisted;
 use crate::replication::{replica, status, Cluster, Mode, Node, Role};
-use crate::storage::fs::RealFs;
-use crate::storage::{StorageError, Store, StoreOptions};
+use crate::storage::faultfs::PowerLoss;
+use crate::storage::fs::{Fs, RealFs};
+use crate::storage::powercut::PowerCut;
+use crate::storage::{Flush, StorageError, Store, StoreOptions};
 use crate::trace::alerts::Watched;
 use crate::trace::sink::Subscribers;
 use crate::trace::{audit, Tracer};
@@ -55,20 +57,77 @@ pub enum ServeError {
     Replication(#[from] crate::replication::ReplicationError),
 }
 
-/// Opens the store for `cfg` (recovering it) on the real file system.
-pub fn open_store(cfg: &Config) -> Result<Arc<Store>, ServeError> {
-    let mut opts = StoreOptions::new(cfg.data_dir.clone(), cfg.flush_policy());
+/// The engine's file system and, in `--fault-fs` mode, its power switch.
+pub type NodeFs = (Arc<dyn Fs>, Option<Arc<PowerCut>>);
+
+/// The file system the engine writes through: the real one, or (hidden
+/// `--fault-fs`, for `waybill matrix`) the fault-injecting one loaded from
+/// the data dir, whose power SIGUSR1/SIGUSR2 cut.
+pub fn node_fs(cfg: &Config) -> Result<NodeFs, ServeError> {
+    if !cfg.fault_fs {
+        return Ok((Arc::new(RealFs), None));
+    }
+    let cut = PowerCut::load(&cfg.data_dir).map_err(|e| ServeError::Store {
+        dir: cfg.data_dir.clone(),
+        source: StorageError::Io {
+            path: cfg.data_dir.clone(),
+            source: e,
+        },
+    })?;
+    tracing::warn!("test mode: the engine's files live in memory on the fault-injecting file system (--fault-fs)");
+    Ok((cut.fs(), Some(Arc::new(cut))))
+}
+
+/// Cuts the power on SIGUSR1 (unsynced writes dropped) or SIGUSR2 (torn),
+/// writes what survived back to the data dir and exits at once, with no
+/// shutdown step. The handlers are installed before this returns, so the
+/// node never announces readiness with the signals' default (terminate).
+fn arm_power_cut(cut: Arc<PowerCut>) -> Result<(), ServeError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut drop_sig = signal(SignalKind::user_defined1()).map_err(ServeError::Http)?;
+    let mut tear_sig = signal(SignalKind::user_defined2()).map_err(ServeError::Http)?;
+    tokio::spawn(async move {
+        let mode = tokio::select! {
+            _ = drop_sig.recv() => PowerLoss::DropUnsynced,
+            _ = tear_sig.recv() => PowerLoss::Tear { seed: crate::time::now_ms() as u64 },
+        };
+        match cut.cut(mode) {
+            Ok(r) => eprintln!(
+                "waybill: power cut ({}): {} unsynced bytes lost, {} of them in the commit log",
+                r.mode, r.unsynced_bytes, r.unsynced_log_bytes
+            ),
+            Err(e) => eprintln!("waybill: power cut failed to write the surviving disk back: {e}"),
+        }
+        std::process::exit(137);
+    });
+    Ok(())
+}
+
+/// Opens the store for `cfg` (recovering it) on `fs`, taking an epoch of
+/// at least `min_epoch`.
+pub fn open_store(cfg: &Config, fs: Arc<dyn Fs>, min_epoch: u32) -> Result<Arc<Store>, ServeError> {
+    let mut flush = cfg.flush_policy();
+    if cfg.unsafe_ack_before_fsync && flush == Flush::Sync {
+        tracing::error!(
+            "BROKEN ON PURPOSE (--unsafe-ack-before-fsync): sync-flush sends are acknowledged before the fsync"
+        );
+        // No periodic fsync at all: only segment rolls and checkpoints sync,
+        // so a power cut surely takes acknowledged messages.
+        flush = Flush::Async {
+            interval: Duration::from_secs(3600),
+        };
+    }
+    let mut opts = StoreOptions::new(cfg.data_dir.clone(), flush);
     opts.segment_bytes = cfg.segment_bytes;
     opts.node_id = cfg.node_id;
     opts.index_interval = Duration::from_millis(cfg.index_interval_ms);
     opts.reserve_bytes = cfg.disk_reserve_mb << 20;
     opts.warn_bytes = cfg.disk_warn_mb << 20;
-    Store::open(Arc::new(RealFs), opts)
-        .map(Arc::new)
-        .map_err(|source| ServeError::Store {
-            dir: cfg.data_dir.clone(),
-            source,
-        })
+    opts.min_epoch = min_epoch;
+    Store::open(fs, opts).map(Arc::new).map_err(|source| ServeError::Store {
+        dir: cfg.data_dir.clone(),
+        source,
+    })
 }
 
 /// Runs a node until `shutdown` resolves.
@@ -78,9 +137,13 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     cfg.validate()?;
     let token: Option<Arc<str>> = cfg.auth_token.as_deref().map(Arc::from);
+    let (fs, power_cut) = node_fs(&cfg)?;
+    if let Some(cut) = power_cut {
+        arm_power_cut(cut)?;
+    }
     let mut store = {
         let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || open_store(&cfg))
+        tokio::task::spawn_blocking(move || open_store(&cfg, fs, 0))
             .await
             .map_err(|e| ServeError::Http(std::io::Error::other(e)))??
     };
@@ -97,11 +160,11 @@ pub async fn serve(
         Duration::from_millis(cfg.replica_timeout_ms),
         token.clone(),
     )?);
-    let mut cut_at = None;
+    let mut audit_base = AuditBase::default();
     if matches!(cluster.mode, Mode::Sync | Mode::Async) {
-        let (s, cut) = rejoin(&cfg, &cluster, store).await?;
+        let (s, base) = rejoin(&cfg, &cluster, store).await?;
         store = s;
-        cut_at = cut;
+        audit_base = base;
     } else {
         cluster.set(Role::Primary, cluster.persisted())?;
     }
@@ -136,7 +199,11 @@ pub async fn serve(
                 tracing::info!("raft mode: startup audit skipped (the Raft log is the source of truth)");
                 None
             } else {
-                Some(audit::Start::at_open(&store, cut_at))
+                let mut start = audit::Start::at_open(&store, audit_base.cut_at);
+                if let Some(end) = audit_base.recovered_end {
+                    start.recovered_end = start.recovered_end.max(end);
+                }
+                Some(start)
             };
             let opts = crate::trace::Options {
                 max_unwritten: cfg.trace_queue_messages,
@@ -292,13 +359,13 @@ pub async fn serve(
 const REJOIN_WAIT: Duration = Duration::from_secs(5);
 
 /// Decides this node's role at start and, for a replica, cuts what its log
-/// holds that the primary never had. Returns the (re)opened store and the
-/// position the log was cut at, if it was.
+/// holds that the primary never had. Returns the (re)opened store and what
+/// the start-up audit compares with (see [`AuditBase`]).
 async fn rejoin(
     cfg: &Config,
     cluster: &Arc<Cluster>,
     store: Arc<Store>,
-) -> Result<(Arc<Store>, Option<u64>), ServeError> {
+) -> Result<(Arc<Store>, AuditBase), ServeError> {
     let persisted = cluster.persisted();
     // Is there a primary already, maybe of a newer term than ours?
     let asks = cluster
@@ -324,7 +391,7 @@ async fn rejoin(
                 primary: Some(me),
             },
         )?;
-        return Ok((store, None));
+        return Ok((store, AuditBase::default()));
     }
     let term = newest.as_ref().map_or(persisted.term, |s| s.term.max(persisted.term));
     cluster.set(
@@ -345,9 +412,23 @@ async fn rejoin(
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     };
+    let following_known = following.is_some();
+    // A node whose data dir was lost rejoins with an empty log: it must
+    // not reuse an epoch its old self wrote under (ids embed it).
+    let yours = following.as_ref().and_then(|f| f.yours);
+    let store = match yours {
+        Some(y) if store.epoch() <= y.epoch => {
+            tracing::warn!(
+                old_epoch = y.epoch,
+                "the group holds writing of an earlier boot this data dir does not know: starting past its epoch"
+            );
+            reopen(cfg, store, None, y.epoch.saturating_add(1)).await?
+        }
+        _ => store,
+    };
     let end = store.stats().log_end;
     let Some(f) = following.filter(|f| f.from < end) else {
-        return Ok((store, None));
+        return Ok((store, lost_dir_base(end, yours, following_known)));
     };
     // This log holds records the primary never had (a former primary that
     // acknowledged them before a replica got them): cut them, name them.
@@ -373,19 +454,63 @@ async fn rejoin(
         "cutting the log back to where it agrees with primary {}: these records never reached it",
         f.primary
     );
+    let reopened = reopen(cfg, store, Some(f.from), 0).await?;
+    Ok((
+        reopened,
+        AuditBase {
+            recovered_end: Some(f.from),
+            cut_at: Some(f.from),
+        },
+    ))
+}
+
+/// Where the start-up audit compares this node's earlier acknowledgements:
+/// `recovered_end` overrides the log end (data the group holds and this
+/// node will copy back is not lost), and acknowledged messages at or past
+/// `cut_at` are lost at `replicate`.
+#[derive(Debug, Clone, Copy, Default)]
+struct AuditBase {
+    recovered_end: Option<u64>,
+    cut_at: Option<u64>,
+}
+
+/// A replica whose log lacks writing of its own that the group kept (its
+/// data dir was lost, or cut short): the group holds that writing up to
+/// `yours.end`, and whatever it acknowledged past it never reached the
+/// group. With nothing of its own in the group and an empty log, every
+/// earlier acknowledgement is gone the same way.
+fn lost_dir_base(end: u64, yours: Option<crate::replication::protocol::Yours>, known: bool) -> AuditBase {
+    match yours {
+        Some(y) if y.end > end => AuditBase {
+            recovered_end: Some(y.end),
+            cut_at: Some(y.end),
+        },
+        None if known && end == 0 => AuditBase {
+            recovered_end: None,
+            cut_at: Some(0),
+        },
+        _ => AuditBase::default(),
+    }
+}
+
+/// Closes `store`, cuts its log at `cut` (if given), and opens it again
+/// taking an epoch of at least `min_epoch`.
+async fn reopen(cfg: &Config, store: Arc<Store>, cut: Option<u64>, min_epoch: u32) -> Result<Arc<Store>, ServeError> {
     let cfg2 = cfg.clone();
-    let reopened = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
+        let fs = store.fs();
         store.close();
         drop(store);
-        crate::storage::truncate::truncate(&RealFs, &cfg2.data_dir, f.from).map_err(|source| ServeError::Store {
-            dir: cfg2.data_dir.clone(),
-            source,
-        })?;
-        open_store(&cfg2)
+        if let Some(at) = cut {
+            crate::storage::truncate::truncate(&*fs, &cfg2.data_dir, at).map_err(|source| ServeError::Store {
+                dir: cfg2.data_dir.clone(),
+                source,
+            })?;
+        }
+        open_store(&cfg2, fs, min_epoch)
     })
     .await
-    .map_err(|e| ServeError::Http(std::io::Error::other(e)))??;
-    Ok((reopened, Some(f.from)))
+    .map_err(|e| ServeError::Http(std::io::Error::other(e)))?
 }
 
 /// Transaction check-backs, a round every 200 ms while the broker lives.

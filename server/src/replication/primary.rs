@@ -70,11 +70,13 @@ pub async fn follow<R: AsyncRead + Unpin + Send + 'static>(
     }
     let store = node.store.clone();
     let own_end = store.stats().log_end;
-    let from = protocol::agreed_prefix(&req.runs, req.end, &protocol::runs_to_wire(&store.runs()), own_end);
+    let runs = protocol::runs_to_wire(&store.runs());
+    let from = protocol::agreed_prefix(&req.runs, req.end, &runs, own_end);
     let reply = Following {
         primary: cluster.node_id,
         term: cluster.term(),
         from,
+        yours: protocol::yours(&runs, own_end, req.replica),
     };
     let body = serde_json::to_vec(&reply).map_err(|e| e.to_string())?;
     tx.send(wire::frame(K_FOLLOWING, 0, &body))

@@ -66,6 +66,36 @@ pub struct Following {
     pub primary: u16,
     pub term: u64,
     pub from: u64,
+    /// What this primary's log holds of the follower's own writing (when
+    /// it was primary once): where that data ends, and its newest boot
+    /// epoch. A follower whose data dir was lost learns from it which of
+    /// its old acknowledgements the group kept, and never reuses an epoch.
+    #[serde(default)]
+    pub yours: Option<Yours>,
+}
+
+/// See [`Following::yours`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Yours {
+    pub end: u64,
+    pub epoch: u32,
+}
+
+/// Where the data `node` wrote ends in a log with writer history `runs`
+/// (sorted by start) and end `log_end`, and `node`'s newest epoch there.
+pub fn yours(runs: &[(u64, u16, u32)], log_end: u64, node: u16) -> Option<Yours> {
+    let mut out: Option<Yours> = None;
+    for (i, (_, n, epoch)) in runs.iter().enumerate() {
+        if *n != node {
+            continue;
+        }
+        let end = runs.get(i + 1).map_or(log_end, |next| next.0);
+        out = Some(Yours {
+            end: out.map_or(end, |o| o.end.max(end)),
+            epoch: out.map_or(*epoch, |o| o.epoch.max(*epoch)),
+        });
+    }
+    out
 }
 
 /// Not a primary (or a stale one): where to look instead.
@@ -146,6 +176,14 @@ mod tests {
         // Nothing in common.
         assert_eq!(agreed_prefix(&[(0, 3, 1)], 10, &p, 1000), 0);
         assert_eq!(agreed_prefix(&[], 0, &p, 1000), 0);
+    }
+
+    #[test]
+    fn what_a_log_holds_of_a_followers_own_writing() {
+        let runs = [(0, 1, 1), (800, 2, 1), (900, 1, 2), (950, 3, 1)];
+        assert_eq!(yours(&runs, 1000, 1), Some(Yours { end: 950, epoch: 2 }));
+        assert_eq!(yours(&runs, 1000, 3), Some(Yours { end: 1000, epoch: 1 }));
+        assert_eq!(yours(&runs, 1000, 4), None);
     }
 
     #[test]

@@ -18,7 +18,11 @@
 //!   a mark (store away the whole time, or tracing off): no bound (null).
 //!
 //! Sync-flush boots get no window: their acknowledgements were fsynced, so
-//! only a storage fault can take them (recovery reports that as damage).
+//! only a storage fault can take them (recovery reports that as damage) —
+//! unless this node's log was cut or lost when it rejoined its group
+//! ([`Start::cut_at`]): then what they acknowledged past the cut never
+//! reached the group, and their unwritten tail is a window like an async
+//! boot's.
 //! Each boot is examined once: its windows are stored in `trace_windows`.
 
 use std::collections::BTreeSet;
@@ -173,16 +177,23 @@ pub(crate) async fn find(
         };
         let mut found = Vec::new();
         match marks.iter().find(|m| m.epoch == epoch) {
-            Some(m) if m.closed || m.flush_mode != "async" => {}
+            // A sync-flush boot's acknowledgements were fsynced: only a
+            // log cut or lost on rejoining a group (async replication)
+            // can take them, and then its unwritten tail is at risk too.
+            Some(m) if m.closed || (m.flush_mode != "async" && start.cut_at.is_none()) => {}
             Some(m) => found.push(window(
                 "tail",
                 Some(m.covered_at),
                 Some(m.max_unwritten),
                 format!(
-                    "boot {epoch} (async flush) did not shut down cleanly; its tracer had written every \
-                     acknowledgement up to its last mark, and held at most {} more unwritten (sends past that \
-                     bound were fsynced before their answer). Those the log lost past position {end} are gone \
-                     without a trace row.",
+                    "boot {epoch} ({}) did not shut down cleanly; its tracer had written every \
+                     acknowledgement up to its last mark, and held at most {} more unwritten. Those the log lost \
+                     past position {end} are gone without a trace row.",
+                    if m.flush_mode == "async" {
+                        "async flush; sends past that bound were fsynced before their answer"
+                    } else {
+                        "its log was cut or lost when this node rejoined its group"
+                    },
                     m.max_unwritten
                 ),
             )),

@@ -34,7 +34,6 @@ use serde::{Deserialize, Serialize};
 
 use super::ReplicationError;
 use crate::broker::Applied;
-use crate::storage::fs::RealFs;
 use crate::storage::{Appended, Flush, Store};
 
 pub const K_RAFT_APPEND: u8 = 110;
@@ -165,7 +164,7 @@ impl RaftNode {
             Flush::Sync => (true, Duration::from_millis(500)),
             Flush::Async { interval } => (false, interval),
         };
-        let log = log_store::LogStore::open(Arc::new(RealFs), &dir, sync, interval).map_err(io)?;
+        let log = log_store::LogStore::open(store.fs(), &dir, sync, interval).map_err(io)?;
         let sm = state_machine::StateMachine::open(store, &dir, &log, applied)
             .await
             .map_err(io)?;
@@ -183,7 +182,10 @@ impl RaftNode {
         let raft = openraft::Raft::new(
             u64::from(node_id),
             Arc::new(config),
-            network::Network { token },
+            network::Network {
+                token,
+                peers: members.clone(),
+            },
             log.clone(),
             sm,
         )

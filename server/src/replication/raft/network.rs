@@ -38,15 +38,21 @@ const MAX_RPC_BYTES: usize = 8 << 20;
 pub struct Network {
     /// The group's `--auth-token`, presented on every connection.
     pub token: Option<Arc<str>>,
+    /// This member's own `--peer` addresses: how *this* node reaches each
+    /// other member. They win over the address in the Raft membership,
+    /// which the member that initialized the group wrote from its own
+    /// point of view (behind NAT, or a fault proxy per link, they differ).
+    pub peers: std::collections::BTreeMap<u16, String>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        let own = u16::try_from(target).ok().and_then(|t| self.peers.get(&t));
         Peer {
             target,
-            addr: node.addr.clone(),
+            addr: own.cloned().unwrap_or_else(|| node.addr.clone()),
             token: self.token.clone(),
             conn: None,
         }
