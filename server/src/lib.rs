@@ -21,11 +21,15 @@
 //! - [`bench`]: load driver, disk probe, own node and report of `waybill
 //!   bench`, reused by the workspace's bench crate; peer clients (NATS)
 //!   live only there.
+//! - [`matrix`]: `waybill matrix`: real groups of nodes under injected
+//!   faults (kill, power cut, primary loss, partition, corruption, full
+//!   disk), a checker against producers, consumers and the audit.
 
 pub mod api;
 pub mod bench;
 pub mod broker;
 pub mod config;
+pub mod matrix;
 pub mod model;
 pub mod port;
 pub mod replication;

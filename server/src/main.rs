@@ -36,11 +36,19 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Replication group: status, operator failover (promote).
     Cluster(cli::cluster::ClusterArgs),
+    /// The reliability matrix: flush × replication under injected faults, checked.
+    Matrix(cli::matrix::MatrixArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    serve::init_logging(serve::LOG_FILTER);
+    // The matrix's own producers warn on every failed send while it kills
+    // nodes on purpose: only errors, unless RUST_LOG says otherwise.
+    let filter = match cli.command {
+        Command::Matrix(_) => "error",
+        _ => serve::LOG_FILTER,
+    };
+    serve::init_logging(filter);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -62,6 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Trace(args) => runtime()?.block_on(cli::trace::run(args)),
         Command::Bench(args) => runtime()?.block_on(cli::bench::run(args)),
         Command::Cluster(args) => runtime()?.block_on(cli::cluster::run(args)),
+        Command::Matrix(args) => runtime()?.block_on(cli::matrix::run(args)),
         Command::Serve(args) => {
             let cfg = (*args).into_config()?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -5,6 +5,7 @@
 //! - [`trace`]: `waybill trace ID|--key K`, a timeline in the terminal.
 //! - [`dlq`]: `waybill dlq list|replay`, over the HTTP API.
 //! - [`cluster`]: `waybill cluster status|promote`, over the HTTP API.
+//! - [`matrix`]: `waybill matrix`, the reliability matrix ([`waybill::matrix`]).
 //! - [`bench`]: `waybill bench`, throughput and latency of a node (own or
 //!   given) beside a disk probe; the machinery is the library's
 //!   [`waybill::bench`]. Comparisons with peers (NATS JetStream) live in the
@@ -15,6 +16,7 @@ pub mod bench;
 pub mod cluster;
 pub mod consume;
 pub mod dlq;
+pub mod matrix;
 pub mod produce;
 pub mod trace;
 
