@@ -62,6 +62,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/consumers") view=pages::consumers::Consumers/>
                     <Route path=path!("/cluster") view=pages::cluster::Cluster/>
                     <Route path=path!("/matrix") view=pages::matrix::Matrix/>
+                    <Route path=path!("/matrix/messages/:id") view=pages::matrix::LostMessage/>
                 </Routes>
             </main>
         </Router>

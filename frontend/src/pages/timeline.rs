@@ -42,7 +42,7 @@ pub fn Timeline() -> impl IntoView {
     }
 }
 
-fn page(v: &Value) -> impl IntoView {
+pub fn page(v: &Value) -> impl IntoView {
     let stages = arr(v, "stages").to_vec();
     let losses = arr(v, "loss_points").to_vec();
     let status = s(v, "status").to_string();

@@ -24,6 +24,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A fault of this node's own (a stored file that does not parse).
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Broker(#[from] BrokerError),
 }
@@ -36,6 +39,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m.clone()),
             ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m.clone()),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
+            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m.clone()),
             ApiError::Broker(e) => {
                 let a = e.answer();
                 let status = StatusCode::from_u16(a.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -27,6 +27,7 @@ pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod json;
+pub mod matrix;
 pub mod messages;
 pub mod metrics;
 pub mod ui;
@@ -129,7 +130,9 @@ pub fn app_with_ui(state: AppState, body_limit: usize, token: Option<String>, ui
         .route("/events", get(events::events))
         .route("/alerts", get(health::alerts))
         .route("/cluster", get(cluster::view))
-        .route("/cluster/promote", post(cluster::promote));
+        .route("/cluster/promote", post(cluster::promote))
+        .route("/matrix", get(matrix::get))
+        .route("/matrix/messages/{id}", get(matrix::message));
     let router = Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(openapi))
