@@ -130,6 +130,11 @@ impl Broker {
         topic: &str,
         ready: Vec<Ready>,
     ) -> Result<Batch, BrokerError> {
+        // This member's disk is full: refuse before proposing, as a single
+        // node refuses before it appends (applying waits for space on each
+        // member, so a proposal now would only hang until it times out).
+        let bytes: u64 = ready.iter().map(|(_, m, _)| m.body.len() as u64).sum();
+        self.store.admit_space(bytes)?;
         let mut batch = Batch {
             placed: Vec::with_capacity(ready.len()),
             traced: Vec::new(),

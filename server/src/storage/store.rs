@@ -470,6 +470,15 @@ impl Store {
         self.shared.flushed.failed().as_deref().map(str::to_string)
     }
 
+    /// Whether an append of `bytes` would pass the free-space gate now
+    /// (the same check [`Store::append_as`] makes): callers that must not
+    /// fail an append (a Raft member applying a committed entry) wait on it.
+    pub fn admit_space(&self, bytes: u64) -> Result<(), StorageError> {
+        let sh = &self.shared;
+        let appended = sh.counters.appended_bytes.load(Ordering::Relaxed);
+        sh.space.admit(sh.fs.as_ref(), now_ms(), appended, bytes)
+    }
+
     /// The data dir the store lives in.
     pub fn dir(&self) -> &std::path::Path {
         &self.shared.opts.dir

@@ -28,6 +28,8 @@ use crate::storage::fs::{FileHandle, Fs};
 
 const MAGIC: u32 = 0x5742_5246; // "FRBW"
 const HEADER: usize = 12;
+/// How often an append waiting on a full disk tries again.
+const SPACE_RETRY: Duration = Duration::from_millis(100);
 
 type NodeId = u64;
 
@@ -52,13 +54,33 @@ pub struct LogStore {
     /// Sync flush: the group-commit thread that fsyncs and then reports
     /// appends persisted (one fsync for every append written before it).
     flusher: Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>,
+    /// Sync flush: how far the file is written and fsynced, so the state
+    /// machine never applies (and the commit log never fsyncs) an entry
+    /// this member's own Raft log could still lose to a power cut.
+    durable: Option<Arc<Durable>>,
+}
+
+/// Written and fsynced ends of the Raft log file (sync flush).
+#[derive(Default)]
+pub struct Durable {
+    written: std::sync::atomic::AtomicU64,
+    synced: std::sync::atomic::AtomicU64,
+    /// Set when an fsync failed: nothing more will become durable.
+    failed: std::sync::atomic::AtomicBool,
+    // Notify: waiters register before re-reading `synced`, so a sync that
+    // lands in between is not missed.
+    moved: tokio::sync::Notify,
 }
 
 /// Group commit for the Raft log: waits for one written append, takes all
 /// others queued meanwhile, fsyncs once, completes them all. openraft keeps
 /// appending while an fsync runs, so entries share fsyncs as producers add
 /// concurrency — the same scheme as the commit log's flusher.
-fn start_flusher(file: Arc<dyn FileHandle>) -> io::Result<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>> {
+fn start_flusher(
+    file: Arc<dyn FileHandle>,
+    durable: Arc<Durable>,
+) -> io::Result<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>> {
+    use std::sync::atomic::Ordering;
     let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
     std::thread::Builder::new()
         .name("raft-log-flusher".into())
@@ -66,7 +88,16 @@ fn start_flusher(file: Arc<dyn FileHandle>) -> io::Result<std::sync::mpsc::Sende
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first];
                 batch.extend(rx.try_iter());
+                // Every append queued here was written before it queued.
+                let written = durable.written.load(Ordering::Acquire);
                 let result = file.sync();
+                match &result {
+                    Ok(()) => {
+                        durable.synced.fetch_max(written, Ordering::AcqRel);
+                    }
+                    Err(_) => durable.failed.store(true, Ordering::Release),
+                }
+                durable.moved.notify_waiters();
                 for cb in batch {
                     cb.log_io_completed(match &result {
                         Ok(()) => Ok(()),
@@ -87,13 +118,50 @@ fn read_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
 }
 
 impl LogStore {
+    /// Sync flush: waits until entry `index` is fsynced in this member's
+    /// own Raft log (at once when it is, or under async flush). A leader
+    /// may learn an entry is committed (its followers fsynced it) before
+    /// its own fsync returns; applying it then would let the commit log
+    /// hold, after a power cut, an entry the Raft log lost, and the member
+    /// could not restart.
+    pub async fn wait_durable(&self, index: u64) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
+        let Some(d) = &self.durable else { return Ok(()) };
+        let end = {
+            let g = self.inner.lock().await;
+            match g.index.get(&index) {
+                Some((off, len)) => off + u64::from(*len),
+                None => return Ok(()),
+            }
+        };
+        loop {
+            let moved = d.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if d.synced.load(Ordering::Acquire) >= end {
+                return Ok(());
+            }
+            if d.failed.load(Ordering::Acquire) {
+                return Err(io::Error::other("raft log fsync failed"));
+            }
+            // Bounded: a flusher that died must not hang apply forever.
+            let _ = tokio::time::timeout(Duration::from_secs(1), moved).await;
+        }
+    }
+
     /// Opens (recovering) the Raft log in `dir`. `sync`: fsync before an
     /// append counts as persisted; otherwise a background task fsyncs
     /// every `interval`.
     pub fn open(fs: Arc<dyn Fs>, dir: &Path, sync: bool, interval: Duration) -> io::Result<LogStore> {
         fs.create_dir_all(dir)?;
+        // The vote and purge marks are written with std::fs next to the
+        // log (which goes through `fs`, maybe not the real disk).
+        std::fs::create_dir_all(dir)?;
         let path = dir.join("raft.log");
         let file = fs.open(&path, true)?;
+        // A new log's name is durable only once its directory is synced:
+        // without this a power cut could take the whole file.
+        fs.sync_dir(dir)?;
         let len = file.len()?;
         let mut index = BTreeMap::new();
         let mut at = 0u64;
@@ -135,7 +203,17 @@ impl LogStore {
             Ok(b) => serde_json::from_slice(&b).map_err(io::Error::other)?,
             Err(_) => None,
         };
-        let flusher = if sync { Some(start_flusher(file.clone())?) } else { None };
+        let durable = sync.then(|| {
+            let d = Durable::default();
+            // What recovery kept was synced before (or is cut just above).
+            d.written.store(at, std::sync::atomic::Ordering::Relaxed);
+            d.synced.store(at, std::sync::atomic::Ordering::Relaxed);
+            Arc::new(d)
+        });
+        let flusher = match &durable {
+            Some(d) => Some(start_flusher(file.clone(), d.clone())?),
+            None => None,
+        };
         let store = LogStore {
             inner: Arc::new(Mutex::new(Inner {
                 file,
@@ -149,6 +227,7 @@ impl LogStore {
                 dirty: false,
             })),
             flusher,
+            durable,
         };
         if !sync {
             let weak = Arc::downgrade(&store.inner);
@@ -239,8 +318,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             last = Some(e.log_id);
         }
         let start = g.end;
-        g.file.write_at(&buf, start).map_err(io_err)?;
+        // A full disk: wait until space returns rather than fail (openraft
+        // shuts this member down for good on a storage error). The write is
+        // positional, so writing the same bytes at the same offset again is
+        // harmless; the lock held meanwhile keeps every other append waiting.
+        let mut warned = false;
+        loop {
+            match g.file.write_at(&buf, start) {
+                Ok(()) => break,
+                Err(e) if crate::storage::fs::is_enospc(&e) => {
+                    if !warned {
+                        tracing::warn!("raft log: the disk is full; appends wait until space returns");
+                        warned = true;
+                    }
+                    tokio::time::sleep(SPACE_RETRY).await;
+                }
+                Err(e) => return Err(io_err(e)),
+            }
+        }
         g.end += buf.len() as u64;
+        if let Some(d) = &self.durable {
+            d.written.store(g.end, std::sync::atomic::Ordering::Release);
+        }
         g.index.extend(placed);
         if last.is_some() {
             g.last_log_id = last;

@@ -41,6 +41,30 @@ pub struct StateMachine {
     membership: StoredMembership<NodeId, openraft::BasicNode>,
     /// An entry a crash cut short: `(index, messages already in the log)`.
     partial: Option<(u64, usize)>,
+    /// This member's Raft log: an entry is applied only once it is durable there.
+    log: LogStore,
+}
+
+/// How often a member applying a committed entry to a full disk looks again.
+const SPACE_RETRY: Duration = Duration::from_millis(100);
+
+/// Waits while the commit log's free-space gate refuses `bytes`: a
+/// committed entry must be applied, and a full disk is over once space
+/// returns (failing here would shut this member's Raft down for good).
+async fn wait_for_space(store: &Store, bytes: u64) -> Result<(), crate::storage::StorageError> {
+    let mut warned = false;
+    loop {
+        match store.admit_space(bytes) {
+            Err(crate::storage::StorageError::NoSpace { .. }) => {
+                if !warned {
+                    tracing::warn!("raft: the disk is full; applying committed entries waits until space returns");
+                    warned = true;
+                }
+                tokio::time::sleep(SPACE_RETRY).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn sm_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -107,11 +131,13 @@ impl StateMachine {
             last_applied,
             membership,
             partial,
+            log: log.clone(),
         })
     }
 
     async fn apply_one(&mut self, e: &Entry<TypeConfig>) -> Result<Response, StorageError<NodeId>> {
         let index = e.log_id.index;
+        self.log.wait_durable(index).await.map_err(sm_err)?;
         let writer = AppendAs {
             node: u16::try_from(e.log_id.leader_id.node_id).unwrap_or(u16::MAX),
             epoch: u32::try_from(e.log_id.leader_id.term).unwrap_or(u32::MAX),
@@ -179,6 +205,9 @@ impl StateMachine {
                     ..StoredMessage::default()
                 });
             }
+            wait_for_space(&self.store, msg.body.len() as u64)
+                .await
+                .map_err(sm_err)?;
             let a = self.store.append_as(msg, Some(writer)).map_err(sm_err)?;
             last_end = a.end;
             placed.push(a);
