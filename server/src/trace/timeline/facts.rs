@@ -162,13 +162,28 @@ pub async fn gather(pool: &AnyPool, store: &Store, id: &str) -> Result<Option<Fa
     } else {
         Vec::new()
     };
+    // Deliveries are recorded by queue offset. A message the log no longer
+    // holds gave its offset up when the next boot started writing there:
+    // what was delivered at that offset afterwards was another message.
+    let reused_at: Option<i64> = if stored.is_none() {
+        sqlx::query("SELECT MIN(first_at) AS at FROM trace_marks WHERE node = $1 AND epoch > $2")
+            .bind(node)
+            .bind(i64::from(parsed.epoch))
+            .fetch_one(pool)
+            .await
+            .ok()
+            .and_then(|r| sqlx::Row::try_get::<Option<i64>, _>(&r, "at").ok().flatten())
+    } else {
+        None
+    };
     let deliveries = sqlx::query(
         "SELECT grp, at, node FROM trace_deliveries WHERE topic = $1 AND queue_id = $2 AND from_offset <= $3 \
-         AND to_offset > $3 ORDER BY at",
+         AND to_offset > $3 AND at < $4 ORDER BY at",
     )
     .bind(&run.topic)
     .bind(i64::from(entry.queue_id))
     .bind(entry.queue_offset as i64)
+    .bind(reused_at.unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await?
     .iter()
