@@ -15,6 +15,13 @@ use super::{Fault, MatrixError};
 use crate::storage::fs::Fs;
 use crate::storage::powercut;
 
+/// Free space the filler leaves: under every member's 64 MiB write
+/// reserve, so the gate must refuse, and more than a 100 ms free-space
+/// refresh of writes can take (see the README: another process taking
+/// the last few MiB between two measurements makes a write fail, and the
+/// store then refuses writes until restarted).
+const FREE_WHEN_FULL: u64 = 16 << 20;
+
 /// How long the writer's links are cut before a primary loss.
 const LAG: Duration = Duration::from_millis(500);
 
@@ -37,8 +44,10 @@ pub struct Injected {
     /// When the fault struck (ms since the workload started), if later
     /// than the moment the injection began.
     pub struck_ms: Option<u64>,
-    /// For a full disk: ms (since the workload started) it was full.
+    /// For a full disk: ms (since the workload started) it was full, and
+    /// whether the full member was the writer (else the group must go on).
     pub full: Option<(u64, u64)>,
+    pub full_was_writer: bool,
     /// Problems found while injecting (e.g. writes never refused).
     pub problems: Vec<String>,
 }
@@ -95,11 +104,22 @@ pub async fn inject(
                 "power cut on node {writer} (the writer): unsynced writes torn, {} unsynced bytes, {} of them in the commit log",
                 v["unsynced_bytes"], v["unsynced_log_bytes"]
             ));
-            group.restart(writer).await?;
-            out.detail
-                .push(format!("restarted node {writer} on what its disk kept"));
-            out.audited.push(writer);
-            group.settle(&[]).await?
+            match group.restart(writer).await {
+                Ok(()) => {
+                    out.detail
+                        .push(format!("restarted node {writer} on what its disk kept"));
+                    out.audited.push(writer);
+                    group.settle(&[]).await?
+                }
+                Err(_) if group.members.len() > 1 => {
+                    // The group goes on without it; the run says why it stays down.
+                    let last = last_line(&group.member(writer).log_tail());
+                    out.problems
+                        .push(format!("node {writer} could not restart after the power cut: {last}"));
+                    group.settle(&[writer]).await?
+                }
+                Err(e) => return Err(e),
+            }
         }
         Fault::PrimaryLoss => {
             // On loopback a replica keeps up to the byte; a real one lags
@@ -174,8 +194,7 @@ pub async fn inject(
                 Ok(()) => out.detail.push(format!("restarted node {follower}")),
                 Err(_) => {
                     // The member's last words say why (its whole log is in the run's temp dir).
-                    let why = group.member(follower).log_tail();
-                    let last = why.lines().last().unwrap_or("").to_string();
+                    let last = last_line(&group.member(follower).log_tail());
                     out.detail
                         .push(format!("node {follower} refused to start on its corrupted log: {last}"));
                 }
@@ -187,7 +206,7 @@ pub async fn inject(
         Fault::DiskFull => {
             let dir = group.member(1).data_dir.clone();
             let filler = dir.parent().unwrap_or(&dir).join("filler");
-            fill(&dir, &filler, 4 << 20)?;
+            fill(&dir, &filler, FREE_WHEN_FULL)?;
             let from = now();
             out.detail.push(format!(
                 "node 1's disk filled to under its write reserve{}",
@@ -197,11 +216,17 @@ pub async fn inject(
             std::fs::remove_file(&filler).map_err(MatrixError::io("cannot remove the filler"))?;
             let to = now();
             out.full = Some((from, to));
+            out.full_was_writer = writer == 1;
             out.detail.push(format!("space returned after {:?}", timing.hold));
             group.settle(&[]).await?
         }
     };
     Ok((out, writer_after))
+}
+
+/// The last line of a member's log: its last words when it would not start.
+fn last_line(log: &str) -> String {
+    log.lines().last().unwrap_or("").chars().take(400).collect()
 }
 
 /// From a power-cut report: the commit log's durable end (the last

@@ -196,7 +196,7 @@ impl Options {
             body: 256,
             before: Duration::from_millis(if quick { 1500 } else { 4000 }),
             after: Duration::from_millis(if quick { 1500 } else { 4000 }),
-            hold: Duration::from_millis(if quick { 1500 } else { 3000 }),
+            hold: Duration::from_millis(if quick { 2500 } else { 4000 }),
             exe,
             node_flags: Vec::new(),
         }

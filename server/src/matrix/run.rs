@@ -137,7 +137,7 @@ async fn attempt(mode: Mode, fault: Fault, opts: &Options, cell: &mut Cell) -> R
         check_copy(&mut group, *id, &tag, opts.body, &final_log, &sent, cell).await;
     }
     if let Some((from, to)) = injected.full {
-        disk_full_outcome(&sent, from, to, cell);
+        disk_full_outcome(&sent, from, to, injected.full_was_writer, cell);
     }
     for (id, key) in lost.iter().take(TIMELINES) {
         let (found, stage) = check::found(&audit, id);
@@ -183,10 +183,15 @@ async fn check_copy(
     }
     // A follower applies what it was missing after it rejoins: give it a moment.
     let mut copy = None;
-    for _ in 0..30 {
+    for _ in 0..50 {
         match check::read_log(&group.member(id).broker.clone(), tag, size).await {
             Ok(log) => {
-                let done = log.bodies.len() >= writer_log.bodies.len();
+                // Caught up, or no longer catching up (a record it cannot
+                // serve keeps it one short for good): each read is a full one.
+                let stalled = copy
+                    .as_ref()
+                    .is_some_and(|c: &FinalLog| c.bodies.len() == log.bodies.len());
+                let done = log.bodies.len() >= writer_log.bodies.len() || stalled;
                 copy = Some(log);
                 if done {
                     break;
@@ -197,7 +202,7 @@ async fn check_copy(
                 return;
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let Some(copy) = copy else { return };
     let acked = sent.iter().filter(|s| matches!(s.outcome, Outcome::Acked { .. }));
@@ -220,29 +225,32 @@ async fn check_copy(
     }
 }
 
-/// A full disk must refuse writes clearly and take them again afterwards.
-fn disk_full_outcome(sent: &[Sent], from: u64, to: u64, cell: &mut Cell) {
+/// A full disk must refuse writes clearly and take them again afterwards;
+/// a full follower's group goes on writing.
+fn disk_full_outcome(sent: &[Sent], from: u64, to: u64, writer: bool, cell: &mut Cell) {
+    let acked = |s: &&Sent| matches!(s.outcome, Outcome::Acked { .. });
     // The first moments after the fill may still see acks already in flight.
-    let refused: Vec<&Sent> = sent
-        .iter()
-        .filter(|s| s.at_ms > from + 300 && s.at_ms <= to && !matches!(s.outcome, Outcome::Acked { .. }))
-        .collect();
-    let resumed = sent
-        .iter()
-        .filter(|s| s.at_ms > to + 200 && matches!(s.outcome, Outcome::Acked { .. }))
-        .count();
+    let during: Vec<&Sent> = sent.iter().filter(|s| s.at_ms > from + 300 && s.at_ms <= to).collect();
+    let refused: Vec<&&Sent> = during.iter().filter(|s| !acked(s)).collect();
+    let acked_during = during.iter().filter(|s| acked(s)).count();
+    let resumed = sent.iter().filter(|s| s.at_ms > to + 200).filter(acked).count();
     let first = refused.first().map(|s| match &s.outcome {
         Outcome::Refused { status } => status.clone(),
         Outcome::Unknown { error } => error.clone(),
         Outcome::Acked { .. } => String::new(),
     });
     cell.fault_detail.push(format!(
-        "{} send(s) refused while full (first: {}), {resumed} acknowledged after space returned",
+        "{} send(s) refused and {acked_during} acknowledged while full (first refusal: {}), {resumed} acknowledged after space returned",
         refused.len(),
         first.as_deref().unwrap_or("-")
     ));
-    if refused.is_empty() {
-        cell.reasons.push("no send was refused while the disk was full".into());
+    if writer && refused.is_empty() {
+        cell.reasons
+            .push("no send was refused while the writer's disk was full".into());
+    }
+    if !writer && acked_during == 0 {
+        cell.reasons
+            .push("a follower's full disk stopped the group: nothing acknowledged while it was full".into());
     }
     if resumed == 0 {
         cell.reasons.push("writes did not resume after space returned".into());
