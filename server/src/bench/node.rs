@@ -57,50 +57,28 @@ impl OwnNode {
         let exe = std::env::current_exe().map_err(BenchError::io("cannot find the waybill executable"))?;
         let log_file =
             std::fs::File::create(&log).map_err(BenchError::io(format!("cannot create {}", log.display())))?;
-        let mut child = Command::new(&exe)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--http-addr", http, "--broker-addr", broker, "--flush", flush])
-            .args(trace_db.map(|t| ["--trace-db", t]).into_iter().flatten())
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(BenchError::io(format!("cannot start {} serve", exe.display())))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| BenchError::Node("the node has no stdout".into()))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(READY_TIMEOUT, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("waybill ready") {
-                    return Some(line);
-                }
+        let args: Vec<std::ffi::OsString> = ["--data-dir".into(), data_dir.into_os_string()]
+            .into_iter()
+            .chain(["--http-addr", http, "--broker-addr", broker, "--flush", flush].map(Into::into))
+            .chain(
+                trace_db
+                    .map(|t| ["--trace-db", t])
+                    .into_iter()
+                    .flatten()
+                    .map(Into::into),
+            )
+            .chain(extra.iter().map(Into::into))
+            .collect();
+        let (child, line) = match spawn_serve(&exe, &args, log_file, READY_TIMEOUT).await {
+            Ok(ready) => ready,
+            Err(NotReady::Spawn(source)) => {
+                return Err(BenchError::Io {
+                    what: format!("cannot start {} serve", exe.display()),
+                    source,
+                })
             }
-            None
-        })
-        .await;
-        let line = match ready {
-            Ok(Some(line)) => line,
-            Ok(None) => {
-                return Err(BenchError::Node(format!(
-                    "the node exited before it was ready; its log:\n{}",
-                    read_log(&log)
-                )))
-            }
-            Err(_) => {
-                return Err(BenchError::Node(format!(
-                    "the node was not ready after {READY_TIMEOUT:?}; its log:\n{}",
-                    read_log(&log)
-                )))
-            }
+            Err(why) => return Err(BenchError::Node(format!("{why}; its log:\n{}", read_log(&log)))),
         };
-        // Keep draining stdout so the node never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let field = |name: &str| {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(name))
@@ -135,6 +113,56 @@ impl OwnNode {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// Why a `serve` child never said it was ready.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("cannot start the node: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("the node exited before it was ready")]
+    Exited,
+    #[error("the node was not ready after {0:?}")]
+    Silent(Duration),
+}
+
+/// Starts `exe serve ARGS` (stderr to `log`, killed on drop), waits up to
+/// `timeout` for its `waybill ready …` line and returns the child with that
+/// line; stdout keeps being drained so the node never blocks on it. The
+/// one way the bench and the matrix start their nodes.
+pub async fn spawn_serve(
+    exe: &Path,
+    args: &[std::ffi::OsString],
+    log: std::fs::File,
+    timeout: Duration,
+) -> Result<(Child, String), NotReady> {
+    let mut child = Command::new(exe)
+        .arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(NotReady::Spawn)?;
+    let stdout = child.stdout.take().ok_or(NotReady::Exited)?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(timeout, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("waybill ready") {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await;
+    let line = match ready {
+        Ok(Some(line)) => line,
+        Ok(None) => return Err(NotReady::Exited),
+        Err(_) => return Err(NotReady::Silent(timeout)),
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, line))
 }
 
 /// A loopback address whose port was free a moment ago.

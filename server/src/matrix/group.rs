@@ -12,15 +12,14 @@
 //!   unmounted.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::proxy::Proxy;
 use super::{MatrixError, Mode};
+use crate::bench::node::{spawn_serve, NotReady};
 
 /// How long a member gets to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,40 +55,22 @@ impl Member {
             .append(true)
             .open(&self.log)
             .map_err(MatrixError::io("cannot open a member's log"))?;
-        let mut child = Command::new(exe)
-            .arg("serve")
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(MatrixError::io(format!("cannot start {} serve", exe.display())))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| MatrixError::Node("a member has no stdout".into()))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(READY_TIMEOUT, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("waybill ready") {
-                    return true;
-                }
+        let args: Vec<std::ffi::OsString> = self.args.iter().map(Into::into).collect();
+        match spawn_serve(exe, &args, log, READY_TIMEOUT).await {
+            Ok((child, _)) => {
+                self.child = Some(child);
+                Ok(())
             }
-            false
-        })
-        .await;
-        if ready != Ok(true) {
-            return Err(MatrixError::Node(format!(
-                "node {} did not start; its log:\n{}",
+            Err(NotReady::Spawn(source)) => Err(MatrixError::Io {
+                what: format!("cannot start {} serve", exe.display()),
+                source,
+            }),
+            Err(why) => Err(MatrixError::Node(format!(
+                "node {} did not start ({why}); its log:\n{}",
                 self.id,
                 self.log_tail()
-            )));
+            ))),
         }
-        // Keep draining stdout so the member never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        self.child = Some(child);
-        Ok(())
     }
 
     /// SIGKILL and wait: the process dies with whatever it had not written.
@@ -355,41 +336,33 @@ impl Group {
 
 /// GET `url` as JSON; a non-2xx answer is an error naming it.
 pub async fn get_json(url: &str) -> Result<Value, MatrixError> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(MatrixError::http("cannot build an HTTP client"))?;
-    let resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(MatrixError::http(format!("GET {url}")))?;
-    let status = resp.status();
-    let v: Value = resp
-        .json()
-        .await
-        .map_err(MatrixError::http(format!("GET {url}: not JSON")))?;
-    if !status.is_success() {
-        return Err(MatrixError::Node(format!("GET {url}: {status} {v}")));
-    }
-    Ok(v)
+    call(reqwest::Method::GET, url, Duration::from_secs(5)).await
 }
 
 /// POST to `url` (no body) as JSON.
 pub async fn post_json(url: &str) -> Result<Value, MatrixError> {
+    call(reqwest::Method::POST, url, Duration::from_secs(10)).await
+}
+
+async fn call(method: reqwest::Method, url: &str, timeout: Duration) -> Result<Value, MatrixError> {
+    let what = format!("{method} {url}");
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .build()
         .map_err(MatrixError::http("cannot build an HTTP client"))?;
     let resp = client
-        .post(url)
+        .request(method, url)
         .send()
         .await
-        .map_err(MatrixError::http(format!("POST {url}")))?;
+        .map_err(MatrixError::http(what.clone()))?;
     let status = resp.status();
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    let v: Value = match resp.json().await {
+        Ok(v) => v,
+        Err(e) if status.is_success() => return Err(MatrixError::http(format!("{what}: not JSON"))(e)),
+        Err(_) => Value::Null,
+    };
     if !status.is_success() {
-        return Err(MatrixError::Node(format!("POST {url}: {status} {v}")));
+        return Err(MatrixError::Node(format!("{what}: {status} {v}")));
     }
     Ok(v)
 }
