@@ -210,3 +210,26 @@ fn given_bad_arguments_commands_fail_with_a_message_and_a_nonzero_exit() -> anyh
     assert!(String::from_utf8_lossy(&bad_delays.stderr).contains("retry_delays"));
     Ok(())
 }
+
+#[test]
+fn given_a_port_in_use_serve_says_so_once_and_exits_nonzero() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(&tmp.path().join("node"), &[])?;
+    let http = node.http.trim_start_matches("http://").to_string();
+    let other = tmp.path().join("other");
+    let out = waybill(&[
+        "serve",
+        "--data-dir",
+        other.to_str().unwrap_or_default(),
+        "--http-addr",
+        &http,
+        "--broker-addr",
+        "127.0.0.1:0",
+    ])?;
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("waybill: error: cannot listen on"), "{stderr}");
+    assert_eq!(last.matches("in use").count(), 1, "said once: {last}");
+    Ok(())
+}

@@ -52,10 +52,28 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("waybill: error: {e:#}");
+            eprintln!("waybill: error: {}", sentence(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes in one line, each said once: many layers name
+/// their source in their own message too ("cannot listen on …: address in
+/// use"), and `{:#}` would repeat it.
+fn sentence(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
