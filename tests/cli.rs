@@ -233,3 +233,107 @@ fn given_a_port_in_use_serve_says_so_once_and_exits_nonzero() -> anyhow::Result<
     assert_eq!(last.matches("in use").count(), 1, "said once: {last}");
     Ok(())
 }
+
+#[test]
+fn given_numbered_keys_lines_a_mistyped_group_and_a_closed_pipe_the_cli_says_what_happened() -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let tmp = tempfile::tempdir()?;
+    let node = Node::start(&tmp.path().join("node"), &[])?;
+    let b = node.broker.as_str();
+
+    // `{n}` numbers the keys (and bodies): 10k keys are one process, not 10k.
+    let numbered = waybill(&[
+        "produce",
+        "--broker",
+        b,
+        "--topic",
+        "cli",
+        "--key",
+        "order-{n}",
+        "--body",
+        "b{n}",
+        "--count",
+        "3",
+    ])?;
+    assert!(
+        numbered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&numbered.stderr)
+    );
+    let keys: Vec<Value> = json_lines(&numbered)?.iter().map(|l| l["key"].clone()).collect();
+    assert_eq!(keys, ["order-0", "order-1", "order-2"].map(Value::from).to_vec());
+
+    // --lines: one message per line of stdin.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args([
+            "produce", "--broker", b, "--topic", "cli", "--key", "line-{n}", "--lines",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?
+        .write_all(b"first\nsecond\nthird\n")?;
+    let lines = child.wait_with_output()?;
+    assert!(lines.status.success(), "{}", String::from_utf8_lossy(&lines.stderr));
+    let sent = json_lines(&lines)?;
+    assert_eq!(sent.len(), 3);
+    let second = sent[1]["id"].as_str().unwrap_or_default().to_string();
+    let rt = tokio::runtime::Runtime::new()?;
+    let msg = rt.block_on(common::get_json(format!("{}/api/v1/messages/{second}", node.http)))?;
+    assert_eq!(msg["key"], "line-1", "{msg}");
+    assert_eq!(msg["body"], "second", "{msg}");
+
+    // A mistyped group is an error naming the groups there are, not "0 dead letters".
+    let typo = waybill(&["dlq", "list", "--http", &node.http, "--group", "typo"])?;
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(!typo.status.success());
+    assert!(stderr.contains("no consumer group \"typo\""), "{stderr}");
+
+    // A reader that goes away (`| head -1`) ends the command quietly, no panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args([
+            "produce", "--broker", b, "--topic", "cli", "--key", "k{n}", "--body", "x", "--count", "3000",
+        ])
+        .args(["--concurrency", "64"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?).read_line(&mut first)?;
+    assert!(first.contains("SEND_OK"), "{first}");
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_an_open_live_feed_sigint_ends_it_and_the_node_exits_without_forcing() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("node");
+    let mut node = Node::start(&data, &[])?;
+    // A dashboard tab: an event stream that never ends by itself.
+    let mut resp = reqwest::get(format!("{}/api/v1/events", node.http)).await?;
+    assert!(resp.status().is_success());
+    // The first stats event arrives within a second.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), resp.chunk()).await??;
+    assert!(first.is_some());
+    node.signal("INT")?;
+    // The stream ends because the node ended it, well before any grace.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(_)) = resp.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the live feed stayed open after SIGINT");
+    let status = node.child.wait()?;
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(data.with_extension("log"))?;
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(!log.contains("did not finish in time"), "shutdown was forced:\n{log}");
+    Ok(())
+}

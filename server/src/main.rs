@@ -7,6 +7,17 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use waybill::serve::{self, ServeArgs};
 
+/// `println!` for a command's output: a closed pipe (`waybill dlq list
+/// --json | head`) ends the command quietly instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => { crate::cli::write_out(format_args!($($t)*), true) };
+}
+
+/// `print!` with the same closed-pipe rule.
+macro_rules! out {
+    ($($t:tt)*) => { crate::cli::write_out(format_args!($($t)*), false) };
+}
+
 mod cli;
 
 #[derive(Parser)]

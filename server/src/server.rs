@@ -322,9 +322,12 @@ pub async fn serve(
         Some(ui_dir),
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let live = subscribers.live().clone();
     let graceful = async move {
         shutdown.await;
         tracing::info!("shutting down");
+        // Live-feed streams never end by themselves: end them now.
+        let _ = live.send(api::events::closing());
         let _ = stop_tx.send(());
     };
     let server = axum::serve(listener, app).with_graceful_shutdown(graceful);

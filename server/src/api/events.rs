@@ -4,7 +4,7 @@
 //! and `stats` (every second: log end, flushed position, messages stored,
 //! tracer queue depth and shed count, consumer groups). A listener that
 //! falls behind skips events (it is told how many) rather than slowing the
-//! broker.
+//! broker. At shutdown the streams end (see [`closing`]).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -17,6 +17,12 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
 
+/// Sent on the live feed when the node shuts down: every event stream ends
+/// at once, so an open dashboard tab does not hold the shutdown up.
+pub fn closing() -> serde_json::Value {
+    json!({ "type": "closing" })
+}
+
 /// How often a `stats` event is sent.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -26,6 +32,7 @@ pub async fn events(State(state): State<AppState>) -> Sse<impl Stream<Item = Res
     let stream = stream::unfold((rx, tick, state), |(mut rx, mut tick, state)| async move {
         let event = tokio::select! {
             r = rx.recv() => match r {
+                Ok(v) if v == closing() => return None,
                 Ok(v) => Event::default().event("trace").data(v.to_string()),
                 Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(json!({"skipped": n}).to_string()),
                 Err(RecvError::Closed) => return None,

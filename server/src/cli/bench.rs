@@ -55,9 +55,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let own = own::run(w, false).await?;
     let report = Report::new(w, &own, None);
     if w.json {
-        println!("{}", report::json(&report));
+        outln!("{}", report::json(&report));
     } else {
-        print!("{}", report::table(&report));
+        out!("{}", report::table(&report));
     }
     if let Some(failure) = own.load.failure("Waybill sends") {
         bail!("{failure}");

@@ -30,21 +30,28 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         ClusterCommand::Status { json } => {
             let v = super::json_answer(client.get(format!("{base}/api/v1/cluster")).send().await?).await?;
             if json {
-                println!("{v}");
+                outln!("{v}");
                 return Ok(());
             }
-            println!(
+            outln!(
                 "replication {}  flush {}  term {}",
                 v["replication"].as_str().unwrap_or("?"),
                 v["flush"].as_str().unwrap_or("?"),
                 v["term"]
             );
-            println!(
+            outln!(
                 "{:>4}  {:<8}  {:<5}  {:<21}  {:>14}  {:>14}  {:>14}  {:>10}",
-                "id", "role", "alive", "broker", "log_end", "flushed", "replicated", "lag"
+                "id",
+                "role",
+                "alive",
+                "broker",
+                "log_end",
+                "flushed",
+                "replicated",
+                "lag"
             );
             for n in v["nodes"].as_array().into_iter().flatten() {
-                println!(
+                outln!(
                     "{:>4}  {:<8}  {:<5}  {:<21}  {:>14}  {:>14}  {:>14}  {:>10}",
                     n["id"].to_string(),
                     n["role"].as_str().unwrap_or("?"),
@@ -59,7 +66,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         }
         ClusterCommand::Promote => {
             let v = super::json_answer(client.post(format!("{base}/api/v1/cluster/promote")).send().await?).await?;
-            println!("{v}");
+            outln!("{v}");
         }
     }
     Ok(())

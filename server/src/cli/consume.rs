@@ -20,13 +20,16 @@ use waybill_client::{ConsumeResult, ConsumerOptions, Delivered, PushConsumer, MA
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
+    /// Broker client-protocol address.
     #[arg(long, default_value = "127.0.0.1:9876")]
     pub broker: String,
     /// The broker's `--auth-token`, presented first on every connection (as the HTTP commands read it from the env).
     #[arg(long, env = "WAYBILL_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    /// Topic to consume.
     #[arg(long)]
     pub topic: String,
+    /// Consumer group to join (members share the queues; offsets are the group's).
     #[arg(long)]
     pub group: String,
     /// Handler command, run with `sh -c` per message.
@@ -143,7 +146,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             let result = match &exec {
                 Some(cmd) => run_exec(cmd, &d).await,
                 None => {
-                    println!(
+                    outln!(
                         "{}",
                         json!({
                             "id": d.id,

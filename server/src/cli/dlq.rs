@@ -28,6 +28,7 @@ pub struct DlqArgs {
 pub enum DlqCommand {
     /// Lists a group's dead letters.
     List {
+        /// Consumer group whose dead letters to list (an unknown group is an error).
         #[arg(long)]
         group: String,
         /// Print the raw JSON answer.
@@ -36,6 +37,7 @@ pub enum DlqCommand {
     },
     /// Replays dead letters to their group.
     Replay {
+        /// Consumer group the dead letters go back to.
         #[arg(long)]
         group: String,
         /// One dead letter by id.
@@ -96,6 +98,29 @@ async fn list(client: &reqwest::Client, base: &str, group: &str) -> anyhow::Resu
     .await
 }
 
+/// Fails, naming the groups there are, when `group` is not a consumer
+/// group of this node: an empty list for a mistyped name would read as
+/// "no dead letters".
+async fn known_group(client: &reqwest::Client, base: &str, group: &str) -> anyhow::Result<()> {
+    let v = super::json_answer(client.get(format!("{base}/api/v1/consumers")).send().await?).await?;
+    let mut names: Vec<&str> = v["groups"]
+        .as_array()
+        .map(|g| g.iter().filter_map(|g| g["group"].as_str()).collect())
+        .unwrap_or_default();
+    names.sort_unstable();
+    names.dedup();
+    if names.contains(&group) {
+        return Ok(());
+    }
+    if names.is_empty() {
+        bail!("no consumer group {group:?} on this node (it has none yet)");
+    }
+    bail!(
+        "no consumer group {group:?} on this node (groups: {})",
+        names.join(", ")
+    );
+}
+
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
     let client = super::http_client()?;
     let base = super::http_base(&args.http);
@@ -103,18 +128,25 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
     match args.command {
         DlqCommand::List { group, json } => {
             let v = list(&client, &base, &group).await?;
+            if v["messages"].as_array().is_none_or(|m| m.is_empty()) {
+                known_group(&client, &base, &group).await?;
+            }
             if json {
-                println!("{v}");
+                outln!("{v}");
                 return Ok(());
             }
             let empty = Vec::new();
             let rows = v["messages"].as_array().unwrap_or(&empty);
-            println!(
+            outln!(
                 "{:<30} {:<30} {:<12} {:>7} {:<20} reason",
-                "dead letter id", "original id", "state", "retries", "key"
+                "dead letter id",
+                "original id",
+                "state",
+                "retries",
+                "key"
             );
             for m in rows {
-                println!(
+                outln!(
                     "{:<30} {:<30} {:<12} {:>7} {:<20} {}",
                     m["id"].as_str().unwrap_or(""),
                     m["origin_id"].as_str().unwrap_or(""),
@@ -124,7 +156,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                     m["reason"].as_str().unwrap_or(""),
                 );
             }
-            println!("{} dead letter(s) in group {group}", rows.len());
+            outln!("{} dead letter(s) in group {group}", rows.len());
         }
         DlqCommand::Replay {
             group,
@@ -191,7 +223,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 }
                 (None, false) => bail!("give --id ID or --all"),
             };
-            println!("{v}");
+            outln!("{v}");
             if let Some(state) = v["state"].as_str().filter(|s| *s != "completed") {
                 bail!("redrive job {} {state}: {}", v["id"], v["why"].as_str().unwrap_or(""));
             }
@@ -206,7 +238,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                     .await?,
             )
             .await?;
-            println!("{v}");
+            outln!("{v}");
         }
         DlqCommand::Jobs { group, json } => {
             let mut req = client.get(format!("{base}/api/v1/dlq/jobs"));
@@ -215,17 +247,23 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             }
             let v = super::json_answer(req.send().await?).await?;
             if json {
-                println!("{v}");
+                outln!("{v}");
                 return Ok(());
             }
             let empty = Vec::new();
             let jobs = v["jobs"].as_array().unwrap_or(&empty);
-            println!(
+            outln!(
                 "{:<24} {:<16} {:<10} {:>8} {:>8} {:>8} {:>10} by",
-                "job", "group", "state", "matched", "replayed", "consumed", "dead again"
+                "job",
+                "group",
+                "state",
+                "matched",
+                "replayed",
+                "consumed",
+                "dead again"
             );
             for j in jobs {
-                println!(
+                outln!(
                     "{:<24} {:<16} {:<10} {:>8} {:>8} {:>8} {:>10} {}",
                     j["id"].as_str().unwrap_or(""),
                     j["group"].as_str().unwrap_or(""),
@@ -237,7 +275,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                     j["by"].as_str().unwrap_or(""),
                 );
             }
-            println!("{} job(s)", jobs.len());
+            outln!("{} job(s)", jobs.len());
         }
     }
     Ok(())

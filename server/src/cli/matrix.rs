@@ -75,8 +75,8 @@ pub async fn run(args: MatrixArgs) -> anyhow::Result<()> {
         );
     })
     .await;
-    print!("{}", report::table(&report));
-    println!(
+    out!("{}", report::table(&report));
+    outln!(
         "{} run(s) in {:.1} s on {} core(s): {}",
         report.cells.len(),
         report.duration_ms as f64 / 1000.0,

@@ -22,6 +22,25 @@ pub mod trace;
 
 pub use waybill::bench::node::http_base;
 
+/// Writes a command's output to stdout. When the reader went away (a
+/// closed pipe) the command ends at once with status 141, as a process
+/// killed by SIGPIPE does; any other write error ends it with a message.
+pub fn write_out(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("waybill: error: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// The JSON body of an API answer; a non-2xx status becomes an error that
 /// carries the server's `{"error": …}` message.
 pub async fn json_answer(resp: reqwest::Response) -> anyhow::Result<serde_json::Value> {

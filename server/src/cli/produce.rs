@@ -29,24 +29,32 @@ pub struct ProduceArgs {
     /// The broker's `--auth-token`, presented first on every connection (as the HTTP commands read it from the env).
     #[arg(long, env = "WAYBILL_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    /// Topic to send to (created on first use).
     #[arg(long)]
     pub topic: String,
-    /// Message key (searchable; several keys separated by spaces).
+    /// Message key (searchable; several keys separated by spaces). `{n}` is
+    /// replaced by the message's number, from 0: `--key 'order-{n}' --count 10000`.
     #[arg(long)]
     pub key: Option<String>,
+    /// Message tag (consumers and searches can filter on it).
     #[arg(long)]
     pub tag: Option<String>,
     /// Property `NAME=VALUE`, repeatable.
     #[arg(long = "property", value_parser = parse_property)]
     pub properties: Vec<(String, String)>,
-    /// Body text; without it (and without --size) the body is read from stdin.
+    /// Body text (`{n}` as in --key); without it (and without --size or --lines) the body is read from stdin.
     #[arg(long)]
     pub body: Option<String>,
+    /// One message per line of stdin (the line is the body; `{n}` in --key counts the lines).
+    #[arg(long, conflicts_with_all = ["body", "size", "count"])]
+    pub lines: bool,
     /// Generate a body of this many bytes instead.
     #[arg(long)]
     pub size: Option<usize>,
+    /// How to send: wait for each result, results by callback, or fire and forget.
     #[arg(long, value_enum, default_value_t = Mode::Sync)]
     pub mode: Mode,
+    /// Messages to send.
     #[arg(long, default_value_t = 1)]
     pub count: u64,
     /// Sends in flight at once.
@@ -104,7 +112,16 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
+    let mut lines: Option<Vec<Vec<u8>>> = None;
     let body = match (&args.body, args.size) {
+        _ if args.lines => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read the bodies from stdin")?;
+            lines = Some(text.lines().map(|l| l.as_bytes().to_vec()).collect());
+            Vec::new()
+        }
         (Some(b), _) => b.clone().into_bytes(),
         (None, Some(n)) => (0..n).map(|i| b'a' + (i % 26) as u8).collect(),
         (None, None) => {
@@ -115,6 +132,9 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
             buf
         }
     };
+    let count = lines.as_ref().map_or(args.count, |l| l.len() as u64);
+    let numbered = |text: &str, n: u64| text.replace("{n}", &n.to_string());
+    let body_numbered = args.body.as_deref().is_some_and(|b| b.contains("{n}"));
     let mut opts = ProducerOptions::new(args.broker.clone());
     opts.retry_times_when_send_failed = args.retries;
     opts.producer_id = Some(format!("cli-{}", std::process::id()));
@@ -135,16 +155,23 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let permits = Arc::new(Semaphore::new(args.concurrency));
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..args.count {
+    for n in 0..count {
         let permit = permits.clone().acquire_owned().await?;
-        let (producer, message, failed, done) = (producer.clone(), message.clone(), failed.clone(), done.clone());
+        let mut message = message.clone();
+        let key = args.key.as_deref().map(|k| numbered(k, n));
+        message.key.clone_from(&key);
+        if let Some(lines) = &lines {
+            message.body = lines.get(n as usize).cloned().unwrap_or_default();
+        } else if body_numbered {
+            message.body = numbered(args.body.as_deref().unwrap_or_default(), n).into_bytes();
+        }
+        let (producer, failed, done) = (producer.clone(), failed.clone(), done.clone());
         let topic = args.topic.clone();
-        let key = args.key.clone();
         let failed_oneway = failed.clone();
         let report = move |r: Result<SendResult, waybill_client::ClientError>| {
             match r {
                 Ok(r) => {
-                    println!("{}", line(&r, key.as_deref()));
+                    outln!("{}", line(&r, key.as_deref()));
                     if r.status != SendStatus::SendOk {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -178,7 +205,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         t.await?;
     }
     if args.mode == Mode::Async {
-        while done.load(Ordering::Relaxed) < args.count {
+        while done.load(Ordering::Relaxed) < count {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -206,7 +233,7 @@ async fn transactions(
             .send_in_transaction(&args.topic, message.clone(), |_| async move { outcome.state() })
             .await
             .context("transactional send failed")?;
-        println!(
+        outln!(
             "{}",
             json!({
                 "id": r.half.id,

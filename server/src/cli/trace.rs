@@ -31,7 +31,7 @@ async fn get(client: &reqwest::Client, url: String) -> anyhow::Result<Value> {
 
 fn print_timeline(v: &Value) {
     let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
-    println!(
+    outln!(
         "message {}  topic {}  key {}  status {}",
         s("id"),
         s("topic"),
@@ -42,7 +42,7 @@ fn print_timeline(v: &Value) {
         for st in stages {
             let f = |k: &str| st[k].as_str().unwrap_or("").to_string();
             let group = st["group"].as_str().map(|g| format!(" [{g}]")).unwrap_or_default();
-            println!(
+            outln!(
                 "  {:<24} {:<9} {:<11} node {:<4} {}{}",
                 f("at"),
                 f("stage"),
@@ -55,7 +55,7 @@ fn print_timeline(v: &Value) {
     }
     if let Some(groups) = v["groups"].as_array() {
         for g in groups {
-            println!(
+            outln!(
                 "  group {}: {} ({} deliveries)",
                 g["group"].as_str().unwrap_or(""),
                 g["status"].as_str().unwrap_or(""),
@@ -65,7 +65,7 @@ fn print_timeline(v: &Value) {
     }
     if let Some(lps) = v["loss_points"].as_array() {
         for lp in lps {
-            println!(
+            outln!(
                 "  ! {} at {}: {}",
                 lp["kind"].as_str().unwrap_or(""),
                 lp["stage"].as_str().unwrap_or(""),
@@ -74,7 +74,7 @@ fn print_timeline(v: &Value) {
         }
     }
     if v["traced"] == false {
-        println!("  (no trace yet: stages shown are what the stored record proves)");
+        outln!("  (no trace yet: stages shown are what the stored record proves)");
     }
 }
 
@@ -99,7 +99,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     for id in ids {
         let v = get(&client, format!("{base}/api/v1/messages/{id}")).await?;
         if args.json {
-            println!("{v}");
+            outln!("{v}");
         } else {
             print_timeline(&v);
         }
