@@ -188,6 +188,18 @@ impl LogStore {
             at += (HEADER + n) as u64;
         }
         if at < len {
+            if let Some(next) = whole_frame_after(file.as_ref(), at, len)? {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "raft log {} is damaged at byte {at}, and a whole entry follows at byte {next}: this is \
+                         damage inside the log, not a torn tail, and cutting it would drop entries this member \
+                         acknowledged to its leader. Rebuild this member: move its data dir away and let it \
+                         rejoin the group",
+                        path.display()
+                    ),
+                ));
+            }
             tracing::warn!(path = %path.display(), valid = at, len, "raft log: torn tail cut");
             file.set_len(at)?;
             file.sync()?;
@@ -396,6 +408,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 /// One entry as a log frame: `magic | len | crc32c | JSON`.
+/// How far past a bad frame recovery looks for a whole one: more than the
+/// largest entry, so the frame after a damaged one is always in reach.
+const RESYNC_WINDOW: u64 = 32 << 20;
+
+/// The offset of the first whole, CRC-checked, parseable entry frame that
+/// starts after `bad` (within [`RESYNC_WINDOW`]), if any. A torn tail has
+/// none after it: appends are sequential, so what follows a torn write was
+/// never synced either. Entries are JSON, whose text cannot hold a frame
+/// header's binary length, so a message body cannot fake one.
+fn whole_frame_after(file: &dyn FileHandle, bad: u64, len: u64) -> io::Result<Option<u64>> {
+    let from = bad + 1;
+    let size = (len - from.min(len)).min(RESYNC_WINDOW) as usize;
+    let mut rest = vec![0u8; size];
+    let n = file.read_at(&mut rest, from)?;
+    rest.truncate(n);
+    let magic = MAGIC.to_le_bytes();
+    for i in 0..rest.len().saturating_sub(HEADER) {
+        if rest[i..i + 4] != magic {
+            continue;
+        }
+        let word = |j: usize| u32::from_le_bytes([rest[j], rest[j + 1], rest[j + 2], rest[j + 3]]);
+        let body_len = word(i + 4) as usize;
+        let Some(body) = rest.get(i + HEADER..i + HEADER + body_len) else {
+            continue;
+        };
+        if crc32c::crc32c(body) == word(i + 8) && serde_json::from_slice::<Entry<TypeConfig>>(body).is_ok() {
+            return Ok(Some(from + i as u64));
+        }
+    }
+    Ok(None)
+}
+
 pub(crate) fn frame(e: &Entry<TypeConfig>) -> Result<Vec<u8>, serde_json::Error> {
     let body = serde_json::to_vec(e)?;
     let mut f = Vec::with_capacity(HEADER + body.len());
@@ -418,4 +462,67 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::faultfs::FaultFs;
+
+    fn entry(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Blank,
+        }
+    }
+
+    /// A log of three entries on a fresh fault FS; returns the FS and the
+    /// frames' start offsets.
+    fn three_entries(dir: &Path) -> (FaultFs, Vec<u64>) {
+        let fs = FaultFs::new();
+        let f = fs.open(&dir.join("raft.log"), true).expect("open");
+        let mut at = 0u64;
+        let mut starts = Vec::new();
+        for i in 1..=3 {
+            let bytes = frame(&entry(i)).expect("frame");
+            f.write_at(&bytes, at).expect("write");
+            starts.push(at);
+            at += bytes.len() as u64;
+        }
+        f.sync().expect("sync");
+        fs.sync_dir(dir).expect("sync dir");
+        (fs, starts)
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_entry_is_cut_but_damage_before_a_whole_entry_refuses_to_open() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path();
+        // Torn: the last frame loses its end.
+        let (fs, starts) = three_entries(dir);
+        let f = fs.open(&dir.join("raft.log"), false).expect("open");
+        let len = f.len().expect("len");
+        f.set_len(len - 3).expect("cut");
+        let log = LogStore::open(Arc::new(fs.clone()), dir, true, Duration::from_millis(10)).expect("opens");
+        assert_eq!(log.inner.lock().await.index.len(), 2);
+        assert_eq!(f.len().expect("len"), starts[2]);
+        drop(log);
+
+        // Damaged: a byte inside the second entry, the third one whole.
+        let (fs, starts) = three_entries(dir);
+        fs.corrupt_byte(&dir.join("raft.log"), starts[1] + HEADER as u64 + 2)
+            .expect("flip");
+        let err = LogStore::open(Arc::new(fs.clone()), dir, true, Duration::from_millis(10))
+            .err()
+            .expect("refuses");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            err.to_string()
+                .contains(&format!("whole entry follows at byte {}", starts[2])),
+            "{err}"
+        );
+        // Nothing was cut.
+        let f = fs.open(&dir.join("raft.log"), false).expect("open");
+        assert!(f.len().expect("len") > starts[2]);
+    }
 }
