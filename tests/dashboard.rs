@@ -304,6 +304,34 @@ async fn given_a_fresh_node_each_page_should_render_its_empty_state_without_cons
         );
         b.screenshot(shot).await?;
     }
+    // The empty search suggests a command that works against this node.
+    b.open(&format!("{}/messages?key=none-such", node.http)).await?;
+    let hint = b
+        .wait_value(
+            "the empty search's hint",
+            "const e = document.querySelector('main .empty code'); return e && e.innerText",
+        )
+        .await?;
+    let hint = hint.as_str().unwrap_or_default();
+    assert!(
+        hint.contains(&format!("{}/api/v1/topics/orders/messages", node.http)),
+        "{hint}"
+    );
+    assert!(hint.contains("content-type: application/json"), "{hint}");
+    // No stale "off" text about transactional messages, which exist.
+    b.open(&format!("{}/consumers", node.http)).await?;
+    let tx = b
+        .wait_value(
+            "the half-message panel",
+            "const e = document.querySelector('#tx-h'); return e && e.parentElement.innerText",
+        )
+        .await?;
+    assert!(
+        tx.as_str()
+            .unwrap_or_default()
+            .contains("Transactional (half) messages are on"),
+        "{tx}"
+    );
     // Keyboard: the first Tab lands on the skip link, Enter moves focus to main.
     b.open(&format!("{}/", node.http)).await?;
     let skip = b

@@ -1,8 +1,8 @@
 //! `/consumers`: consumer groups, their members, per-queue committed
 //! offsets and lag, retry-level occupancy; a panel of duplicates and
-//! in-doubt messages (deliveries vs successful consumes per key); and the
-//! transactional (half) message and outbox panel, which says they are off
-//! until the broker has them.
+//! in-doubt messages (deliveries vs successful consumes per key); and a
+//! panel on transactional (half) messages: where to see them, and that the
+//! outbox relay is not built yet.
 
 use leptos::prelude::*;
 use leptos_router::components::A;
@@ -60,7 +60,10 @@ pub fn Consumers() -> impl IntoView {
         </section>
         <section aria-labelledby="tx-h">
             <h2 id="tx-h">"Half messages and outbox"</h2>
-            <p class="empty">"Off: this broker does not offer transactional (half) messages or the outbox relay yet, so there are none in doubt."</p>
+            <p>"Transactional (half) messages are on: a half message waits for its producer's commit or rollback, and the broker checks back with the producer group until it decides. "
+               "Each one's timeline shows the prepare, every check-back and the outcome ("
+               <code>"waybill produce --transaction commit|rollback|unknown"</code>" to try it). "
+               "This page does not list the undecided ones yet, and the outbox relay (a local message table) is not built yet."</p>
         </section>
     }
 }

@@ -128,12 +128,20 @@ pub fn Messages() -> impl IntoView {
     }
 }
 
+/// This dashboard's own address (the node's HTTP address), for commands
+/// the page suggests.
+fn origin() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().origin().ok())
+        .unwrap_or_else(|| "http://127.0.0.1:8080".into())
+}
+
 fn results(v: &serde_json::Value) -> impl IntoView {
     let rows = arr(v, "messages").to_vec();
     if rows.is_empty() {
         return view! {
             <p class="empty">"No message matches. Produce one: "
-                <code>"curl -XPOST localhost:8080/api/v1/topics/orders/messages -d '{\"key\":\"order-42\",\"body\":\"hello\"}'"</code></p>
+                <code>{format!("curl -XPOST {}/api/v1/topics/orders/messages -H 'content-type: application/json' -d '{{\"key\":\"order-42\",\"body\":\"hello\"}}'", origin())}</code></p>
         }
         .into_any();
     }
