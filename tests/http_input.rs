@@ -135,6 +135,17 @@ async fn given_bad_requests_should_answer_4xx_json_and_leave_the_log_unchanged()
             Request::get("/api/v1/nothing").body(Body::empty())?,
             StatusCode::NOT_FOUND,
         ),
+        (
+            "search by an id that is not one",
+            Request::get("/api/v1/messages?id=zzz").body(Body::empty())?,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "search with from after to",
+            Request::get("/api/v1/messages?key=k&from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z")
+                .body(Body::empty())?,
+            StatusCode::BAD_REQUEST,
+        ),
     ];
     for (what, req, want) in cases {
         let (code, body) = call(&app, req).await?;

@@ -154,6 +154,16 @@ const STATUS_SCAN_BUDGET: std::time::Duration = std::time::Duration::from_secs(2
 
 pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    // Say what is wrong with the question rather than "no message matches".
+    if let Some(id) = q.id.as_deref() {
+        id.parse::<MessageId>()
+            .map_err(|e| ApiError::BadRequest(format!("id: {e}")))?;
+    }
+    if let (Some(from), Some(to)) = (q.from.as_deref(), q.to.as_deref()) {
+        if super::dlq::parse_time(from)? > super::dlq::parse_time(to)? {
+            return Err(ApiError::BadRequest(format!("from ({from}) is after to ({to})")));
+        }
+    }
     let pool = match state.tracer.as_ref().map(|t| t.pool()) {
         None => return search_log(&state, &q, limit),
         Some(Ok(pool)) => pool,
