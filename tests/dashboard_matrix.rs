@@ -43,7 +43,7 @@ async fn given_a_finished_matrix_run_the_page_shows_its_table_and_a_lost_message
         .await?
         .json()
         .await?;
-    let cut = run["cells"]
+    let cut = run["rows"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["fault"] == "power-loss"))
         .cloned()

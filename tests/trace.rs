@@ -247,7 +247,7 @@ async fn given_async_flush_and_a_power_loss_the_audit_marks_exactly_the_unsynced
     // Acked messages with where they end; stop once an fsync happened and
     // a good amount is still unsynced.
     let mut acked = Vec::new();
-    loop {
+    let held = loop {
         let r = broker
             .send(Outgoing {
                 topic: "audit".into(),
@@ -262,14 +262,20 @@ async fn given_async_flush_and_a_power_loss_the_audit_marks_exactly_the_unsynced
         if s.flushed > 0 && s.log_end > s.flushed + 16 * 1024 {
             // The trace rows must be written before the plug is pulled (the
             // trace store is on a real disk, the message store on the faulty
-            // one); then make sure unsynced data is still there.
+            // one). Syncs are held meanwhile, so the unsynced data is still
+            // there when the power goes (a sync already running may finish:
+            // `flushed` then says so).
+            let held = fs.stall_syncs();
             assert!(tracer.flush(Duration::from_secs(10)).await);
             if store.stats().flushed < store.stats().log_end {
-                break;
+                break held;
             }
+            held.release();
         }
-    }
+    };
     let report = fs.power_loss(PowerLoss::DropUnsynced);
+    // The held flusher goes on, against a disk that is gone.
+    held.release();
     drop(broker);
     drop(store);
     let durable: Vec<(u64, u64)> = report

@@ -57,10 +57,10 @@ pub fn Matrix() -> impl IntoView {
 }
 
 fn report(v: &Value) -> impl IntoView {
-    let cells = arr(v, "cells").to_vec();
+    let rows = arr(v, "rows").to_vec();
     let passed = v.get("passed").and_then(Value::as_bool).unwrap_or(false);
     let mut modes: Vec<(String, String)> = Vec::new();
-    for c in &cells {
+    for c in &rows {
         let m = (s(c, "flush").to_string(), s(c, "replication").to_string());
         if !modes.contains(&m) {
             modes.push(m);
@@ -69,13 +69,13 @@ fn report(v: &Value) -> impl IntoView {
     let faults: Vec<&str> = FAULTS
         .iter()
         .copied()
-        .filter(|f| cells.iter().any(|c| s(c, "fault") == *f))
+        .filter(|f| rows.iter().any(|c| s(c, "fault") == *f))
         .collect();
-    let grid_cells = cells.clone();
+    let grid_cells = rows.clone();
     view! {
         <p class="facts-line" data-testid="matrix-summary">
             <span class=if passed { "st st-ok" } else { "st st-bad" }>{if passed { "every promise held" } else { "promise broken" }}</span>
-            {format!(" · {} run(s) · {:.0} s · {} core(s) · started {}{}", cells.len(), n(v, "duration_ms") as f64 / 1000.0, n(v, "cores"), api::time(s(v, "started")), if v.get("quick").and_then(Value::as_bool).unwrap_or(false) { " · quick" } else { "" })}
+            {format!(" · {} run(s) · {:.0} s · {} core(s) · started {}{}", rows.len(), n(v, "duration_ms") as f64 / 1000.0, n(v, "cores"), api::time(s(v, "started")), if v.get("quick").and_then(Value::as_bool).unwrap_or(false) { " · quick" } else { "" })}
         </p>
         <div class="scroll">
         <table class="matrix-grid">
@@ -109,7 +109,7 @@ fn report(v: &Value) -> impl IntoView {
                 <th scope="col">"acked"</th><th scope="col">"lost"</th><th scope="col">"found by audit"</th><th scope="col">"unknown"</th>
                 <th scope="col">"dup. to consumers"</th><th scope="col">"unexpected"</th><th scope="col">"at risk at the fault"</th>
             </tr></thead>
-            <tbody>{cells.into_iter().map(|c| run_rows(&c)).collect_view()}</tbody>
+            <tbody>{rows.into_iter().map(|c| run_rows(&c)).collect_view()}</tbody>
         </table>
         </div>
     }
@@ -118,8 +118,8 @@ fn report(v: &Value) -> impl IntoView {
 fn run_rows(c: &Value) -> impl IntoView {
     let verdict = s(c, "verdict").to_string();
     let found = n(c, "audit_named") + n(c, "audit_windowed");
-    let in_flight = c
-        .get("in_flight")
+    let in_flight_at_fault = c
+        .get("in_flight_at_fault")
         .and_then(Value::as_u64)
         .map_or("–".to_string(), |x| x.to_string());
     let notes: Vec<String> = arr(c, "reasons")
@@ -145,7 +145,7 @@ fn run_rows(c: &Value) -> impl IntoView {
             <td class="num">{n(c, "unknown")}</td>
             <td class="num">{n(c, "duplicated_to_consumers")}</td>
             <td class="num">{n(c, "unexpected")}</td>
-            <td class="num" title=s(c, "in_flight_what").to_string()>{in_flight}</td>
+            <td class="num" title=s(c, "in_flight_what").to_string()>{in_flight_at_fault}</td>
         </tr>
         <tr class="detail"><td colspan="11">
             <span class="sub">{s(c, "promise").to_string()}</span>

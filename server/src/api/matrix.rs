@@ -43,7 +43,7 @@ pub async fn get(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
 
 pub async fn message(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let r = last(&state)?;
-    for c in &r.cells {
+    for c in &r.rows {
         if let Some(m) = c.lost_messages.iter().find(|m| m.id == id) {
             return Ok(Json(json!({
                 "id": m.id,

@@ -78,7 +78,7 @@ pub async fn run(args: MatrixArgs) -> anyhow::Result<()> {
     out!("{}", report::table(&report));
     outln!(
         "{} run(s) in {:.1} s on {} core(s): {}",
-        report.cells.len(),
+        report.rows.len(),
         report.duration_ms as f64 / 1000.0,
         report.cores,
         if report.passed {

@@ -2,7 +2,7 @@
 //! bringing the group back (restart, promotion or election, heal).
 //!
 //! Each injection says how much acknowledged data was at risk when it
-//! struck (`in_flight`), from the node's own figures read at the fault: a
+//! struck (`in_flight_at_fault`), from the node's own figures read at the fault: a
 //! power cut's report of unsynced bytes, or the positions in the last
 //! status read before a kill. Zero there means the fault could not have
 //! lost anything, and an async row then proves nothing.

@@ -207,12 +207,12 @@ impl Options {
 pub async fn run_all(opts: &Options, mut progress: impl FnMut(usize, usize, &Cell)) -> Report {
     let started = crate::time::rfc3339(crate::time::now_ms());
     let t0 = std::time::Instant::now();
-    let mut cells = Vec::new();
+    let mut rows = Vec::new();
     let total = opts.runs.len();
     for (i, (mode, fault)) in opts.runs.iter().enumerate() {
         let cell = run_one(*mode, *fault, opts).await;
         progress(i + 1, total, &cell);
-        cells.push(cell);
+        rows.push(cell);
     }
     let mut report = Report {
         started,
@@ -220,7 +220,7 @@ pub async fn run_all(opts: &Options, mut progress: impl FnMut(usize, usize, &Cel
         quick: opts.quick,
         passed: true,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        cells,
+        rows,
     };
     report.passed = report.failed().is_empty();
     report

@@ -83,11 +83,13 @@ pub struct Cell {
     /// Lost messages per stage the audit named.
     pub loss_stages: BTreeMap<String, u64>,
     /// Acknowledged data at risk when the fault struck, and what was counted.
-    pub in_flight: Option<u64>,
+    pub in_flight_at_fault: Option<u64>,
     pub in_flight_what: String,
     /// What the fault did, step by step.
     pub fault_detail: Vec<String>,
-    /// The first lost messages, each with its timeline.
+    /// Every lost message's id, in send order.
+    pub lost_ids: Vec<String>,
+    /// The first lost messages, each with how the audit found it and its timeline.
     pub lost_messages: Vec<LostMessage>,
     pub duration_ms: u64,
 }
@@ -100,12 +102,12 @@ pub struct Report {
     /// True when no cell failed or errored.
     pub passed: bool,
     pub cores: usize,
-    pub cells: Vec<Cell>,
+    pub rows: Vec<Cell>,
 }
 
 impl Report {
     pub fn failed(&self) -> Vec<&Cell> {
-        self.cells
+        self.rows
             .iter()
             .filter(|c| c.verdict == verdict::FAIL || c.verdict == verdict::ERROR)
             .collect()
@@ -134,8 +136,8 @@ pub fn load(path: &Path) -> std::io::Result<Option<Report>> {
     }
 }
 
-fn in_flight(c: &Cell) -> String {
-    match c.in_flight {
+fn in_flight_at_fault(c: &Cell) -> String {
+    match c.in_flight_at_fault {
         Some(n) => n.to_string(),
         None => "-".into(),
     }
@@ -162,7 +164,7 @@ pub fn table(report: &Report) -> String {
         "in flight",
         "loss stages"
     ));
-    for c in &report.cells {
+    for c in &report.rows {
         let stages: Vec<String> = c.loss_stages.iter().map(|(s, n)| format!("{s}:{n}")).collect();
         out.push_str(&format!(
             "{:<6} {:<6} {:<17} {:<14} {:>9.0} {:>7.2} {:>7} {:>6} {:>6} {:>6} {:>5} {:>6} {:>9}  {}\n",
@@ -178,11 +180,11 @@ pub fn table(report: &Report) -> String {
             c.duplicated_to_consumers,
             c.unexpected,
             format!("{}/{}", c.audit_named + c.audit_windowed, c.lost),
-            in_flight(c),
+            in_flight_at_fault(c),
             stages.join(" ")
         ));
     }
-    for c in report.cells.iter().filter(|c| c.verdict != verdict::PASS) {
+    for c in report.rows.iter().filter(|c| c.verdict != verdict::PASS) {
         for r in &c.reasons {
             out.push_str(&format!(
                 "  {} {}/{} {}: {r}\n",

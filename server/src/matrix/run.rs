@@ -131,7 +131,7 @@ async fn attempt(mode: Mode, fault: Fault, opts: &Options, cell: &mut Cell) -> R
     cell.fault_detail = injected.detail.clone();
     cell.in_flight_what = injected.in_flight_what.clone();
     if let Some(from) = injected.at_risk_from {
-        cell.in_flight = Some(at_risk(&sent, struck, from));
+        cell.in_flight_at_fault = Some(at_risk(&sent, struck, from));
     }
     for id in &injected.also_read {
         check_copy(&mut group, *id, &tag, opts.body, &final_log, &sent, cell).await;
@@ -139,6 +139,7 @@ async fn attempt(mode: Mode, fault: Fault, opts: &Options, cell: &mut Cell) -> R
     if let Some((from, to)) = injected.full {
         disk_full_outcome(&sent, from, to, injected.full_was_writer, cell);
     }
+    cell.lost_ids = lost.iter().map(|(id, _)| id.clone()).collect();
     for (id, key) in lost.iter().take(TIMELINES) {
         let (found, stage) = check::found(&audit, id);
         cell.lost_messages.push(LostMessage {
@@ -330,7 +331,7 @@ fn judge(cell: &mut Cell, mode: Mode, fault: Fault, injected: &Injected) {
     cell.reasons.extend(injected.problems.iter().cloned());
     cell.verdict = if !cell.reasons.is_empty() {
         verdict::FAIL.into()
-    } else if !promised && cell.in_flight == Some(0) && cell.lost == 0 {
+    } else if !promised && cell.in_flight_at_fault == Some(0) && cell.lost == 0 {
         cell.reasons
             .push("nothing was at risk when the fault struck: no loss here proves nothing".into());
         verdict::NOT_EXERCISED.into()

@@ -73,6 +73,8 @@ struct State {
     syncs: u64,
     /// When set, the next `write_at` blocks on it (see [`FaultFs::stall_next_write`]).
     stall: Option<Arc<Stall>>,
+    /// When set, every `sync` blocks on it until released ([`FaultFs::stall_syncs`]).
+    sync_stall: Option<Arc<Stall>>,
     /// Size of the disk in bytes (sum of all file lengths); `None` = unlimited.
     capacity: Option<u64>,
 }
@@ -207,6 +209,10 @@ impl FileHandle for FaultFile {
     }
 
     fn sync(&self) -> io::Result<()> {
+        let stall = lock(&self.state).sync_stall.clone();
+        if let Some(stall) = stall {
+            stall.hold();
+        }
         self.with(|st, id| {
             st.syncs += 1;
             if st.failing_syncs > 0 {
@@ -355,6 +361,14 @@ impl FaultFs {
     pub fn stall_next_write(&self) -> Arc<Stall> {
         let stall = Arc::new(Stall::default());
         lock(&self.state).stall = Some(stall.clone());
+        stall
+    }
+
+    /// Makes every `sync` from now on wait until the returned [`Stall`] is
+    /// released: what is unsynced stays so while the test looks at it.
+    pub fn stall_syncs(&self) -> Arc<Stall> {
+        let stall = Arc::new(Stall::default());
+        lock(&self.state).sync_stall = Some(stall.clone());
         stall
     }
 
