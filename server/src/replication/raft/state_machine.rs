@@ -186,6 +186,9 @@ impl StateMachine {
         let mut placed = Vec::with_capacity(count);
         let mut applied_system = Vec::new();
         let mut last_end = 0;
+        // One free-space check per entry (append_as checks each message too).
+        let bytes: u64 = msgs.iter().skip(skip).map(|m| m.body.len() as u64).sum();
+        wait_for_space(&self.store, bytes).await.map_err(sm_err)?;
         for (seq, mut msg) in msgs.into_iter().enumerate() {
             if seq < skip {
                 continue;
@@ -205,9 +208,6 @@ impl StateMachine {
                     ..StoredMessage::default()
                 });
             }
-            wait_for_space(&self.store, msg.body.len() as u64)
-                .await
-                .map_err(sm_err)?;
             let a = self.store.append_as(msg, Some(writer)).map_err(sm_err)?;
             last_end = a.end;
             placed.push(a);
