@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::connection::{ClientError, Connection};
-use crate::protocol::{Delivered, Request, Response};
+use crate::protocol::{Dedupe, Delivered, Request, Response};
 
 /// What a handler decides for a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,11 @@ pub enum ConsumeResult {
     /// dead letter, shown in the DLQ list and the timeline, and can be
     /// filtered on (at most [`MAX_REASON`] bytes are kept).
     ReconsumeLaterWith(String),
+    /// Already handled (an inbox found its dedupe key): acknowledged
+    /// without running the handler again. The text says how the first
+    /// handling is known ("first handled as … at …"); the broker traces it
+    /// as a `consume` stage with outcome `duplicate`.
+    Duplicate(String),
 }
 
 impl ConsumeResult {
@@ -83,6 +88,13 @@ pub struct ConsumerOptions {
     pub request_timeout: Duration,
     /// The broker's `--auth-token`, presented on every connection.
     pub auth_token: Option<String>,
+    /// How often handled offsets are committed: zero (the default) commits
+    /// after every batch; RocketMQ's push consumer persists every 5 s, which
+    /// redelivers up to 5 s of handled messages after a crash.
+    pub commit_interval: Duration,
+    /// Set by an inbox ([`crate::inbox`]): the member handles idempotently,
+    /// which the broker shows on the group and its timelines.
+    pub dedupe: Option<Dedupe>,
 }
 
 impl ConsumerOptions {
@@ -99,6 +111,8 @@ impl ConsumerOptions {
             handler_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(5),
             auth_token: None,
+            commit_interval: Duration::ZERO,
+            dedupe: None,
         }
     }
 }
@@ -183,6 +197,7 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             client_id: o.client_id.clone(),
             topic: o.topic.clone(),
             auto_commit: o.auto_commit,
+            dedupe: o.dedupe.clone(),
         };
         match shared.call(&hb, Duration::ZERO).await {
             Ok(Response::Assignment(queues)) => {
@@ -240,6 +255,10 @@ async fn consume_queue(shared: Arc<Shared>, topic: String, queue_id: u32, mut st
         }
         tokio::time::sleep(BACKOFF).await;
     };
+    // Handled since the last commit: `(offset, ms)` and duplicates; the
+    // commit goes out after each batch, or once `commit_interval` passed.
+    let mut pending = Pending::default();
+    let mut last_commit = tokio::time::Instant::now();
     while !*stop.borrow() {
         let pull = Request::Pull {
             group: o.group.clone(),
@@ -266,10 +285,9 @@ async fn consume_queue(shared: Arc<Shared>, topic: String, queue_id: u32, mut st
                 continue;
             }
         };
-        let mut handled = Vec::with_capacity(messages.len());
         for d in messages {
             if o.auto_commit {
-                commit(&shared, &topic, queue_id, d.queue_offset + 1, Vec::new()).await;
+                commit(&shared, &topic, queue_id, d.queue_offset + 1, Pending::default()).await;
             }
             let record_id = d.record_id.clone();
             let queue_offset = d.queue_offset;
@@ -277,23 +295,47 @@ async fn consume_queue(shared: Arc<Shared>, topic: String, queue_id: u32, mut st
             let outcome = handle(&shared, d).await;
             let ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
             match outcome {
-                Ok(()) => handled.push((queue_offset, ms)),
+                Ok(None) => pending.handled.push((queue_offset, ms)),
+                Ok(Some(first)) => pending.duplicates.push((queue_offset, first)),
                 Err(reason) => send_back(&shared, &record_id, &format!("{reason} (after {ms} ms)")).await,
             }
         }
+        pending.offset = next;
         if next != offset && !o.auto_commit {
-            commit(&shared, &topic, queue_id, next, handled).await;
+            pending.due = true;
         }
         offset = next;
+        if pending.due && last_commit.elapsed() >= o.commit_interval {
+            commit(&shared, &topic, queue_id, offset, std::mem::take(&mut pending)).await;
+            last_commit = tokio::time::Instant::now();
+        }
+    }
+    // Stopping (shutdown or the queue moved away): what was handled is
+    // committed, so the next owner does not redeliver it.
+    if pending.due {
+        commit(&shared, &topic, queue_id, offset, pending).await;
     }
 }
 
+/// What a queue's task handled since its last commit.
+#[derive(Default)]
+struct Pending {
+    offset: u64,
+    /// The offset moved since the last commit.
+    due: bool,
+    handled: Vec<(u64, u32)>,
+    duplicates: Vec<(u64, String)>,
+}
+
 /// Runs the handler in its own task so a panic is caught, with a timeout.
-async fn handle(shared: &Shared, d: Delivered) -> Result<(), String> {
+/// `Ok(None)`: handled; `Ok(Some(first))`: a duplicate the handler (an
+/// inbox) acknowledged without handling again.
+async fn handle(shared: &Shared, d: Delivered) -> Result<Option<String>, String> {
     let fut = (shared.handler)(d);
     let task = tokio::spawn(fut);
     match tokio::time::timeout(shared.opts.handler_timeout, task).await {
-        Ok(Ok(ConsumeResult::Success)) => Ok(()),
+        Ok(Ok(ConsumeResult::Success)) => Ok(None),
+        Ok(Ok(ConsumeResult::Duplicate(first))) => Ok(Some(tail(first.trim(), MAX_REASON))),
         Ok(Ok(ConsumeResult::ReconsumeLater)) => Err("handler returned RECONSUME_LATER".into()),
         Ok(Ok(ConsumeResult::ReconsumeLaterWith(why))) => Err(format!(
             "handler returned RECONSUME_LATER: {}",
@@ -334,15 +376,17 @@ async fn send_back(shared: &Shared, record_id: &str, reason: &str) {
     }
 }
 
-/// Commits `offset`; `handled` says which messages the handler finished
-/// and in how many milliseconds (the trace shows it per message).
-async fn commit(shared: &Shared, topic: &str, queue_id: u32, offset: u64, handled: Vec<(u64, u32)>) {
+/// Commits `offset`; `done` says which messages the handler finished and
+/// in how many milliseconds, and which were duplicates (the trace shows it
+/// per message).
+async fn commit(shared: &Shared, topic: &str, queue_id: u32, offset: u64, done: Pending) {
     let req = Request::Commit {
         group: shared.opts.group.clone(),
         topic: topic.to_string(),
         queue_id,
         offset,
-        handled,
+        handled: done.handled,
+        duplicates: done.duplicates,
     };
     if let Err(e) = shared.call(&req, Duration::ZERO).await {
         // Not fatal: the messages are redelivered (at-least-once).

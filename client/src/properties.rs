@@ -33,6 +33,11 @@ pub const PROP_DLQ_REASON: &str = "DLQ_ORIGIN_REASON";
 pub const PROP_SEND_MODE: &str = "WAYBILL_SEND_MODE";
 /// Which try of a producer's send this is (set from the second try on).
 pub const PROP_SEND_ATTEMPT: &str = "WAYBILL_SEND_ATTEMPT";
+/// On a message relayed from a transactional outbox: the outbox row's id
+/// (`crate::outbox`), so the trace links the database row to the message.
+pub const PROP_OUTBOX_ROW: &str = "WAYBILL_OUTBOX_ROW";
+/// On a message relayed from an outbox: which relay attempt sent it (1 = first).
+pub const PROP_OUTBOX_ATTEMPT: &str = "WAYBILL_OUTBOX_ATTEMPT";
 /// The dead letter a replay was made from.
 pub const PROP_REPLAY_OF: &str = "REPLAY_OF";
 /// On a replayed copy: who replayed it (with [`PROP_REPLAY_OF`], the copy
@@ -129,7 +134,7 @@ pub const INTERNAL_PREFIX: &str = "WAYBILL_";
 
 /// `WAYBILL_*` names a producer sends itself (the SDK sets them): they only
 /// describe that producer's own send, for the trace.
-pub const PRODUCER_SET: &[&str] = &[PROP_SEND_MODE, PROP_SEND_ATTEMPT];
+pub const PRODUCER_SET: &[&str] = &[PROP_SEND_MODE, PROP_SEND_ATTEMPT, PROP_OUTBOX_ROW, PROP_OUTBOX_ATTEMPT];
 
 /// Why a producer may not set property `name`; `None` when it may.
 pub fn reserved(name: &str) -> Option<&'static str> {

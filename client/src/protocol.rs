@@ -70,6 +70,15 @@ pub struct Produced {
     pub queue_offset: u64,
 }
 
+/// How a member of a group deduplicates (declared on each heartbeat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedupe {
+    /// `sqlite`, `postgres` or `redis`.
+    pub backend: String,
+    /// How long a handled key is remembered; 0 = forever.
+    pub window_ms: u64,
+}
+
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -85,6 +94,8 @@ pub enum Request {
         client_id: String,
         topic: String,
         auto_commit: bool,
+        /// The member handles through an inbox (idempotent consumer).
+        dedupe: Option<Dedupe>,
     },
     /// Leaves a group at once (no timeout wait).
     Leave { group: String, client_id: String },
@@ -105,6 +116,9 @@ pub enum Request {
         /// Messages the handler finished with `Success` since the last
         /// commit: `(queue offset, handler milliseconds)`, for the trace.
         handled: Vec<(u64, u32)>,
+        /// Messages the inbox acknowledged without running the handler:
+        /// `(queue offset, how the first handling is known)`.
+        duplicates: Vec<(u64, String)>,
     },
     QueryOffset {
         group: String,
@@ -280,8 +294,13 @@ impl Request {
                 client_id,
                 topic,
                 auto_commit,
+                dedupe,
             } => {
                 w.str(group).str(client_id).str(topic).u8(u8::from(*auto_commit));
+                match dedupe {
+                    None => w.u8(0),
+                    Some(d) => w.u8(1).str(&d.backend).u64(d.window_ms),
+                };
                 K_HEARTBEAT
             }
             Request::Leave { group, client_id } => {
@@ -310,6 +329,7 @@ impl Request {
                 queue_id,
                 offset,
                 handled,
+                duplicates,
             } => {
                 w.str(group)
                     .str(topic)
@@ -318,6 +338,10 @@ impl Request {
                     .u32(handled.len() as u32);
                 for (o, ms) in handled {
                     w.u64(*o).u32(*ms);
+                }
+                w.u32(duplicates.len() as u32);
+                for (o, first) in duplicates {
+                    w.u64(*o).str(first);
                 }
                 K_COMMIT
             }
@@ -389,6 +413,13 @@ impl Request {
                 client_id: r.str()?,
                 topic: r.str()?,
                 auto_commit: r.bool()?,
+                dedupe: match r.bool()? {
+                    false => None,
+                    true => Some(Dedupe {
+                        backend: r.str()?,
+                        window_ms: r.u64()?,
+                    }),
+                },
             },
             K_LEAVE => Request::Leave {
                 group: r.str()?,
@@ -409,12 +440,19 @@ impl Request {
                 for _ in 0..n {
                     handled.push((r.u64()?, r.u32()?));
                 }
+                // 8-byte offset + 4-byte string length at least.
+                let n = r.count(12)?;
+                let mut duplicates = Vec::with_capacity(n);
+                for _ in 0..n {
+                    duplicates.push((r.u64()?, r.str()?));
+                }
                 Request::Commit {
                     group,
                     topic,
                     queue_id,
                     offset,
                     handled,
+                    duplicates,
                 }
             }
             K_QUERY_OFFSET => Request::QueryOffset {

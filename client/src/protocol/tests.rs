@@ -27,6 +27,17 @@ fn every_request() -> Vec<Request> {
             client_id: "c".into(),
             topic: "t".into(),
             auto_commit: true,
+            dedupe: None,
+        },
+        Request::Heartbeat {
+            group: "g".into(),
+            client_id: "c".into(),
+            topic: "t".into(),
+            auto_commit: false,
+            dedupe: Some(Dedupe {
+                backend: "redis".into(),
+                window_ms: 86_400_000,
+            }),
         },
         Request::Pull {
             group: "g".into(),
@@ -62,6 +73,7 @@ fn every_request() -> Vec<Request> {
             queue_id: 1,
             offset: 9,
             handled: vec![(7, 3), (8, 0)],
+            duplicates: vec![(6, "first handled as 0A at 2026-12-01T06:00:00Z".into())],
         },
         Request::Leave {
             group: "g".into(),

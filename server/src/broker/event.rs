@@ -101,9 +101,15 @@ pub enum TraceEvent {
         offset: u64,
         at_ms: i64,
         auto_commit: bool,
+        /// The committing group handles through an inbox remembering keys
+        /// this long (0 = forever): its redeliveries are deduplicated.
+        dedupe_window_ms: Option<u64>,
         /// `(queue offset, handler ms)` of the messages this commit covers
         /// that the handler finished with success.
         handled: Vec<(u64, u32)>,
+        /// `(queue offset, first handled as …)` of the messages the inbox
+        /// acknowledged as duplicates without running the handler.
+        duplicates: Vec<(u64, String)>,
     },
 }
 

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use waybill_client::protocol::Dedupe;
 
 pub use crate::model::topics::OFFSETS_TOPIC;
 
@@ -24,6 +25,8 @@ struct Member {
     last_seen: Instant,
     topic: String,
     auto_commit: bool,
+    /// The member handles through an inbox (declared on its heartbeats).
+    dedupe: Option<Dedupe>,
 }
 
 #[derive(Default)]
@@ -32,6 +35,12 @@ struct Group {
     offsets: HashMap<(String, u32), u64>,
     /// Some member ever ran with auto-commit: a loss point for the group.
     auto_commit_seen: bool,
+    /// The inbox the group's members last declared (kept after they leave:
+    /// an offline group still shows how it handles).
+    dedupe_seen: Option<Dedupe>,
+    /// Duplicates the group's inbox acknowledged without handling, since
+    /// this broker started.
+    suppressed: u64,
 }
 
 /// A group as the API shows it.
@@ -41,7 +50,19 @@ pub struct GroupView {
     pub topic: Option<String>,
     pub members: Vec<String>,
     pub auto_commit: bool,
+    /// `{backend, window_ms}` when the group handles through an inbox.
+    pub dedupe: Option<DedupeView>,
+    /// Duplicates suppressed by the group's inbox since this broker started.
+    pub duplicates_suppressed: u64,
     pub offsets: Vec<(String, u32, u64)>,
+}
+
+/// A group's inbox as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DedupeView {
+    pub backend: String,
+    /// 0 = keys are kept forever.
+    pub window_ms: u64,
 }
 
 pub struct Groups {
@@ -69,6 +90,7 @@ impl Groups {
         client_id: &str,
         topic: &str,
         auto_commit: bool,
+        dedupe: Option<Dedupe>,
         queues: &[(String, u32)],
     ) -> Vec<(String, u32)> {
         let mut all = self.lock();
@@ -80,9 +102,13 @@ impl Groups {
                 last_seen: now,
                 topic: topic.to_string(),
                 auto_commit,
+                dedupe: dedupe.clone(),
             },
         );
         g.auto_commit_seen |= auto_commit;
+        if dedupe.is_some() {
+            g.dedupe_seen = dedupe;
+        }
         let timeout = self.client_timeout;
         g.members.retain(|id, m| {
             let alive = now.duration_since(m.last_seen) <= timeout;
@@ -115,6 +141,21 @@ impl Groups {
         self.lock()
             .get(group)
             .is_some_and(|g| g.members.values().any(|m| m.auto_commit))
+    }
+
+    /// The inbox a live member of the group declared, if any: commits are
+    /// traced with it, so a timeline knows redeliveries were deduplicated.
+    pub fn dedupe(&self, group: &str) -> Option<Dedupe> {
+        self.lock()
+            .get(group)
+            .and_then(|g| g.members.values().find_map(|m| m.dedupe.clone()))
+    }
+
+    /// Counts duplicates the group's inbox suppressed.
+    pub fn suppressed(&self, group: &str, n: u64) {
+        if n > 0 {
+            self.lock().entry(group.to_string()).or_default().suppressed += n;
+        }
     }
 
     pub fn offset(&self, group: &str, topic: &str, queue_id: u32) -> Option<u64> {
@@ -171,6 +212,11 @@ impl Groups {
                         .map(|(id, _)| id.clone())
                         .collect(),
                     auto_commit: g.auto_commit_seen || g.members.values().any(|m| m.auto_commit),
+                    dedupe: g.dedupe_seen.as_ref().map(|d| DedupeView {
+                        backend: d.backend.clone(),
+                        window_ms: d.window_ms,
+                    }),
+                    duplicates_suppressed: g.suppressed,
                     offsets,
                 }
             })
@@ -203,18 +249,18 @@ mod tests {
     fn members_split_queues_without_overlap_and_rebalance_on_leave() {
         let g = Groups::new(Duration::from_secs(30));
         let queues: Vec<(String, u32)> = (0..6).map(|q| ("t".to_string(), q)).collect();
-        g.heartbeat("g", "a", "t", false, &queues);
-        let a = g.heartbeat("g", "a", "t", false, &queues);
-        let b = g.heartbeat("g", "b", "t", false, &queues);
+        g.heartbeat("g", "a", "t", false, None, &queues);
+        let a = g.heartbeat("g", "a", "t", false, None, &queues);
+        let b = g.heartbeat("g", "b", "t", false, None, &queues);
         let a = if a.len() == 6 {
-            g.heartbeat("g", "a", "t", false, &queues)
+            g.heartbeat("g", "a", "t", false, None, &queues)
         } else {
             a
         };
         assert_eq!(a.len() + b.len(), 6);
         assert!(a.iter().all(|q| !b.contains(q)));
         g.leave("g", "b");
-        assert_eq!(g.heartbeat("g", "a", "t", false, &queues).len(), 6);
+        assert_eq!(g.heartbeat("g", "a", "t", false, None, &queues).len(), 6);
     }
 
     #[test]

@@ -294,9 +294,11 @@ impl Broker {
         queue_id: u32,
         offset: u64,
         handled: Vec<(u64, u32)>,
+        duplicates: Vec<(u64, String)>,
     ) -> Result<(), BrokerError> {
         topic::validate_group(group)?;
         self.consumers.groups.set_offset(group, topic, queue_id, offset);
+        self.consumers.groups.suppressed(group, duplicates.len() as u64);
         // OTel ends the message's spans at the commit even without a tracer.
         if self.interest.trace || self.interest.spans {
             self.events.event(TraceEvent::Committed {
@@ -306,7 +308,9 @@ impl Broker {
                 offset,
                 at_ms: now_ms(),
                 auto_commit: self.consumers.groups.auto_commit(group),
+                dedupe_window_ms: self.consumers.groups.dedupe(group).map(|d| d.window_ms),
                 handled,
+                duplicates,
             });
         }
         if self.check_writable().is_err() {

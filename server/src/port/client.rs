@@ -54,6 +54,7 @@ pub(super) async fn handle(broker: &Broker, req: Request) -> Response {
             client_id,
             topic,
             auto_commit,
+            dedupe,
         } => {
             if let Err(e) = topic::validate_group(&group).and_then(|_| topic::validate(&topic)) {
                 return error(e.into());
@@ -62,7 +63,7 @@ pub(super) async fn handle(broker: &Broker, req: Request) -> Response {
             Response::Assignment(
                 broker
                     .groups()
-                    .heartbeat(&group, &client_id, &topic, auto_commit, &queues),
+                    .heartbeat(&group, &client_id, &topic, auto_commit, dedupe, &queues),
             )
         }
         Request::Leave { group, client_id } => {
@@ -89,7 +90,8 @@ pub(super) async fn handle(broker: &Broker, req: Request) -> Response {
             queue_id,
             offset,
             handled,
-        } => match broker.commit(&group, &topic, queue_id, offset, handled) {
+            duplicates,
+        } => match broker.commit(&group, &topic, queue_id, offset, handled, duplicates) {
             Ok(()) => Response::Ok,
             Err(e) => error(e),
         },

@@ -54,9 +54,12 @@ fn summary(ev: &TraceEvent) -> Value {
             at_ms,
             auto_commit,
             handled,
+            duplicates,
+            ..
         } => json!({
             "type": "commit", "group": group, "topic": topic, "queue_id": queue_id,
             "offset": offset, "at_ms": at_ms, "auto_commit": auto_commit, "handled": handled.len(),
+            "duplicates": duplicates.len(),
         }),
     }
 }

@@ -133,6 +133,7 @@ pub async fn insert(
                 at_ms,
                 auto_commit,
                 handled,
+                ..
             } = ev
             {
                 q = q
