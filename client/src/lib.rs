@@ -17,12 +17,20 @@
 //! - [`producer`]: the `Producer`.
 //! - [`consumer`]: the `PushConsumer`.
 //! - [`transaction`]: `send_in_transaction` and check-backs.
+//! - [`outbox`] (feature `sql`): the transactional outbox and its relay.
+//! - [`inbox`] (feature `sql`, Redis with `redis`): idempotent consumption.
 
 pub mod connection;
 pub mod consumer;
+#[cfg(feature = "sql")]
+pub mod inbox;
+#[cfg(feature = "sql")]
+pub mod outbox;
 pub mod producer;
 pub mod properties;
 pub mod protocol;
+#[cfg(feature = "sql")]
+pub mod sql;
 pub mod tracecontext;
 pub mod transaction;
 pub mod wire;

@@ -49,6 +49,8 @@ enum Command {
     Cluster(cli::cluster::ClusterArgs),
     /// The reliability matrix: flush × replication under injected faults, checked.
     Matrix(cli::matrix::MatrixArgs),
+    /// The transactional outbox: status, retry parked rows, install the table, run a relay.
+    Outbox(cli::outbox::OutboxArgs),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => runtime()?.block_on(cli::bench::run(args)),
         Command::Cluster(args) => runtime()?.block_on(cli::cluster::run(args)),
         Command::Matrix(args) => runtime()?.block_on(cli::matrix::run(args)),
+        Command::Outbox(args) => runtime()?.block_on(cli::outbox::run(args)),
         Command::Serve(args) => {
             let cfg = (*args).into_config()?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

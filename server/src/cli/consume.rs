@@ -5,17 +5,26 @@
 //! `WAYBILL_RECONSUME_TIMES` set; exit 0 is CONSUME_SUCCESS, anything else
 //! RECONSUME_LATER. Without it each message is printed as a JSON line and
 //! succeeds.
+//!
+//! With `--dedupe URL` (`sqlite://…`, `postgres://…`, `redis://…`) the
+//! handler runs through the inbox: once per dedupe key (the message key,
+//! or the id when there is none) within `--dedupe-window-ms`; a duplicate
+//! is acknowledged without running it and traced as such. With SQL the key
+//! is committed after `--exec` succeeded, so a crash between the two runs
+//! the command again (the command's effect is not in the transaction; the
+//! library's `handle_in_tx` puts it there).
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
+use waybill_client::inbox::Inbox;
 use waybill_client::{ConsumeResult, ConsumerOptions, Delivered, PushConsumer, MAX_REASON};
 
 #[derive(Debug, Args)]
@@ -56,6 +65,15 @@ pub struct ConsumeArgs {
     /// Member id in the group (default: unique per process).
     #[arg(long)]
     pub client_id: Option<String>,
+    /// Handle idempotently through an inbox at this URL: sqlite://PATH, postgres://… or redis://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub dedupe: Option<String>,
+    /// How long the inbox remembers a handled key (ms; 0 = forever).
+    #[arg(long, default_value_t = 86_400_000, requires = "dedupe")]
+    pub dedupe_window_ms: u64,
+    /// Commit offsets at most this often (ms; 0 = after every batch, RocketMQ persists every 5000).
+    #[arg(long, default_value_t = 0)]
+    pub commit_interval_ms: u64,
 }
 
 async fn run_exec(cmd: &str, d: &Delivered) -> ConsumeResult {
@@ -123,6 +141,28 @@ async fn run_exec(cmd: &str, d: &Delivered) -> ConsumeResult {
     }
 }
 
+/// One message without an inbox: `--exec`, or print it as a JSON line.
+async fn handle(exec: Option<&str>, d: &Delivered) -> ConsumeResult {
+    match exec {
+        Some(cmd) => run_exec(cmd, d).await,
+        None => {
+            outln!(
+                "{}",
+                json!({
+                    "id": d.id,
+                    "key": d.message.key,
+                    "topic": d.topic,
+                    "queue_id": d.queue_id,
+                    "queue_offset": d.queue_offset,
+                    "reconsume_times": d.reconsume_times,
+                    "body": String::from_utf8_lossy(&d.message.body),
+                })
+            );
+            ConsumeResult::Success
+        }
+    }
+}
+
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut opts = ConsumerOptions::new(args.broker.clone(), args.group.clone(), args.topic.clone());
     opts.auto_commit = args.auto_commit;
@@ -130,39 +170,45 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     opts.batch = args.batch.max(1);
     opts.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(10));
     opts.handler_timeout = Duration::from_millis(args.handler_timeout_ms.max(1));
+    opts.commit_interval = Duration::from_millis(args.commit_interval_ms);
     if let Some(id) = args.client_id.clone() {
         opts.client_id = id;
     }
+    let inbox = match &args.dedupe {
+        Some(url) => {
+            let inbox = Inbox::connect(url, &args.group)
+                .await
+                .with_context(|| format!("--dedupe {}", waybill_client::sql::redact(url)))?
+                .with_window(Duration::from_millis(args.dedupe_window_ms));
+            opts = inbox.declare(opts);
+            Some(inbox)
+        }
+        None => None,
+    };
+    let duplicates = Arc::new(AtomicU64::new(0));
     let successes = Arc::new(AtomicU64::new(0));
     // Last delivery time, for --idle-exit-ms; std Instant behind a tokio
     // Mutex because handlers update it from many tasks.
     let last = Arc::new(Mutex::new(Instant::now()));
     let exec = args.exec.clone();
-    let (s, l) = (successes.clone(), last.clone());
+    let (s, l, dups) = (successes.clone(), last.clone(), duplicates.clone());
     let consumer = PushConsumer::start(opts, move |d: Delivered| {
-        let (exec, s, l) = (exec.clone(), s.clone(), l.clone());
+        let (exec, s, l, dups, inbox) = (exec.clone(), s.clone(), l.clone(), dups.clone(), inbox.clone());
         async move {
             *l.lock().await = Instant::now();
-            let result = match &exec {
-                Some(cmd) => run_exec(cmd, &d).await,
-                None => {
-                    outln!(
-                        "{}",
-                        json!({
-                            "id": d.id,
-                            "key": d.message.key,
-                            "topic": d.topic,
-                            "queue_id": d.queue_id,
-                            "queue_offset": d.queue_offset,
-                            "reconsume_times": d.reconsume_times,
-                            "body": String::from_utf8_lossy(&d.message.body),
-                        })
-                    );
-                    ConsumeResult::Success
-                }
+            let result = match &inbox {
+                Some(inbox) => inbox.handle(d, |d| async move { handle(exec.as_deref(), &d).await }).await,
+                None => handle(exec.as_deref(), &d).await,
             };
-            if result == ConsumeResult::Success {
-                s.fetch_add(1, Ordering::Relaxed);
+            match &result {
+                ConsumeResult::Success => {
+                    s.fetch_add(1, Ordering::Relaxed);
+                }
+                ConsumeResult::Duplicate(_) => {
+                    s.fetch_add(1, Ordering::Relaxed);
+                    dups.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
             }
             *l.lock().await = Instant::now();
             result
@@ -188,6 +234,13 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         }
     }
     consumer.shutdown().await;
+    if args.dedupe.is_some() {
+        eprintln!(
+            "waybill consume: {} consumed, {} of them duplicates the inbox acknowledged without running the handler",
+            successes.load(Ordering::Relaxed),
+            duplicates.load(Ordering::Relaxed)
+        );
+    }
     if let Some(n) = args.count {
         let got = successes.load(Ordering::Relaxed);
         if got < n {

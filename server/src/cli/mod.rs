@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod consume;
 pub mod dlq;
 pub mod matrix;
+pub mod outbox;
 pub mod produce;
 pub mod trace;
 
