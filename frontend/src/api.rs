@@ -236,7 +236,7 @@ pub fn time_ms(ms: i64) -> String {
 /// CSS class for a message or dead-letter status.
 pub fn status_class(status: &str) -> &'static str {
     match status {
-        "consumed" | "SEND_OK" | "ok" | "replayed" => "st st-ok",
+        "consumed" | "SEND_OK" | "ok" | "replayed" | "duplicate" => "st st-ok",
         "stored" | "replicated" | "delivered" | "half" => "st st-flow",
         "retrying" | "quarantined" | "risk" => "st st-warn",
         "dead" | "lost" | "rolled_back" | "failed" => "st st-bad",

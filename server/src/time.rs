@@ -88,9 +88,55 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A length of time for people, to about two significant units: `850ms`,
+/// `42s`, `1m 30s`, `4h 46m`, `7d` (each unit rounded to the nearest).
+pub fn span(ms: u64) -> String {
+    const S: u64 = 1_000;
+    const M: u64 = 60 * S;
+    const H: u64 = 60 * M;
+    const D: u64 = 24 * H;
+    let two = |total: u64, per: u64, big: &str, small: &str| match (total / per, total % per) {
+        (b, 0) => format!("{b}{big}"),
+        (b, s) => format!("{b}{big} {s}{small}"),
+    };
+    if ms < S {
+        format!("{ms}ms")
+    } else if ms < M - S / 2 {
+        format!("{}s", ms.saturating_add(S / 2) / S)
+    } else if ms < H - S / 2 {
+        two(ms.saturating_add(S / 2) / S, 60, "m", "s")
+    } else if ms < D - M / 2 {
+        two(ms.saturating_add(M / 2) / M, 60, "h", "m")
+    } else {
+        two(ms.saturating_add(H / 2) / H, 24, "d", "h")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_read_as_two_units_at_most() {
+        let cases = [
+            (0, "0ms"),
+            (999, "999ms"),
+            (1_000, "1s"),
+            (59_400, "59s"),
+            (59_700, "1m"),
+            (90_000, "1m 30s"),
+            (3_599_000, "59m 59s"),
+            (3_599_600, "1h"),
+            (3_600_000, "1h"),
+            (17_140_000, "4h 46m"),
+            (86_399_000, "1d"),
+            (7 * 86_400_000 + 3_600_000, "7d 1h"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(span(ms), want, "{ms} ms");
+        }
+        assert!(span(u64::MAX).ends_with(['d', 'h']));
+    }
 
     #[test]
     fn formats_milliseconds_in_utc() {

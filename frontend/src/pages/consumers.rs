@@ -1,8 +1,13 @@
 //! `/consumers`: consumer groups, their members, per-queue committed
-//! offsets and lag, retry-level occupancy; a panel of duplicates and
-//! in-doubt messages (deliveries vs successful consumes per key); and a
-//! panel on transactional (half) messages: where to see them, and that the
-//! outbox relay is not built yet.
+//! offsets and lag, retry-level occupancy, and whether each handles
+//! idempotently (its inbox's backend and window, a warning when the window
+//! is shorter than the retry schedule, the duplicates it suppressed); a
+//! panel of duplicates and in-doubt messages (deliveries vs successful
+//! consumes per key, per group the duplicates inboxes suppressed); and a
+//! panel on transactional (half) messages and the outbox relay.
+//!
+//! Everything shown comes from `/api/v1/consumers` and
+//! `/api/v1/consumers/duplicates`; a missing field reads as absent.
 
 use leptos::prelude::*;
 use leptos_router::components::A;
@@ -31,14 +36,16 @@ pub fn Consumers() -> impl IntoView {
             <p class="sub">"Messages delivered more than once to a group (retries, rebalances, replays): without an idempotent handler each extra delivery may repeat its effect."</p>
             {api::show(dups, |v| {
                 let rows = arr(&v, "messages").to_vec();
+                let suppressed = suppressed_view(arr(&v, "groups"));
                 if rows.is_empty() {
-                    return view! { <p class="empty">"No message was delivered more than once."</p> }.into_any();
+                    return view! { {suppressed} <p class="empty">"No message was delivered more than once."</p> }.into_any();
                 }
                 view! {
+                    {suppressed}
                     <div class="scroll">
                     <table>
                         <thead><tr><th scope="col">"group"</th><th scope="col">"key"</th><th scope="col">"message"</th>
-                            <th scope="col">"deliveries"</th><th scope="col">"successful consumes"</th><th scope="col">"duplicates"</th><th scope="col">"status"</th></tr></thead>
+                            <th scope="col">"deliveries"</th><th scope="col">"successful consumes"</th><th scope="col">"duplicates"</th><th scope="col">"inbox"</th><th scope="col">"status"</th></tr></thead>
                         <tbody>{rows.into_iter().map(|m| {
                             let id = s(&m, "id").to_string();
                             view! {
@@ -49,6 +56,7 @@ pub fn Consumers() -> impl IntoView {
                                     <td class="num">{n(&m, "deliveries")}</td>
                                     <td class="num">{n(&m, "consumed")}</td>
                                     <td class="num">{n(&m, "duplicates")}</td>
+                                    <td>{if flag(&m, "idempotent") { "deduplicated" } else { "none" }}</td>
                                     <td><span class=api::status_class(s(&m, "status"))>{s(&m, "status").to_string()}</span></td>
                                 </tr>
                             }
@@ -63,7 +71,8 @@ pub fn Consumers() -> impl IntoView {
             <p>"Transactional (half) messages are on: a half message waits for its producer's commit or rollback, and the broker checks back with the producer group until it decides. "
                "Each one's timeline shows the prepare, every check-back and the outcome ("
                <code>"waybill produce --transaction commit|rollback|unknown"</code>" to try it). "
-               "This page does not list the undecided ones yet, and the outbox relay (a local message table) is not built yet."</p>
+               "This page does not list the undecided ones yet. "
+               "A message an outbox relay (a local message table) sent names its outbox row and relay attempt on its timeline's produce stage."</p>
         </section>
     }
 }
@@ -86,6 +95,7 @@ fn group(g: &Value) -> impl IntoView {
                 {if members.is_empty() { "none connected".to_string() } else { members.join(", ") }}
                 {g.get("auto_commit").and_then(Value::as_bool).unwrap_or(false).then(|| view! { " " <span class="st st-warn">"auto-commit: offsets move before handling (loss point)"</span> })}
             </p>
+            {inbox_view(g)}
             <p>"Lag " <b>{n(g, "lag")}</b> " · retrying " <b>{n(g, "retrying")}</b> " · dead letters " <A href=format!("/dlq?group={}", api::enc(&name))><b>{dead}</b></A></p>
             <div class="two">
                 <div class="scroll">
@@ -110,4 +120,72 @@ fn group(g: &Value) -> impl IntoView {
             </div>
         </section>
     }
+}
+
+fn flag(v: &Value, k: &str) -> bool {
+    v.get(k).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// A window in ms for people (`0` = forever): `1h`, `4h 46m`, `90s`.
+fn window(ms: u64) -> String {
+    const S: u64 = 1_000;
+    const M: u64 = 60 * S;
+    const H: u64 = 60 * M;
+    let two = |a: u64, big: &str, b: u64, small: &str| {
+        if b == 0 {
+            format!("{a}{big}")
+        } else {
+            format!("{a}{big} {b}{small}")
+        }
+    };
+    match ms {
+        0 => "forever".to_string(),
+        ms if ms < S => format!("{ms}ms"),
+        ms if ms < M => format!("{}s", ms / S),
+        ms if ms < H => two(ms / M, "m", ms % M / S, "s"),
+        ms => two(ms / H, "h", ms % H / M, "m"),
+    }
+}
+
+/// How the group handles duplicates: its inbox, or the risk without one.
+fn inbox_view(g: &Value) -> AnyView {
+    let dedupe = g.get("dedupe").filter(|d| d.is_object());
+    let Some(d) = dedupe.filter(|_| flag(g, "idempotent")) else {
+        return view! {
+            <p class="inbox"><span class="st st-warn">"not idempotent"</span>
+                " no inbox declared: a redelivered message runs the handler again (" <code>"waybill consume --dedupe sqlite://inbox.db"</code> ")"</p>
+        }
+        .into_any();
+    };
+    let warning = g
+        .get("dedupe_warning")
+        .and_then(Value::as_str)
+        .map(|w| view! { <p class="inbox-warning"><span class="st st-warn">"inbox window too short"</span> " " {w.to_string()}</p> });
+    view! {
+        <p class="inbox">
+            <span class="st st-ok">"idempotent"</span>
+            {format!(" inbox on {}, keys kept {}", s(d, "backend"), window(n(d, "window_ms")))}
+            " · duplicates suppressed " <b>{n(g, "duplicates_suppressed")}</b> " (since this node started)"
+        </p>
+        {warning}
+    }
+    .into_any()
+}
+
+/// Per group, the duplicates its inbox suppressed (from the trace store).
+fn suppressed_view(groups: &[Value]) -> AnyView {
+    if groups.is_empty() {
+        return view! { <p class="sub">"No inbox has suppressed a duplicate yet."</p> }.into_any();
+    }
+    let rows = groups.to_vec();
+    view! {
+        <table class="suppressed">
+            <caption>"Suppressed by inboxes (handled once, acknowledged again without the handler)"</caption>
+            <thead><tr><th scope="col">"group"</th><th scope="col">"suppressed"</th></tr></thead>
+            <tbody>{rows.into_iter().map(|r| view! {
+                <tr><td>{s(&r, "group").to_string()}</td><td class="num">{n(&r, "suppressed")}</td></tr>
+            }).collect_view()}</tbody>
+        </table>
+    }
+    .into_any()
 }

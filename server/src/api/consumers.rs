@@ -1,5 +1,9 @@
 //! `GET /api/v1/consumers`: consumer groups with per-queue committed
-//! offset, queue end and lag, retry-level occupancy and dead letters.
+//! offset, queue end and lag, retry-level occupancy and dead letters, and
+//! how each handles duplicates: `idempotent`, its inbox (`dedupe`:
+//! backend and window), the duplicates it suppressed, and whether the
+//! inbox remembers keys for the whole retry schedule
+//! (`dedupe_covers_retries`, with a `dedupe_warning` when it does not).
 //! [`groups_json`] is shared with the live feed's `stats` (without the
 //! dead-letter count, which reads each group's DLQ).
 //!
@@ -10,8 +14,10 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::AppState;
-use crate::broker::retry::{dlq_topic, retry_topic};
+use crate::broker::groups::DedupeView;
+use crate::broker::retry::{dlq_topic, retry_topic, RetryPolicy};
 use crate::broker::Broker;
+use crate::time::span;
 
 /// `GET /api/v1/consumers`: groups, members, committed offsets, and per
 /// queue the end and lag (retry queues: messages waiting per level).
@@ -30,11 +36,34 @@ pub fn human(d: std::time::Duration) -> String {
     }
 }
 
+/// Whether an inbox remembering keys `window_ms` (0 = forever) outlasts
+/// the retry schedule, and the warning when it does not. `(None, None)`
+/// without an inbox.
+pub fn dedupe_coverage(dedupe: Option<&DedupeView>, retry: &RetryPolicy) -> (Option<bool>, Option<String>) {
+    let Some(d) = dedupe else {
+        return (None, None);
+    };
+    let schedule = retry.schedule().as_millis().try_into().unwrap_or(u64::MAX);
+    if d.window_ms == 0 || d.window_ms >= schedule {
+        return (Some(true), None);
+    }
+    let warning = format!(
+        "the inbox forgets keys after {} but retries span {}: a retry that arrives after its key expired runs the \
+         handler again; keep keys at least as long as the retry schedule (max_reconsume_times {})",
+        span(d.window_ms),
+        span(schedule),
+        retry.max_reconsume_times
+    );
+    (Some(false), Some(warning))
+}
+
 /// Consumer groups with queue positions; `dead_letters` (a DLQ read per
 /// group) only when `with_dead` — the live feed sends this every second.
 pub fn groups_json(broker: &Broker, with_dead: bool) -> Value {
     let store = broker.store();
-    let delays = &broker.options().retry.delays;
+    let policy = &broker.options().retry;
+    let delays = &policy.delays;
+    let retry_span_ms = u64::try_from(policy.schedule().as_millis()).unwrap_or(u64::MAX);
     let groups: Vec<Value> = broker
         .groups()
         .views()
@@ -71,12 +100,48 @@ pub fn groups_json(broker: &Broker, with_dead: bool) -> Value {
                     .map(|d| d.iter().filter(|l| l.state == "dead").count() as u64)
                     .unwrap_or(0)
             });
+            let (covers, warning) = dedupe_coverage(g.dedupe.as_ref(), policy);
             json!({
                 "group": g.group, "topic": g.topic, "members": g.members, "auto_commit": g.auto_commit,
                 "offsets": g.offsets, "queues": queues, "lag": lag, "retrying": retrying,
                 "dead_letters": dead, "dlq_total": store.queue_len(&dlq_topic(&g.group), 0),
+                "idempotent": g.dedupe.is_some(), "dedupe": g.dedupe,
+                "duplicates_suppressed": g.duplicates_suppressed, "retry_span_ms": retry_span_ms,
+                "dedupe_covers_retries": covers, "dedupe_warning": warning,
             })
         })
         .collect();
     Value::Array(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inbox_shorter_than_the_retry_schedule_is_warned_about() {
+        let rocketmq = RetryPolicy::default();
+        let inbox = |window_ms| DedupeView {
+            backend: "sqlite".into(),
+            window_ms,
+        };
+        assert_eq!(dedupe_coverage(None, &rocketmq), (None, None));
+        assert_eq!(dedupe_coverage(Some(&inbox(0)), &rocketmq), (Some(true), None));
+        assert_eq!(
+            dedupe_coverage(Some(&inbox(5 * 3_600_000)), &rocketmq),
+            (Some(true), None)
+        );
+        assert_eq!(
+            dedupe_coverage(Some(&inbox(3_600_000)), &rocketmq),
+            (
+                Some(false),
+                Some(
+                    "the inbox forgets keys after 1h but retries span 4h 46m: a retry that arrives after its key \
+                     expired runs the handler again; keep keys at least as long as the retry schedule \
+                     (max_reconsume_times 16)"
+                        .into()
+                )
+            )
+        );
+    }
 }

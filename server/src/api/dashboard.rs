@@ -8,7 +8,11 @@
 //!   (`trace/windows.rs`), with the tracer's state.
 //! - `GET /api/v1/consumers/duplicates?limit=N`: messages delivered more
 //!   than once to a group (retries, replays, redelivered pull ranges), with
-//!   deliveries vs successful consumes.
+//!   deliveries vs successful consumes and whether the group handled them
+//!   through an inbox; and per group the duplicates its inbox suppressed,
+//!   counted in the trace store (`trace_commits.duplicate_count`: every
+//!   commit any node traced, across restarts), where `/api/v1/consumers`'
+//!   `duplicates_suppressed` is this node's count since it started.
 //!
 //! Nothing here writes; everything is derived from the store, the group
 //! table and the trace store on each call.
@@ -114,14 +118,25 @@ pub fn window_json(w: &crate::trace::windows::Window) -> Value {
 
 pub async fn duplicates(State(state): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
     let Some(tracer) = state.tracer.as_ref() else {
-        return Ok(Json(json!({ "messages": [], "tracing": false })));
+        return Ok(Json(json!({ "messages": [], "groups": [], "tracing": false })));
     };
     let fail = |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("trace store query failed: {e}"));
     let Ok(pool) = tracer.pool() else {
         return Ok(Json(
-            json!({ "messages": [], "tracing": true, "tracer": tracer.health() }),
+            json!({ "messages": [], "groups": [], "tracing": true, "tracer": tracer.health() }),
         ));
     };
+    // Through the partial index on commits that suppressed something.
+    let suppressed: Vec<Value> = sqlx::query(
+        "SELECT grp, CAST(SUM(duplicate_count) AS BIGINT) AS n FROM trace_commits \
+         WHERE duplicate_count IS NOT NULL GROUP BY grp ORDER BY grp",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(|e| fail(&e))?
+    .iter()
+    .map(|r| json!({ "group": text(r, "grp"), "suppressed": int(r, "n") }))
+    .collect();
     // Candidates: messages with own group events (retries, redeliveries,
     // replays), most recent first.
     let rows = sqlx::query(
@@ -146,9 +161,9 @@ pub async fn duplicates(State(state): State<AppState>, Query(q): Query<LimitQuer
             out.push(json!({
                 "id": tl.id, "key": tl.key, "topic": tl.topic, "group": g.group, "status": g.status,
                 "deliveries": g.attempts, "consumed": consumed,
-                "duplicates": g.attempts.saturating_sub(1),
+                "duplicates": g.attempts.saturating_sub(1), "idempotent": g.dedupe_window_ms.is_some(),
             }));
         }
     }
-    Ok(Json(json!({ "messages": out, "tracing": true })))
+    Ok(Json(json!({ "messages": out, "groups": suppressed, "tracing": true })))
 }

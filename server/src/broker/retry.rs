@@ -93,6 +93,28 @@ impl RetryPolicy {
             .unwrap_or_default()
     }
 
+    /// The whole retry schedule: the delays a message waits through from
+    /// its first failure to the last retry before the dead-letter queue
+    /// (one per reconsume, up to `max_reconsume_times`). An inbox that
+    /// forgets keys sooner can see a retry of a message it already handled.
+    pub fn schedule(&self) -> Duration {
+        if self.delays.is_empty() {
+            return Duration::ZERO;
+        }
+        let last = self.delays.len() as u32;
+        let mut total = Duration::ZERO;
+        for times in 0..self.max_reconsume_times {
+            let level = self.level_for(times);
+            if level == last {
+                // Every retry from here waits the last level's delay.
+                let rest = self.max_reconsume_times - times;
+                return total.saturating_add(self.delay_of(level).saturating_mul(rest));
+            }
+            total = total.saturating_add(self.delay_of(level));
+        }
+        total
+    }
+
     /// Queues of a retry topic: one per level, then the replay queue.
     pub fn retry_queues(&self) -> u32 {
         self.delays.len() as u32 + 1
@@ -252,6 +274,13 @@ mod tests {
         assert_eq!(p.level_for(0), 3);
         assert_eq!(p.delay_of(3), Duration::from_secs(10));
         assert_eq!(p.level_for(100), 18);
+        // 10s 30s 1m … 10m 20m 30m 1h 2h: 16 retries span 4h 45m 40s.
+        assert_eq!(p.schedule(), Duration::from_secs(4 * 3600 + 45 * 60 + 40));
+        let capped = RetryPolicy {
+            max_reconsume_times: u32::MAX,
+            ..RetryPolicy::default()
+        };
+        assert!(capped.schedule() > Duration::from_secs(3600 * 24 * 365));
         assert_eq!(p.delay_of(18), Duration::from_secs(7200));
     }
 
@@ -261,6 +290,8 @@ mod tests {
         assert_eq!(p.level_for(0), 1);
         assert_eq!(p.delay_of(p.level_for(1)), Duration::from_millis(50));
         assert_eq!(p.level_for(9), 3);
+        assert_eq!(p.schedule(), Duration::from_millis(10 + 50 + 1000));
+        assert_eq!(RetryPolicy::with_delays(Vec::new(), 16).schedule(), Duration::ZERO);
         assert!(parse_delays("5x").is_err());
         assert!(parse_delays("").is_err());
         Ok(())

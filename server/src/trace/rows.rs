@@ -1,5 +1,6 @@
 //! A batch of trace events as rows: multi-row inserts of runs, message
-//! events, deliveries and commits, plus the watermark rows of a round.
+//! events, deliveries and commits (with the inbox a commit declared and the
+//! duplicates it suppressed), plus the watermark rows of a round.
 //!
 //! Everything here runs inside the writer's transaction for one round, so
 //! a batch, its watermarks, its gap row and the writer's mark commit
@@ -120,8 +121,9 @@ pub async fn insert(
     }
     for chunk in commits.chunks(MAX_ROWS) {
         let sql = format!(
-            "INSERT INTO trace_commits (grp, topic, queue_id, queue_offset, at, auto_commit, handled) VALUES {}",
-            values(backend, chunk.len(), 7)
+            "INSERT INTO trace_commits (grp, topic, queue_id, queue_offset, at, auto_commit, handled, dedupe_window, \
+             duplicates, duplicate_count) VALUES {}",
+            values(backend, chunk.len(), 10)
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for ev in chunk {
@@ -132,10 +134,21 @@ pub async fn insert(
                 offset,
                 at_ms,
                 auto_commit,
+                dedupe_window_ms,
                 handled,
-                ..
+                duplicates,
             } = ev
             {
+                // NULL when the commit suppressed nothing: the per-group
+                // count reads only rows through a partial index.
+                let (dups, dup_count) = if duplicates.is_empty() {
+                    (None, None)
+                } else {
+                    (
+                        Some(super::varint::encode_duplicates(duplicates)),
+                        Some(duplicates.len() as i64),
+                    )
+                };
                 q = q
                     .bind(group.clone())
                     .bind(topic.clone())
@@ -143,7 +156,10 @@ pub async fn insert(
                     .bind(*offset as i64)
                     .bind(*at_ms)
                     .bind(i64::from(*auto_commit))
-                    .bind(super::varint::encode_handled(handled));
+                    .bind(super::varint::encode_handled(handled))
+                    .bind(dedupe_window_ms.map(|w| i64::try_from(w).unwrap_or(i64::MAX)))
+                    .bind(dups)
+                    .bind(dup_count);
             }
         }
         q.execute(&mut *conn).await?;

@@ -6,13 +6,19 @@
 //! ([`crate::model::StageName::rank`]: unknown stages last); loss points keep the order the rules fire in (produce,
 //! flush, replicate, actual losses by event time, then per group in name
 //! order, then the transaction's). A group's status is the strongest of
-//! dead > consumed > retrying > replayed > delivered.
+//! dead > consumed > retrying > replayed > delivered; a record its inbox
+//! acknowledged as a duplicate counts as consumed.
+//!
+//! Inbox: a group handled this message idempotently when every commit of
+//! it past one of the message's records declared a dedupe window (see
+//! [`inbox_window`]); such a group carries no redelivery risk, but a
+//! replay later than the window after the first delivery does.
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::facts::{Delivered, Event, Facts, Gap};
+use super::facts::{Commit, Delivered, Event, Facts, Gap};
 use super::replicate::replicate_stages;
 use super::{loss, stage, GroupStatus, LossPoint, Timeline};
 use crate::model::topics::HALF_TOPIC;
@@ -28,9 +34,18 @@ struct GroupState {
     dead: bool,
     replayed: bool,
     auto_commit: bool,
+    /// When the message was first handed to the group.
+    first_delivery: Option<i64>,
+    /// When it was replayed to the group.
+    replays: Vec<i64>,
 }
 
 impl GroupState {
+    fn delivered_at(&mut self, at_ms: i64) {
+        self.attempts += 1;
+        self.first_delivery = Some(self.first_delivery.map_or(at_ms, |f| f.min(at_ms)));
+    }
+
     fn status(&self) -> Status {
         if self.dead {
             Status::Dead
@@ -46,11 +61,11 @@ impl GroupState {
     }
 }
 
-/// Records that may have been consumed: the message's own slot for each
-/// group a pull range handed it to (groups in name order), then each
-/// retry record delivered to a group — less those a group handed back
-/// (retried or dead-lettered). [`super::facts`] reads one commit for each.
-pub fn consumable(f: &Facts) -> Vec<Delivered> {
+/// Records handed to a group: the message's own slot for each group a
+/// pull range handed it to (groups in name order), then each retry or
+/// replay record delivered to a group. [`super::facts`] reads one commit
+/// for each.
+pub fn delivered(f: &Facts) -> Vec<Delivered> {
     let mut groups: Vec<&str> = f.deliveries.iter().map(|d| d.group.as_str()).collect();
     groups.sort_unstable();
     groups.dedup();
@@ -70,15 +85,37 @@ pub fn consumable(f: &Facts) -> Vec<Delivered> {
             queue_offset: e.rec_offset,
         })
     });
+    own.chain(redelivered).collect()
+}
+
+/// Records that may have been consumed: the [`delivered`] ones less those
+/// a group handed back (retried or dead-lettered).
+pub fn consumable(f: &Facts) -> Vec<Delivered> {
     let failed: Vec<(&str, &str)> = f
         .events
         .iter()
         .filter(|e| e.stage == Stage::Retry || e.stage == Stage::Dlq)
         .filter_map(|e| Some((e.group.as_deref()?, e.record_id.as_str())))
         .collect();
-    own.chain(redelivered)
+    delivered(f)
+        .into_iter()
         .filter(|d| !failed.iter().any(|(g, r)| *g == d.group && *r == d.record_id))
         .collect()
+}
+
+/// The dedupe window `group` handled this message through: its latest
+/// commit's, when every commit of the group past one of the message's
+/// records declared one (a commit without says that handling was not
+/// deduplicated); `None` without any such commit.
+pub fn inbox_window(commits: &[Commit], group: &str) -> Option<u64> {
+    let mut latest: Option<(i64, u64)> = None;
+    for c in commits.iter().filter(|c| c.record.group == group) {
+        let w = c.dedupe_window_ms?;
+        if latest.is_none_or(|(at, _)| c.at_ms >= at) {
+            latest = Some((c.at_ms, w));
+        }
+    }
+    latest.map(|(_, w)| w)
 }
 
 /// The copy a half message's transaction committed as: the record of its
@@ -104,6 +141,23 @@ pub fn gap_json(g: &Gap) -> Value {
     })
 }
 
+/// The produce stage's detail: the send mode, the producer's attempt, and
+/// the outbox row a relay sent it from.
+fn produce_detail(f: &Facts) -> String {
+    let mode = &f.run.send_mode;
+    let mut detail = match f.entry.attempt {
+        a if a > 1 => format!("{mode} send, attempt {a}"),
+        _ => format!("{mode} send"),
+    };
+    if let Some(o) = f.record.as_ref().and_then(|r| r.outbox.as_ref()) {
+        detail.push_str(&format!("; relayed from outbox row {}", o.row));
+        if let Some(a) = o.attempt {
+            detail.push_str(&format!(", attempt {a}"));
+        }
+    }
+    detail
+}
+
 /// The timeline the facts describe.
 pub fn derive(f: &Facts) -> Timeline {
     let (run, e) = (&f.run, &f.entry);
@@ -121,11 +175,7 @@ pub fn derive(f: &Facts) -> Timeline {
             } else {
                 "ok"
             },
-            if e.attempt > 1 {
-                format!("{send_mode} send, attempt {}", e.attempt)
-            } else {
-                format!("{send_mode} send")
-            },
+            produce_detail(f),
             None,
         ),
         stage(
@@ -171,7 +221,7 @@ pub fn derive(f: &Facts) -> Timeline {
     // First-time deliveries: pull ranges over the message's own queue slot.
     for d in &f.deliveries {
         let st = groups.entry(d.group.clone()).or_default();
-        st.attempts += 1;
+        st.delivered_at(d.at_ms);
         let detail = if st.attempts > 1 {
             "delivered again (redelivery of an uncommitted message)"
         } else {
@@ -191,7 +241,7 @@ pub fn derive(f: &Facts) -> Timeline {
         match ev.stage.known() {
             Some(Stage::Deliver) => {
                 if let Some(g) = g {
-                    groups.entry(g.clone()).or_default().attempts += 1;
+                    groups.entry(g.clone()).or_default().delivered_at(ev.at_ms);
                 }
             }
             Some(Stage::Retry | Stage::Dlq) => {
@@ -210,6 +260,7 @@ pub fn derive(f: &Facts) -> Timeline {
                     let s = groups.entry(g.clone()).or_default();
                     s.replayed = true;
                     s.dead = false;
+                    s.replays.push(ev.at_ms);
                 }
             }
             _ => loss.extend(loss::found_lost(ev)),
@@ -232,19 +283,24 @@ pub fn derive(f: &Facts) -> Timeline {
         s.consumed = true;
         s.retrying = false;
         s.auto_commit |= c.auto_commit;
+        let (outcome, detail) = match (c.auto_commit, &c.duplicate, c.handled_ms) {
+            (true, _, _) => (
+                "committed",
+                "offset auto-committed on delivery; the handler's result is unknown".into(),
+            ),
+            (false, Some(first), _) => ("duplicate", format!("duplicate suppressed: {first}; offset committed")),
+            (false, None, Some(ms)) => (
+                "ok",
+                format!("handled with CONSUME_SUCCESS in {ms} ms; offset committed"),
+            ),
+            (false, None, None) => ("ok", "handled with CONSUME_SUCCESS; offset committed".into()),
+        };
         stages.push(stage(
             Stage::Consume,
             c.at_ms,
             node_s.clone(),
-            if c.auto_commit { "committed" } else { "ok" },
-            if c.auto_commit {
-                "offset auto-committed on delivery; the handler's result is unknown".into()
-            } else {
-                match c.handled_ms {
-                    Some(ms) => format!("handled with CONSUME_SUCCESS in {ms} ms; offset committed"),
-                    None => "handled with CONSUME_SUCCESS; offset committed".into(),
-                }
-            },
+            outcome,
+            detail,
             Some(d.group),
         ));
     }
@@ -253,7 +309,16 @@ pub fn derive(f: &Facts) -> Timeline {
         if s.auto_commit {
             loss.push(loss::auto_commit(g));
         }
-        loss.extend(loss::redelivered(g, s.attempts));
+        let window = inbox_window(&f.commits, g);
+        match (window, s.first_delivery) {
+            (None, _) => loss.extend(loss::redelivered(g, s.attempts)),
+            (Some(w), Some(first)) => {
+                for at in &s.replays {
+                    loss.extend(loss::replayed_beyond_window(g, at.saturating_sub(first), w));
+                }
+            }
+            (Some(_), None) => {}
+        }
         if s.dead {
             loss.push(loss::dead_letter(g));
         }
@@ -261,6 +326,7 @@ pub fn derive(f: &Facts) -> Timeline {
             group: g.clone(),
             status: s.status(),
             attempts: s.attempts,
+            dedupe_window_ms: window,
         });
     }
     let status = overall(&stages, &loss, &group_status);

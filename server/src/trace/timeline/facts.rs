@@ -6,8 +6,12 @@
 //! Invariants: this module decides only which rows belong to the message,
 //! never what they mean. Where a query depends on a rule (which delivered
 //! records may have been consumed, which copy a committed half became) it
-//! asks the pure side ([`super::derive::consumable`],
-//! [`super::derive::committed_copy`]) so the two cannot disagree.
+//! asks the pure side ([`super::derive::delivered`],
+//! [`super::derive::committed_copy`]) so the two cannot disagree. Blobs
+//! and properties from the store or the log are read defensively: damaged
+//! or odd values read as absent, never as an error.
+
+use std::collections::BTreeMap;
 
 use sqlx::any::AnyRow;
 use sqlx::AnyPool;
@@ -16,10 +20,11 @@ use super::derive;
 use crate::model::topics::HALF_TOPIC;
 use crate::model::{MessageId, StageName};
 use crate::storage::Store;
-use crate::trace::db::{int, opt_str, text};
+use crate::trace::db::{int, opt_int, opt_str, text};
 use crate::trace::runs::{self, Entry, Run};
-use crate::trace::varint::handled_ms;
+use crate::trace::varint::{duplicate_of, handled_ms};
 use crate::trace::TraceError;
+use waybill_client::properties::{PROP_OUTBOX_ATTEMPT, PROP_OUTBOX_ROW};
 use waybill_client::protocol::PROP_TRANSACTION_ID;
 use waybill_client::tracecontext;
 
@@ -44,8 +49,10 @@ pub struct Facts {
     /// Its message events by time, then (for a committed transaction's
     /// copy) its half's `tx_*` events.
     pub events: Vec<Event>,
-    /// For each record [`derive::consumable`] names, the first commit of
-    /// its group past it (records with no such commit have no entry).
+    /// For each record [`derive::delivered`] names (handed back or not),
+    /// the first commit of its group past it (records with no such commit
+    /// have no entry): consumption reads those of records not handed back,
+    /// the inbox rules all of them.
     pub commits: Vec<Commit>,
     /// Periods around the message in which the tracer shed events.
     pub gaps: Vec<Gap>,
@@ -62,6 +69,38 @@ pub struct Record {
     pub tags: Option<String>,
     /// The W3C trace id of its `traceparent` property, when valid.
     pub trace_id: Option<String>,
+    /// Set when an outbox relay sent it (`WAYBILL_OUTBOX_ROW`).
+    pub outbox: Option<Outbox>,
+}
+
+/// The outbox row a relayed message came from, as its properties say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outbox {
+    /// The row's id, verbatim (at most [`MAX_OUTBOX_ROW`] bytes kept).
+    pub row: String,
+    /// Which relay attempt sent it (1 = the first), when it parses.
+    pub attempt: Option<u32>,
+}
+
+/// Longest outbox row id shown (a producer sets it: bounded).
+pub const MAX_OUTBOX_ROW: usize = 64;
+
+impl Outbox {
+    /// From a record's properties; `None` without a non-empty row id.
+    pub fn from_properties(props: &BTreeMap<String, String>) -> Option<Outbox> {
+        let row = props.get(PROP_OUTBOX_ROW)?.trim();
+        if row.is_empty() {
+            return None;
+        }
+        let mut end = row.len().min(MAX_OUTBOX_ROW);
+        while !row.is_char_boundary(end) {
+            end -= 1;
+        }
+        Some(Outbox {
+            row: row[..end].to_string(),
+            attempt: props.get(PROP_OUTBOX_ATTEMPT).and_then(|a| a.trim().parse().ok()),
+        })
+    }
 }
 
 /// A replica's first sampled confirmation of the message.
@@ -114,6 +153,12 @@ pub struct Commit {
     pub auto_commit: bool,
     /// How long the handler took with this record, when the commit says.
     pub handled_ms: Option<u32>,
+    /// The group's inbox window when it committed (ms, 0 = forever):
+    /// `None` when the committing group declared no inbox.
+    pub dedupe_window_ms: Option<u64>,
+    /// The inbox acknowledged this record as a duplicate without running
+    /// the handler: how the first handling is known ("first handled as …").
+    pub duplicate: Option<String>,
 }
 
 /// A period in which the tracer shed events.
@@ -201,6 +246,7 @@ pub async fn gather(pool: &AnyPool, store: &Store, id: &str) -> Result<Option<Fa
     }
     let gaps = gaps(pool, entry.born_ms, entry.stored_ms.max(entry.born_ms) + 60_000).await?;
     let record = stored.map(|m| Record {
+        outbox: Outbox::from_properties(&m.properties),
         trace_id: m
             .properties
             .get(tracecontext::PROP_TRACEPARENT)
@@ -223,7 +269,7 @@ pub async fn gather(pool: &AnyPool, store: &Store, id: &str) -> Result<Option<Fa
         gaps,
         committed: None,
     };
-    for d in derive::consumable(&facts) {
+    for d in derive::delivered(&facts) {
         if let Some(c) = first_commit(pool, d).await? {
             facts.commits.push(c);
         }
@@ -292,7 +338,7 @@ fn event(e: &AnyRow) -> Event {
 /// The first commit of `d`'s group past `d`.
 async fn first_commit(pool: &AnyPool, d: Delivered) -> Result<Option<Commit>, TraceError> {
     let row = sqlx::query(
-        "SELECT at, auto_commit, handled FROM trace_commits WHERE grp = $1 AND topic = $2 AND queue_id = $3 \
+        "SELECT at, auto_commit, handled, dedupe_window, duplicates FROM trace_commits WHERE grp = $1 AND topic = $2 AND queue_id = $3 \
          AND queue_offset > $4 ORDER BY at LIMIT 1",
     )
     .bind(&d.group)
@@ -302,14 +348,19 @@ async fn first_commit(pool: &AnyPool, d: Delivered) -> Result<Option<Commit>, Tr
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|c| {
-        let handled: Vec<u8> = sqlx::Row::try_get::<Option<Vec<u8>>, _>(&c, "handled")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let blob = |col: &str| {
+            sqlx::Row::try_get::<Option<Vec<u8>>, _>(&c, col)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        let offset = d.queue_offset as u64;
         Commit {
             at_ms: int(&c, "at"),
             auto_commit: int(&c, "auto_commit") != 0,
-            handled_ms: handled_ms(&handled, d.queue_offset as u64),
+            handled_ms: handled_ms(&blob("handled"), offset),
+            dedupe_window_ms: opt_int(&c, "dedupe_window").and_then(|w| u64::try_from(w).ok()),
+            duplicate: duplicate_of(&blob("duplicates"), offset),
             record: d,
         }
     }))

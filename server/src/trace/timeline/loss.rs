@@ -8,7 +8,7 @@
 use super::facts::{Confirmation, Event};
 use super::LossPoint;
 use crate::model::{LossKind, SendMode, Stage};
-use crate::time::rfc3339;
+use crate::time::{rfc3339, span};
 
 fn risk(stage: Stage, reason: String, group: Option<&str>) -> LossPoint {
     LossPoint {
@@ -100,6 +100,25 @@ pub(super) fn redelivered(group: &str, attempts: u32) -> Option<LossPoint> {
         risk(
             Stage::Deliver,
             format!("delivered {attempts} times to this group without idempotent handling: duplicate effects possible"),
+            Some(group),
+        )
+    })
+}
+
+/// Replayed to a group that handles through an inbox remembering keys for
+/// `window_ms` (0 = forever), `after_ms` after its first delivery there:
+/// past the window the inbox has forgotten it.
+pub(super) fn replayed_beyond_window(group: &str, after_ms: i64, window_ms: u64) -> Option<LossPoint> {
+    let after = u64::try_from(after_ms).ok()?;
+    (window_ms > 0 && after > window_ms).then(|| {
+        risk(
+            Stage::Replay,
+            format!(
+                "replayed {} after its first delivery, beyond the group's dedupe window ({}): a handler that saw it \
+                 before runs again",
+                span(after),
+                span(window_ms)
+            ),
             Some(group),
         )
     })

@@ -12,7 +12,9 @@
 //! the message's end (an upper bound on when the fsync happened); a
 //! *delivery* of a first-time record is a pull range covering its queue
 //! offset; a delivered record is *consumed* by a group when that group
-//! committed past it and did not hand it back for retry.
+//! committed past it and did not hand it back for retry; a commit listing
+//! it as a duplicate its inbox suppressed is a consume with outcome
+//! `duplicate`.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -63,6 +65,10 @@ pub struct GroupStatus {
     pub group: String,
     pub status: Status,
     pub attempts: u32,
+    /// The group handled this message through an inbox remembering keys
+    /// this long (ms, 0 = forever); absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dedupe_window_ms: Option<u64>,
 }
 
 /// What the trace knows about one message.

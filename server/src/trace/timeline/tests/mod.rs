@@ -1,9 +1,11 @@
 //! Unit tests of [`super::derive`]: hand-built [`Facts`] in, timeline out.
 //! `rules` has one test (at least) per loss-point rule, firing and not
-//! firing; `paths` the stage order and status of typical paths. The
+//! firing; `paths` the stage order and status of typical paths; `inbox`
+//! the idempotent consumer's duplicates and windows, and the outbox relay. The
 //! reason texts are spelled out in full: they are part of the API. This
 //! file holds the builders both use.
 
+mod inbox;
 mod paths;
 mod rules;
 
@@ -52,6 +54,7 @@ fn stored() -> Facts {
             key: Some("order-1".into()),
             tags: Some("paid".into()),
             trace_id: None,
+            outbox: None,
         }),
         flushed_at: None,
         replicas: Vec::new(),
@@ -125,6 +128,8 @@ fn commit(record: Delivered, at_ms: i64, auto_commit: bool, handled_ms: Option<u
         at_ms,
         auto_commit,
         handled_ms,
+        dedupe_window_ms: None,
+        duplicate: None,
     }
 }
 
