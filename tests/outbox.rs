@@ -82,7 +82,18 @@ async fn count(pool: &AnyPool, sql: &'static str) -> anyhow::Result<i64> {
 /// `waybill outbox relay …`; returns once it printed `ready_line`.
 fn relay_process(url: &str, broker: &str, name: &str, extra: &[&str], ready_line: &str) -> anyhow::Result<Child> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_waybill"))
-        .args(["outbox", "relay", "--db", url, "--broker", broker, "--name", name, "--backoff-ms", "50"])
+        .args([
+            "outbox",
+            "relay",
+            "--db",
+            url,
+            "--broker",
+            broker,
+            "--name",
+            name,
+            "--backoff-ms",
+            "50",
+        ])
         .args(extra)
         .stderr(Stdio::piped())
         .spawn()?;
@@ -186,12 +197,22 @@ async fn outbox_is_transactional_and_a_killed_relay_still_gives_one_effect_per_r
             .iter()
             .map(|r| r.try_get::<String, _>(0))
             .collect::<Result<_, _>>()?;
-        assert_eq!(keys, vec!["kept".to_string()], "{url}: a rolled-back order left a message");
+        assert_eq!(
+            keys,
+            vec!["kept".to_string()],
+            "{url}: a rolled-back order left a message"
+        );
         for i in 1..50 {
             place_order(&pool, &topic, &format!("order-{i}"), i, true).await?;
         }
         // The relay sends all 50 and is killed before marking any.
-        let mut relay = relay_process(&url, &node.broker, "r1", &["--halt-before-mark"], "halting before marking 50")?;
+        let mut relay = relay_process(
+            &url,
+            &node.broker,
+            "r1",
+            &["--halt-before-mark"],
+            "halting before marking 50",
+        )?;
         relay.kill()?;
         relay.wait()?;
         let s = outbox::status(&pool, backend).await?;
@@ -218,8 +239,15 @@ async fn outbox_is_transactional_and_a_killed_relay_still_gives_one_effect_per_r
                 .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
                 .collect::<anyhow::Result<_>>()?;
         assert_eq!(per_key.len(), 50, "{url}: every order has its effect");
-        assert!(per_key.iter().all(|(_, n)| *n == 1), "{url}: an effect repeated: {per_key:?}");
-        assert_eq!(*effects.duplicates.lock().unwrap_or_else(|p| p.into_inner()), 50, "{url}");
+        assert!(
+            per_key.iter().all(|(_, n)| *n == 1),
+            "{url}: an effect repeated: {per_key:?}"
+        );
+        assert_eq!(
+            *effects.duplicates.lock().unwrap_or_else(|p| p.into_inner()),
+            50,
+            "{url}"
+        );
         // The trace links the broker's message to the row.
         let found = get_json(format!("{}/api/v1/messages?key=kept&topic={topic}", node.http)).await?;
         let id = found["messages"][0]["id"].as_str().unwrap_or_default().to_string();
@@ -273,7 +301,13 @@ async fn two_relays_on_postgres_send_every_row_and_keep_each_keys_order() -> any
     })
     .await?;
     wait_until("300 deliveries", || async {
-        Ok(seen.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum::<usize>() >= 300)
+        Ok(seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+            >= 300)
     })
     .await?;
     consumer.shutdown().await;
@@ -282,7 +316,11 @@ async fn two_relays_on_postgres_send_every_row_and_keep_each_keys_order() -> any
     let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let want: Vec<i64> = (0..PER_KEY).collect();
     for k in 0..KEYS {
-        assert_eq!(seen.get(&format!("acct-{k}")), Some(&want), "acct-{k} out of order or repeated");
+        assert_eq!(
+            seen.get(&format!("acct-{k}")),
+            Some(&want),
+            "acct-{k} out of order or repeated"
+        );
     }
     // Both relays really took rows (who sent what is in their rows' leases
     // only while in flight; the messages carry the attempt, the relay
@@ -325,7 +363,10 @@ async fn a_broker_outage_leaves_rows_pending_with_attempts_then_all_are_delivere
     assert!(stats.failed_attempts >= 60 && stats.sent == 0, "{stats:?}");
     // The broker comes up: every row goes out, none was parked.
     let node = Node::start_at(&tmp.path().join("node"), &http, &broker, &[])?;
-    wait_until("all rows sent", || async { Ok(outbox::status(&pool, backend).await?.sent == 20) }).await?;
+    wait_until("all rows sent", || async {
+        Ok(outbox::status(&pool, backend).await?.sent == 20)
+    })
+    .await?;
     relay.shutdown().await;
     let messages = get_json(format!("{}/api/v1/messages?topic=payments&limit=100", node.http)).await?;
     assert_eq!(messages["messages"].as_array().map(Vec::len), Some(20), "{messages}");
@@ -338,7 +379,10 @@ async fn a_broker_outage_leaves_rows_pending_with_attempts_then_all_are_delivere
     opts.max_attempts = 2;
     let dead = Producer::new(ProducerOptions::new(free_addr()?))?;
     let relay = Relay::start(opts, Arc::new(dead)).await?;
-    wait_until("the row parked", || async { Ok(outbox::status(&pool, backend).await?.parked == 1) }).await?;
+    wait_until("the row parked", || async {
+        Ok(outbox::status(&pool, backend).await?.parked == 1)
+    })
+    .await?;
     relay.shutdown().await;
     let s = outbox::status(&pool, backend).await?;
     assert_eq!(s.parked_rows.len(), 1, "{s:?}");
@@ -353,7 +397,10 @@ async fn a_broker_outage_leaves_rows_pending_with_attempts_then_all_are_delivere
         .status()?;
     assert!(ok.success());
     let relay = Relay::start(RelayOptions::new(url.clone()), producer).await?;
-    wait_until("the parked row sent", || async { Ok(outbox::status(&pool, backend).await?.sent == 21) }).await?;
+    wait_until("the parked row sent", || async {
+        Ok(outbox::status(&pool, backend).await?.sent == 21)
+    })
+    .await?;
     relay.shutdown().await;
     Ok(())
 }
@@ -373,7 +420,10 @@ async fn a_missing_or_misshapen_table_and_bad_messages_are_clear_errors() -> any
         .args(["outbox", "status", "--db", &url])
         .output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("waybill_outbox does not exist"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("waybill_outbox does not exist"),
+        "{stderr}"
+    );
     // A column of the wrong kind, and one missing, on both backends.
     for url in databases(tmp.path(), "outbox_shape").await? {
         let (pool, _) = sql::connect(&url, 1).await?;
@@ -403,8 +453,14 @@ async fn a_missing_or_misshapen_table_and_bad_messages_are_clear_errors() -> any
     let mut bad = Message::default();
     bad.properties = BTreeMap::from([("RECONSUME_TIME".to_string(), "15".to_string())]);
     let err = outbox::enqueue(&mut *tx, "t", bad).await.err().map(|e| e.to_string());
-    assert!(err.as_deref().is_some_and(|e| e.contains("RECONSUME_TIME is reserved")), "{err:?}");
-    let err = outbox::enqueue(&mut *tx, "", Message::default()).await.err().map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("RECONSUME_TIME is reserved")),
+        "{err:?}"
+    );
+    let err = outbox::enqueue(&mut *tx, "", Message::default())
+        .await
+        .err()
+        .map(|e| e.to_string());
     assert!(err.as_deref().is_some_and(|e| e.contains("topic must be")), "{err:?}");
     tx.commit().await?;
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM waybill_outbox").await?, 0);

@@ -88,7 +88,10 @@ pub type KeyFn = Arc<dyn Fn(&Delivered) -> String + Send + Sync>;
 pub type TxFuture<'t, E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 't>>;
 
 enum Store {
-    Sql { pool: sqlx::AnyPool, backend: Backend },
+    Sql {
+        pool: sqlx::AnyPool,
+        backend: Backend,
+    },
     #[cfg(feature = "redis")]
     Redis(redis_store::RedisStore),
 }
@@ -282,7 +285,9 @@ impl Inbox {
                 }
                 match tx.commit().await {
                     Ok(()) => ConsumeResult::Success,
-                    Err(e) => ConsumeResult::reconsume_later(format!("could not commit the handler's transaction: {e}")),
+                    Err(e) => {
+                        ConsumeResult::reconsume_later(format!("could not commit the handler's transaction: {e}"))
+                    }
                 }
             }
             Ok(other) => claim_result(other),

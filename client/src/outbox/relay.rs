@@ -122,7 +122,12 @@ impl Relay {
             stats: stats_tx,
         };
         let task = tokio::spawn(core.run(stop_rx, wake.clone()));
-        Ok(Relay { stop, wake, stats, task })
+        Ok(Relay {
+            stop,
+            wake,
+            stats,
+            task,
+        })
     }
 
     /// The latest stats.

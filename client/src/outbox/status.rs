@@ -101,7 +101,10 @@ pub async fn status(pool: &AnyPool, _backend: Backend) -> Result<OutboxStatus, O
         last_error: last.map(|r| {
             (
                 r.try_get("id").unwrap_or_default(),
-                r.try_get::<Option<String>, _>("last_error").ok().flatten().unwrap_or_default(),
+                r.try_get::<Option<String>, _>("last_error")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
             )
         }),
         parked_rows,

@@ -197,7 +197,11 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         async move {
             *l.lock().await = Instant::now();
             let result = match &inbox {
-                Some(inbox) => inbox.handle(d, |d| async move { handle(exec.as_deref(), &d).await }).await,
+                Some(inbox) => {
+                    inbox
+                        .handle(d, |d| async move { handle(exec.as_deref(), &d).await })
+                        .await
+                }
                 None => handle(exec.as_deref(), &d).await,
             };
             match &result {

@@ -187,7 +187,10 @@ fn print_status(s: &OutboxStatus) {
         s.parked,
         s.sent
     );
-    outln!("oldest pending: {age}; most attempts on a pending row: {}", s.max_attempts);
+    outln!(
+        "oldest pending: {age}; most attempts on a pending row: {}",
+        s.max_attempts
+    );
     if let Some((id, e)) = &s.last_error {
         outln!("latest error: row {id}: {e}");
     }
