@@ -16,6 +16,9 @@
 //!    `--json`, exactly one JSON object on stdout. Any failed send, on
 //!    either side, fails the run (non-zero exit) after the report.
 //!
+//! `waybill-bench outbox …` measures the outbox relay against direct sends
+//! and the inbox against a plain handler ([`outbox`]).
+//!
 //! `waybill-bench serve …` (hidden) is the own node: `waybill serve` with
 //! the same flags ([`waybill::serve`]); the bench starts itself that way,
 //! so it needs no `waybill` executable beside it.
@@ -28,6 +31,7 @@ use waybill::bench::report::{self, Report};
 use waybill::bench::{own, probe, Workload};
 use waybill::serve::{self, ServeArgs};
 
+mod outbox;
 mod peer;
 
 #[derive(Parser)]
@@ -57,6 +61,11 @@ fn main() -> ExitCode {
         let node = NodeCli::parse_from(std::env::args_os().skip(1));
         serve::init_logging(serve::LOG_FILTER);
         return exit(run_node(node.serve));
+    }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "outbox") {
+        let args = outbox::OutboxBench::parse_from(std::env::args_os().skip(1));
+        serve::init_logging(serve::LOG_FILTER);
+        return exit(runtime().and_then(|rt| rt.block_on(outbox::run(args))));
     }
     let cli = Cli::parse();
     serve::init_logging(&format!("{},async_nats=warn", serve::LOG_FILTER));
@@ -127,5 +136,6 @@ mod tests {
     fn both_command_lines_are_well_formed() {
         Cli::command().debug_assert();
         NodeCli::command().debug_assert();
+        outbox::OutboxBench::command().debug_assert();
     }
 }

@@ -71,8 +71,8 @@ impl RelayOptions {
     }
 }
 
-/// What the relay has done and what the table holds (refreshed about
-/// once a second and after every round that did something).
+/// What the relay has done (after every round) and what the table holds
+/// (counted about once a second).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RelayStats {
     /// Rows waiting to be sent (including ones in flight).
@@ -174,36 +174,76 @@ enum Outcome {
     Failed(String),
 }
 
+/// Sent rows marked per statement (2 parameters each; well under
+/// SQLite's 32,766 and PostgreSQL's 65,535 parameters).
+const MARK_CHUNK: usize = 500;
 /// Pause after a database error before the next round.
 const DB_BACKOFF: Duration = Duration::from_secs(1);
 /// How often the table's counts are refreshed when nothing happens.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
 impl Core {
+    /// Rounds until stopped. Round k+1's claim and sends overlap round
+    /// k's marking (both touch only their own rows: round k's are still
+    /// leased and pending, so k+1 neither takes them nor passes them in a
+    /// key's order); in flight stays at most one batch.
     async fn run(self, mut stop: watch::Receiver<bool>, wake: Arc<Notify>) {
+        let this = Arc::new(self);
         let mut last_stats = tokio::time::Instant::now() - STATS_EVERY;
         let mut last_clean = tokio::time::Instant::now();
-        let clean_every = (self.opts.retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let clean_every = (this.opts.retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
         let mut sent = 0u64;
         let mut failed = 0u64;
         let mut last_error = None;
-        while !*stop.borrow() {
-            let did = match self.round().await {
-                Ok(outcomes) => {
-                    for (id, o) in &outcomes {
-                        match o {
-                            Outcome::Sent(_) => sent += 1,
-                            Outcome::Failed(e) => {
-                                failed += 1;
-                                last_error = Some((*id, e.clone()));
-                            }
+        let mut marking: Option<JoinHandle<Result<Vec<(i64, Outcome)>, OutboxError>>> = None;
+        let mut account = |r: Result<Result<Vec<(i64, Outcome)>, OutboxError>, tokio::task::JoinError>| match r {
+            Ok(Ok(outcomes)) => {
+                for (id, o) in outcomes {
+                    match o {
+                        Outcome::Sent(_) => sent += 1,
+                        Outcome::Failed(e) => {
+                            failed += 1;
+                            last_error = Some((id, e));
                         }
                     }
-                    !outcomes.is_empty()
                 }
+                (sent, failed, last_error.clone())
+            }
+            Ok(Err(e)) => {
+                // The rows keep their leases and go out again after them.
+                tracing::warn!(error = %e, "outbox relay could not mark a round");
+                last_error = Some((0, e.to_string()));
+                (sent, failed, last_error.clone())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "outbox mark task failed");
+                (sent, failed, last_error.clone())
+            }
+        };
+        loop {
+            let stopping = *stop.borrow();
+            let round = if stopping {
+                Ok(Vec::new())
+            } else {
+                this.send_round().await
+            };
+            let mut counters = None;
+            if let Some(h) = marking.take() {
+                counters = Some(account(h.await));
+            }
+            let did = match round {
+                Ok(done) if !done.is_empty() => {
+                    let core = this.clone();
+                    marking = Some(tokio::spawn(async move {
+                        core.mark(&done).await?;
+                        Ok(done.into_iter().map(|(id, _, o)| (id, o)).collect())
+                    }));
+                    true
+                }
+                Ok(_) => false,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay round failed");
-                    last_error = Some((0, e.to_string()));
+                    counters = Some(account(Ok(Err(e))));
                     tokio::select! {
                         _ = tokio::time::sleep(DB_BACKOFF) => {}
                         _ = stop.changed() => {}
@@ -211,26 +251,34 @@ impl Core {
                     false
                 }
             };
-            if did || last_stats.elapsed() >= STATS_EVERY {
-                if let Ok(s) = super::status(&self.pool, self.backend).await {
-                    let _ = self.stats.send(RelayStats {
-                        pending: s.pending,
-                        parked: s.parked,
-                        oldest_pending_ms: s.oldest_pending_ms,
-                        sent,
-                        failed_attempts: failed,
-                        last_error: last_error.clone(),
+            if stopping && marking.is_none() {
+                break;
+            }
+            if let Some((sent, failed, last_error)) = counters {
+                // Counters at once; the table's counts (a scan) once a second.
+                this.stats.send_modify(|st| {
+                    st.sent = sent;
+                    st.failed_attempts = failed;
+                    st.last_error = last_error;
+                });
+            }
+            if last_stats.elapsed() >= STATS_EVERY {
+                if let Ok(s) = super::status(&this.pool, this.backend).await {
+                    this.stats.send_modify(|st| {
+                        st.pending = s.pending;
+                        st.parked = s.parked;
+                        st.oldest_pending_ms = s.oldest_pending_ms;
                     });
                 }
                 last_stats = tokio::time::Instant::now();
             }
             if last_clean.elapsed() >= clean_every {
-                self.clean().await;
+                this.clean().await;
                 last_clean = tokio::time::Instant::now();
             }
             if !did {
                 tokio::select! {
-                    _ = tokio::time::sleep(self.opts.poll_interval) => {}
+                    _ = tokio::time::sleep(this.opts.poll_interval) => {}
                     _ = wake.notified() => {}
                     _ = stop.changed() => {}
                 }
@@ -238,8 +286,9 @@ impl Core {
         }
     }
 
-    /// One claim-send-mark round; the outcome per row.
-    async fn round(&self) -> Result<Vec<(i64, Outcome)>, OutboxError> {
+    /// Claims a batch and sends it: `(row, attempt, outcome)` per row,
+    /// to be marked.
+    async fn send_round(&self) -> Result<Vec<(i64, i64, Outcome)>, OutboxError> {
         let rows = self.claim().await?;
         if rows.is_empty() {
             return Ok(Vec::new());
@@ -277,8 +326,7 @@ impl Core {
             eprintln!("outbox relay: halting before marking {sent} sent row(s)");
             std::future::pending::<()>().await;
         }
-        self.mark(&done).await?;
-        Ok(done.into_iter().map(|(id, _, o)| (id, o)).collect())
+        Ok(done)
     }
 
     async fn claim(&self) -> Result<Vec<Claimed>, OutboxError> {
@@ -309,7 +357,9 @@ impl Core {
         Ok(out)
     }
 
-    /// Marks every attempt's outcome in one transaction.
+    /// Marks every attempt's outcome in one transaction: the sent rows in
+    /// one statement (a round trip per row cost more than the sends), the
+    /// failed ones (rare) one by one.
     async fn mark(&self, done: &[(i64, i64, Outcome)]) -> Result<(), OutboxError> {
         let now = now_ms();
         let mut tx = self
@@ -317,30 +367,48 @@ impl Core {
             .begin()
             .await
             .map_err(SqlError::db("cannot begin marking outbox rows"))?;
-        for (id, attempt, outcome) in done {
-            let q = match outcome {
-                Outcome::Sent(message_id) => sqlx::query(
-                    "UPDATE waybill_outbox SET status = 'sent', sent_at = $1, message_id = $2, lease_owner = NULL, \
-                     lease_until = NULL, last_error = NULL WHERE id = $3",
-                )
-                .bind(now)
-                .bind(message_id.clone())
-                .bind(*id),
-                Outcome::Failed(error) => {
-                    let parked = *attempt >= i64::from(self.opts.max_attempts);
-                    sqlx::query(
-                        "UPDATE waybill_outbox SET status = $1, next_attempt_at = $2, last_error = $3, lease_owner = \
-                         NULL, lease_until = NULL WHERE id = $4 AND status = 'pending'",
-                    )
-                    .bind(if parked { "parked" } else { "pending" })
-                    .bind(now + backoff(self.opts.backoff_min, self.opts.backoff_max, *attempt).as_millis() as i64)
-                    .bind(format!("attempt {attempt}: {}", crate::consumer::tail(error, 2000)))
-                    .bind(*id)
-                }
-            };
+        let sent: Vec<(i64, &str)> = done
+            .iter()
+            .filter_map(|(id, _, o)| match o {
+                Outcome::Sent(mid) => Some((*id, mid.as_str())),
+                Outcome::Failed(_) => None,
+            })
+            .collect();
+        for chunk in sent.chunks(MARK_CHUNK) {
+            // `CAST` (not `::`) so one text serves SQLite and PostgreSQL.
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(CAST(${} AS BIGINT), CAST(${} AS TEXT))", 2 * i + 2, 2 * i + 3))
+                .collect();
+            let sql = format!(
+                "WITH v(id, mid) AS (VALUES {}) UPDATE waybill_outbox SET status = 'sent', sent_at = $1, \
+                 message_id = (SELECT mid FROM v WHERE v.id = waybill_outbox.id), lease_owner = NULL, \
+                 lease_until = NULL, last_error = NULL WHERE id IN (SELECT id FROM v)",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+            for (id, mid) in chunk {
+                q = q.bind(*id).bind(mid.to_string());
+            }
             q.execute(&mut *tx)
                 .await
-                .map_err(SqlError::db(format!("cannot mark outbox row {id}")))?;
+                .map_err(SqlError::db("cannot mark outbox rows sent"))?;
+        }
+        for (id, attempt, outcome) in done {
+            let Outcome::Failed(error) = outcome else {
+                continue;
+            };
+            let parked = *attempt >= i64::from(self.opts.max_attempts);
+            sqlx::query(
+                "UPDATE waybill_outbox SET status = $1, next_attempt_at = $2, last_error = $3, lease_owner = NULL, \
+                 lease_until = NULL WHERE id = $4 AND status = 'pending'",
+            )
+            .bind(if parked { "parked" } else { "pending" })
+            .bind(now + backoff(self.opts.backoff_min, self.opts.backoff_max, *attempt).as_millis() as i64)
+            .bind(format!("attempt {attempt}: {}", crate::consumer::tail(error, 2000)))
+            .bind(*id)
+            .execute(&mut *tx)
+            .await
+            .map_err(SqlError::db(format!("cannot mark outbox row {id}")))?;
         }
         tx.commit()
             .await

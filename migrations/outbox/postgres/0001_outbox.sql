@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS waybill_outbox (
     sent_at         BIGINT,
     message_id      TEXT
 );
-CREATE INDEX IF NOT EXISTS waybill_outbox_due ON waybill_outbox (status, next_attempt_at);
+-- The claim walks pending rows in id order (oldest first).
+CREATE INDEX IF NOT EXISTS waybill_outbox_due ON waybill_outbox (status, id);
 CREATE INDEX IF NOT EXISTS waybill_outbox_key ON waybill_outbox (msg_key, status, id);
 CREATE INDEX IF NOT EXISTS waybill_outbox_sent ON waybill_outbox (status, sent_at);
