@@ -450,8 +450,10 @@ async fn a_missing_or_misshapen_table_and_bad_messages_are_clear_errors() -> any
     let url = format!("sqlite://{}", tmp.path().join("app.db").display());
     let (pool, _) = app_db(&url).await?;
     let mut tx = pool.begin().await?;
-    let mut bad = Message::default();
-    bad.properties = BTreeMap::from([("RECONSUME_TIME".to_string(), "15".to_string())]);
+    let bad = Message {
+        properties: BTreeMap::from([("RECONSUME_TIME".to_string(), "15".to_string())]),
+        ..Message::default()
+    };
     let err = outbox::enqueue(&mut *tx, "t", bad).await.err().map(|e| e.to_string());
     assert!(
         err.as_deref().is_some_and(|e| e.contains("RECONSUME_TIME is reserved")),

@@ -280,7 +280,7 @@ impl Inbox {
         match claim_in(&mut *tx, &self.group, &key, &d.id, self.window).await {
             Err(e) => unavailable(&e),
             Ok(Claim::First) => {
-                if let Err(e) = handler(&mut *tx, &d).await {
+                if let Err(e) = handler(&mut tx, &d).await {
                     return ConsumeResult::reconsume_later(format!("handler failed (rolled back): {e}"));
                 }
                 match tx.commit().await {

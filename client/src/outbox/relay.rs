@@ -168,6 +168,9 @@ struct Claimed {
     message: Result<Message, String>,
 }
 
+/// A round's marking: each row's outcome once marked.
+type Marked = Result<Vec<(i64, Outcome)>, OutboxError>;
+
 /// How a row's attempt ended.
 enum Outcome {
     Sent(String),
@@ -195,8 +198,8 @@ impl Core {
         let mut sent = 0u64;
         let mut failed = 0u64;
         let mut last_error = None;
-        let mut marking: Option<JoinHandle<Result<Vec<(i64, Outcome)>, OutboxError>>> = None;
-        let mut account = |r: Result<Result<Vec<(i64, Outcome)>, OutboxError>, tokio::task::JoinError>| match r {
+        let mut marking: Option<JoinHandle<Marked>> = None;
+        let mut account = |r: Result<Marked, tokio::task::JoinError>| match r {
             Ok(Ok(outcomes)) => {
                 for (id, o) in outcomes {
                     match o {
