@@ -89,6 +89,24 @@ pub struct RelayStats {
     pub last_error: Option<(i64, String)>,
 }
 
+impl RelayStats {
+    /// The stats in Prometheus' text format, labelled `relay="NAME"`, for
+    /// the application to append to its own `/metrics`.
+    pub fn prometheus(&self, relay: &str) -> String {
+        let escaped = relay.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let l = format!("relay=\"{escaped}\"");
+        let oldest = self.oldest_pending_ms.map_or(0.0, |ms| ms as f64 / 1000.0);
+        format!(
+            "# TYPE waybill_outbox_pending gauge\nwaybill_outbox_pending{{{l}}} {}\n\
+             # TYPE waybill_outbox_parked gauge\nwaybill_outbox_parked{{{l}}} {}\n\
+             # TYPE waybill_outbox_oldest_pending_seconds gauge\nwaybill_outbox_oldest_pending_seconds{{{l}}} {oldest}\n\
+             # TYPE waybill_outbox_sent_total counter\nwaybill_outbox_sent_total{{{l}}} {}\n\
+             # TYPE waybill_outbox_failed_attempts_total counter\nwaybill_outbox_failed_attempts_total{{{l}}} {}\n",
+            self.pending, self.parked, self.sent, self.failed_attempts
+        )
+    }
+}
+
 /// A running relay; stop it with [`Relay::shutdown`].
 pub struct Relay {
     stop: watch::Sender<bool>,
@@ -460,6 +478,32 @@ fn claimed(r: &AnyRow) -> Claimed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stats_render_as_prometheus_text() {
+        let s = RelayStats {
+            pending: 3,
+            parked: 1,
+            oldest_pending_ms: Some(2500),
+            sent: 10,
+            failed_attempts: 2,
+            last_error: None,
+        };
+        let text = s.prometheus("shop \"1\"");
+        assert!(
+            text.contains("waybill_outbox_pending{relay=\"shop \\\"1\\\"\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("waybill_outbox_oldest_pending_seconds{relay=\"shop \\\"1\\\"\"} 2.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("waybill_outbox_sent_total{relay=\"shop \\\"1\\\"\"} 10\n"),
+            "{text}"
+        );
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 5);
+    }
 
     #[test]
     fn backoff_doubles_from_min_to_max() {

@@ -41,6 +41,8 @@ struct Group {
     /// Duplicates the group's inbox acknowledged without handling, since
     /// this broker started.
     suppressed: u64,
+    /// The topic its members last consumed (kept after they leave).
+    last_topic: Option<String>,
 }
 
 /// A group as the API shows it.
@@ -106,6 +108,7 @@ impl Groups {
             },
         );
         g.auto_commit_seen |= auto_commit;
+        g.last_topic = Some(topic.to_string());
         if dedupe.is_some() {
             g.dedupe_seen = dedupe;
         }
@@ -202,7 +205,12 @@ impl Groups {
                     group: name.clone(),
                     // Kept from members that timed out: an offline group
                     // still shows what it consumes.
-                    topic: g.members.values().next().map(|m| m.topic.clone()),
+                    topic: g
+                        .members
+                        .values()
+                        .next()
+                        .map(|m| m.topic.clone())
+                        .or_else(|| g.last_topic.clone()),
                     // Only members heard from within the client timeout
                     // (expired ones are pruned lazily at the next heartbeat).
                     members: g
@@ -261,6 +269,24 @@ mod tests {
         assert!(a.iter().all(|q| !b.contains(q)));
         g.leave("g", "b");
         assert_eq!(g.heartbeat("g", "a", "t", false, None, &queues).len(), 6);
+    }
+
+    #[test]
+    fn a_group_whose_members_left_keeps_its_topic_and_inbox() {
+        let g = Groups::new(Duration::from_secs(30));
+        let dedupe = Dedupe {
+            backend: "redis".into(),
+            window_ms: 60_000,
+        };
+        g.heartbeat("g", "a", "orders", false, Some(dedupe), &[]);
+        g.suppressed("g", 2);
+        g.leave("g", "a");
+        let v = &g.views()[0];
+        assert!(v.members.is_empty());
+        assert_eq!(v.topic.as_deref(), Some("orders"));
+        assert_eq!(v.dedupe.as_ref().map(|d| d.window_ms), Some(60_000));
+        assert_eq!(v.duplicates_suppressed, 2);
+        assert!(g.dedupe("g").is_none(), "no live member declares it now");
     }
 
     #[test]
