@@ -427,9 +427,19 @@ async fn given_keys_search_returns_all_and_only_their_messages_across_restarts()
         };
         let v = get_json(url).await?;
         paged.extend(ids(&v));
+        // Each page says whether it covered everything, and how far back
+        // it looked when not.
         match v["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
+            Some(c) => {
+                assert_eq!(v["complete"], false, "{v}");
+                assert!(v["scanned_down_to"].as_str().is_some_and(|t| t.contains('T')), "{v}");
+                cursor = Some(c.to_string());
+            }
+            None => {
+                assert_eq!(v["complete"], true, "{v}");
+                assert!(v["scanned_down_to"].is_null(), "{v}");
+                break;
+            }
         }
     }
     paged.sort();

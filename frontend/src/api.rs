@@ -50,7 +50,10 @@ impl ApiError {
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ApiError::Network(m) => write!(f, "the node did not answer: {m}"),
+            ApiError::Network(m) => write!(
+                f,
+                "the node did not answer ({m}): is it running and reachable? Try again once the header shows \"live\""
+            ),
             ApiError::Status { status, message } => write!(f, "HTTP {status}: {message}"),
         }
     }
@@ -88,8 +91,15 @@ pub fn auth_needed() -> RwSignal<bool> {
     AUTH_NEEDED.with(|s| *s)
 }
 
+/// A browser error as a sentence: a JS `Error`'s message (`Failed to
+/// fetch`), never its debug form (which carries a wasm stack trace).
 fn js(e: JsValue) -> ApiError {
-    ApiError::Network(e.as_string().unwrap_or_else(|| format!("{e:?}")))
+    let text = e
+        .dyn_ref::<js_sys::Error>()
+        .map(|err| String::from(err.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| "the browser gave no reason".into());
+    ApiError::Network(text)
 }
 
 /// `GET url` → JSON.

@@ -204,6 +204,9 @@ pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>)
     let started = std::time::Instant::now();
     let mut out = Vec::with_capacity(limit);
     let mut next_cursor = None;
+    // Stored time of the oldest hit looked at: with a cursor, how far back
+    // (newest first) this page scanned.
+    let mut scanned_ms = None;
     // A status filter is applied to hits, so a page may take several
     // rounds; past STATUS_SCAN_BUDGET the page ends early with a cursor.
     'pages: loop {
@@ -213,6 +216,7 @@ pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>)
         let last = hits.last().map(search::cursor_of);
         let n = hits.len();
         for (i, h) in hits.into_iter().enumerate() {
+            scanned_ms = Some(h.stored_ms);
             // No timeline yet: stored, but the trace has not written it
             // ("found, no trace yet").
             let (status, traced) = match timeline::load(pool, store, &h.id).await {
@@ -244,7 +248,15 @@ pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>)
         }
         query.cursor = search::parse_cursor(&last);
     }
-    Ok(Json(json!({ "messages": out, "next_cursor": next_cursor })))
+    // Incomplete: more may match before `scanned_down_to` (ask again with
+    // the cursor); complete: everything in the range was looked at.
+    let complete = next_cursor.is_none();
+    Ok(Json(json!({
+        "messages": out,
+        "next_cursor": next_cursor,
+        "complete": complete,
+        "scanned_down_to": if complete { None } else { scanned_ms.map(rfc3339) },
+    })))
 }
 
 /// Search without a trace store: key and id through the log's own indexes.
@@ -271,7 +283,9 @@ fn search_log(state: &AppState, q: &SearchQuery, limit: usize) -> Result<Json<Va
             "tracing is off: only key= or id= searches are possible".into(),
         ));
     }
-    Ok(Json(json!({ "messages": found, "next_cursor": null })))
+    Ok(Json(
+        json!({ "messages": found, "next_cursor": null, "complete": true, "scanned_down_to": null }),
+    ))
 }
 
 fn message_json(

@@ -1,0 +1,134 @@
+//! The dashboard's search says what it covered, in headless Chromium: a
+//! page of 100 of 120 matches says "so far" with how far back it looked and
+//! "Load more" appends the rest until it says "every match"; the tag field
+//! searches by tag; a malformed id is named beside its field and not sent;
+//! with the node gone the error is a sentence, not a wasm stack trace.
+
+#[path = "common/browser.rs"]
+mod browser;
+mod common;
+
+use std::process::Command;
+
+use browser::{ui_built, Browser};
+use common::Node;
+
+const ROWS: &str = "return document.querySelectorAll('table.results tbody tr').length";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_more_matches_than_a_page_search_says_so_loads_more_and_names_bad_input() -> anyhow::Result<()> {
+    ui_built()?;
+    let tmp = tempfile::tempdir()?;
+    let mut node = Node::start(&tmp.path().join("node"), &[])?;
+    let out = Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args([
+            "produce",
+            "--broker",
+            &node.broker,
+            "--topic",
+            "orders",
+            "--key",
+            "order-{n}",
+        ])
+        .args(["--body", "paid {n}", "--tag", "paid", "--count", "120"])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args([
+            "produce",
+            "--broker",
+            &node.broker,
+            "--topic",
+            "orders",
+            "--key",
+            "refund-1",
+            "--body",
+            "r",
+        ])
+        .args(["--tag", "refund"])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let b = Browser::start().await?;
+    b.open(&format!("{}/messages?tag=paid", node.http)).await?;
+    b.wait("a full first page", &format!("{ROWS} === 100")).await?;
+    let coverage = b
+        .wait_value(
+            "the coverage line",
+            "return document.querySelector('p.coverage')?.innerText",
+        )
+        .await?;
+    let coverage = coverage.as_str().unwrap_or_default();
+    assert!(
+        coverage.contains("100 message(s) so far")
+            && coverage.contains("scanned back to")
+            && coverage.contains("Load more"),
+        "{coverage}"
+    );
+    b.click("button.more").await?;
+    b.wait("the rest appended", &format!("{ROWS} === 120")).await?;
+    let coverage = b
+        .wait_value(
+            "the search complete",
+            "const t = document.querySelector('p.coverage')?.innerText; return t && t.includes('every match') ? t : null",
+        )
+        .await?;
+    assert!(
+        coverage.as_str().is_some_and(|t| t.contains("120 message(s)")),
+        "{coverage}"
+    );
+    let tags_ok = b
+        .c()
+        .execute(
+            "return [...document.querySelectorAll('table.results tbody tr')].every(r => r.innerText.includes('order-'))",
+            vec![],
+        )
+        .await?;
+    assert_eq!(tags_ok, serde_json::json!(true), "tag=paid lists no refund");
+    b.screenshot("search-complete").await?;
+
+    // A malformed id: named beside the field, the URL does not change.
+    let before = b.c().current_url().await?;
+    b.c()
+        .execute(
+            "const i = document.querySelector('input[name=id]'); i.value = 'zzz'; i.dispatchEvent(new Event('input', {bubbles: true})); return true",
+            vec![],
+        )
+        .await?;
+    b.c()
+        .execute(
+            "document.querySelector('form.search').requestSubmit(); return true",
+            vec![],
+        )
+        .await?;
+    let why = b
+        .wait_value(
+            "the id's error",
+            "return document.querySelector('label .field-error')?.innerText",
+        )
+        .await?;
+    assert!(why.as_str().is_some_and(|t| t.contains("not a message id")), "{why}");
+    assert_eq!(b.c().current_url().await?, before, "a bad id was sent");
+
+    // The node goes away: the next search fails in a sentence.
+    node.sigkill()?;
+    b.c()
+        .execute(
+            "const i = document.querySelector('input[name=id]'); i.value = ''; i.dispatchEvent(new Event('input', {bubbles: true})); const k = document.querySelector('input[name=key]'); k.value = 'order-7'; k.dispatchEvent(new Event('input', {bubbles: true})); return true",
+            vec![],
+        )
+        .await?;
+    b.c()
+        .execute(
+            "document.querySelector('form.search').requestSubmit(); return true",
+            vec![],
+        )
+        .await?;
+    let err = b
+        .wait_value("the error", "return document.querySelector('main p.error')?.innerText")
+        .await?;
+    let err = err.as_str().unwrap_or_default();
+    assert!(err.contains("the node did not answer"), "{err}");
+    assert!(!err.contains("wasm-function") && !err.contains("JsValue"), "{err}");
+    Ok(())
+}
