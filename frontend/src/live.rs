@@ -85,7 +85,9 @@ impl Live {
             if let Some(prev) = live.stats.get_untracked() {
                 let dt = (n(&v, "at_ms").saturating_sub(n(&prev, "at_ms"))) as f64 / 1000.0;
                 if dt > 0.0 {
-                    let produced = n(&v, "messages_stored").saturating_sub(n(&prev, "messages_stored"));
+                    // Sends to user topics, not every record the log took
+                    // (retries, dead letters, offset commits are records too).
+                    let produced = n(&v, "messages_produced").saturating_sub(n(&prev, "messages_produced"));
                     let consumed = committed(&v).saturating_sub(committed(&prev));
                     live.rates.set((produced as f64 / dt, consumed as f64 / dt));
                 }

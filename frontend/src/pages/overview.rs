@@ -53,7 +53,7 @@ pub fn Overview() -> impl IntoView {
             <div class="card">
                 <h2>"Produce"</h2>
                 <p class="big">{move || format!("{:.1}/s", live.rates.get().0)}</p>
-                <p class="sub">{move || live.stats.get().map(|st| format!("{} stored since start", n(&st, "messages_stored"))).unwrap_or_default()}</p>
+                <p class="sub">{move || live.stats.get().map(|st| format!("{} sent to user topics since start", n(&st, "messages_produced"))).unwrap_or_default()}</p>
             </div>
             <div class="card">
                 <h2>"Consume"</h2>

@@ -53,6 +53,15 @@ fn stats(state: &AppState) -> serde_json::Value {
         "log_end": s.log_end,
         "flushed": s.flushed,
         "messages_stored": s.appended_msgs,
+        // What producers sent to user topics: the log's record count also
+        // holds retries, dead letters, replays and offset commits.
+        "messages_produced": state
+            .broker
+            .produced()
+            .into_iter()
+            .filter(|((topic, _), _)| !topic.starts_with('%'))
+            .map(|(_, n)| n)
+            .sum::<u64>(),
         "fsyncs": s.fsyncs,
         "trace_queue_depth": tracer.map(|t| t.queue_depth()),
         "trace_shed": tracer.map(|t| t.shed_count()),
