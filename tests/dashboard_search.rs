@@ -110,6 +110,46 @@ async fn given_more_matches_than_a_page_search_says_so_loads_more_and_names_bad_
     assert!(why.as_str().is_some_and(|t| t.contains("not a message id")), "{why}");
     assert_eq!(b.c().current_url().await?, before, "a bad id was sent");
 
+    // The message viewer: tags, queue/offset, born and stored times in the
+    // header; a JSON body pretty-printed.
+    let out = Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args([
+            "produce",
+            "--broker",
+            &node.broker,
+            "--topic",
+            "orders",
+            "--key",
+            "order-json",
+        ])
+        .args(["--tag", "paid", "--body", r#"{"order":7,"items":[1,2]}"#])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let id = sent["id"].as_str().unwrap_or_default();
+    b.open(&format!("{}/messages/{id}", node.http)).await?;
+    let facts = b
+        .wait_value("the header", "return document.querySelector('p.facts-line')?.innerText")
+        .await?;
+    // The line lays its parts out as boxes: compare words, not layout.
+    let facts = facts
+        .as_str()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for want in ["tags paid", "queue ", "offset ", "born ", "stored "] {
+        assert!(facts.contains(want), "{want:?} missing from {facts:?}");
+    }
+    let body = b
+        .wait_value(
+            "the JSON body",
+            "return document.querySelector('pre.body[data-json]')?.innerText",
+        )
+        .await?;
+    assert!(body.as_str().is_some_and(|t| t.contains("\n  \"items\": [")), "{body}");
+    b.open(&format!("{}/messages?key=order-7", node.http)).await?;
+
     // The node goes away: the next search fails in a sentence.
     node.sigkill()?;
     b.c()

@@ -77,7 +77,11 @@ pub fn Messages() -> impl IntoView {
             later.set(None);
         });
     }
+    // Bumped by a submit: the same question asked again is asked again
+    // (a navigation to the URL already shown would not fetch).
+    let asked = RwSignal::new(0u32);
     let base_url = move || {
+        asked.track();
         let q = query.get();
         let mut parts = vec![format!("limit={PAGE}")];
         for f in FIELDS {
@@ -148,6 +152,9 @@ pub fn Messages() -> impl IntoView {
                 format!("/messages?{}", parts.join("&"))
             };
             result.set(Load::Loading);
+            extra.set(Vec::new());
+            later.set(None);
+            asked.update(|n| *n = n.wrapping_add(1));
             navigate(&url, NavigateOptions::default());
         }
     };

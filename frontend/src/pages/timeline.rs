@@ -64,6 +64,12 @@ pub fn page(v: &Value) -> impl IntoView {
             <span class=api::status_class(&status)>{status.clone()}</span>
             " topic " <b>{s(v, "topic").to_string()}</b>
             {(!s(v, "key").is_empty()).then(|| view! { " key " <b>{s(v, "key").to_string()}</b> })}
+            {(!s(v, "tags").is_empty()).then(|| view! { " tags " <b>{s(v, "tags").to_string()}</b> })}
+            {v.get("queue_id").and_then(Value::as_u64).map(|q| view! {
+                " queue " <b>{q}</b> " offset " <b>{v.get("queue_offset").and_then(Value::as_u64).unwrap_or(0)}</b>
+            })}
+            {(!s(v, "born_at").is_empty()).then(|| view! { " · born " <span class="when">{api::time(s(v, "born_at"))}</span> })}
+            {(!s(v, "stored_at").is_empty()).then(|| view! { " · stored " <span class="when">{api::time(s(v, "stored_at"))}</span> })}
             {(!s(v, "send_mode").is_empty()).then(|| format!(" · {} send", s(v, "send_mode")))}
             {(!s(v, "flush_mode").is_empty()).then(|| format!(" · {} flush", s(v, "flush_mode")))}
             {v.get("in_log").and_then(Value::as_bool).is_some_and(|b| !b).then(|| view! { " · " <b class="bad">"no longer in the log"</b> })}
@@ -204,7 +210,30 @@ fn loss_mark(l: &Value) -> impl IntoView {
 
 fn body(v: &Value) -> impl IntoView {
     if let Some(text) = v.get("body").and_then(Value::as_str) {
-        return view! { <pre class="body">{text.to_string()}</pre> }.into_any();
+        // JSON (an object or array) pretty-printed; anything else as sent.
+        let (shown, json) = match serde_json::from_str::<Value>(text) {
+            Ok(j) if j.is_object() || j.is_array() => (
+                serde_json::to_string_pretty(&j).unwrap_or_else(|_| text.to_string()),
+                true,
+            ),
+            _ => (text.to_string(), false),
+        };
+        let original = text.to_string();
+        let copied = RwSignal::new(false);
+        let copy = move |_| {
+            if let Some(w) = web_sys::window() {
+                let _ = w.navigator().clipboard().write_text(&original);
+                copied.set(true);
+            }
+        };
+        return view! {
+            <p class="sub body-tools">
+                {if json { "JSON body, pretty-printed " } else { "Text body " }}
+                <button class="copy" on:click=copy>{move || if copied.get() { "Copied" } else { "Copy body" }}</button>
+            </p>
+            <pre class="body" data-json=json>{shown}</pre>
+        }
+        .into_any();
     }
     match v.get("body_base64").and_then(Value::as_str).and_then(api::base64_bytes) {
         Some(bytes) => {
