@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_addr, get_json, pg_schema, timeline_until, Node};
+use common::{free_addr, get_json, pg_schema, timeline_until, wait_until, Node};
 use serde_json::Value;
 use sqlx::{AnyPool, Row};
 use waybill_client::inbox::Inbox;
@@ -154,21 +154,6 @@ async fn storm_child() -> anyhow::Result<()> {
     anyhow::bail!("storm child was never killed")
 }
 
-async fn wait_until<F, Fut>(what: &str, mut done: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let start = Instant::now();
-    while start.elapsed() < WAIT {
-        if done().await? {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("timed out waiting for {what}")
-}
-
 fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -207,7 +192,7 @@ async fn storm(dedupe: &str, shipments_url: &str) -> anyhow::Result<()> {
         .env(ROLE, format!("{}|{group}|{dedupe}|{shipments_url}", node.broker))
         .stdout(Stdio::null())
         .spawn()?;
-    wait_until("the first member's share", || async {
+    wait_until("the first member's share", WAIT, || async {
         Ok(rows(&shipments, "SELECT COUNT(*) FROM shipments").await? >= FIRST_PASS as i64)
     })
     .await?;
@@ -223,7 +208,7 @@ async fn storm(dedupe: &str, shipments_url: &str) -> anyhow::Result<()> {
     // The restarted member gets everything again (nothing was committed).
     let inbox = Inbox::connect(dedupe, &group).await?;
     let m = member(&node.broker, &group, inbox, shipments.clone(), None).await?;
-    wait_until("every message handled or suppressed", || async {
+    wait_until("every message handled or suppressed", WAIT, || async {
         Ok(m.handled.load(Ordering::SeqCst) + m.duplicates.load(Ordering::SeqCst) >= MESSAGES)
     })
     .await?;
@@ -345,12 +330,12 @@ async fn backend_down(
         ..Message::default()
     };
     producer.send("jobs", send("job-1")).await?;
-    wait_until("job-1 handled", || async { Ok(runs.load(Ordering::SeqCst) == 1) }).await?;
+    wait_until("job-1 handled", WAIT, || async { Ok(runs.load(Ordering::SeqCst) == 1) }).await?;
     down()?;
     let job2 = producer.send("jobs", send("job-2")).await?;
     // The handler is not run; the message goes back with the reason.
     let url = format!("{}/api/v1/messages/{}", node.http, job2.id);
-    wait_until("job-2 handed back naming the backend", || async {
+    wait_until("job-2 handed back naming the backend", WAIT, || async {
         let v = get_json(url.clone()).await?;
         Ok(v.to_string().contains("dedupe backend unavailable, handler not run"))
     })
@@ -361,7 +346,7 @@ async fn backend_down(
         "{dedupe}: the handler ran without its inbox"
     );
     up()?;
-    wait_until("job-2 handled after the backend returned", || async {
+    wait_until("job-2 handled after the backend returned", WAIT, || async {
         Ok(runs.load(Ordering::SeqCst) == 2)
     })
     .await?;

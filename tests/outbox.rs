@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{free_addr, get_json, pg_schema, timeline_until, Node};
+use common::{free_addr, get_json, pg_schema, timeline_until, wait_until, Node};
 use sqlx::{AnyPool, Row};
 use waybill_client::inbox::Inbox;
 use waybill_client::outbox::{self, Relay, RelayOptions};
@@ -165,21 +165,6 @@ async fn consume_effects(node: &Node, url: &str, group: &str, topic: &str) -> an
     })
 }
 
-async fn wait_until<F, Fut>(what: &str, mut done: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let start = Instant::now();
-    while start.elapsed() < WAIT {
-        if done().await? {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("timed out waiting for {what}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outbox_is_transactional_and_a_killed_relay_still_gives_one_effect_per_row() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -220,12 +205,12 @@ async fn outbox_is_transactional_and_a_killed_relay_still_gives_one_effect_per_r
         // Restarted under its name, it takes its rows back at once and
         // sends them again: the broker now has two copies of each.
         let mut relay = relay_process(&url, &node.broker, "r1", &[], "relaying")?;
-        wait_until("all rows marked sent", || async {
+        wait_until("all rows marked sent", WAIT, || async {
             Ok(outbox::status(&pool, backend).await?.sent == 50)
         })
         .await?;
         let effects = consume_effects(&node, &url, "billing", &topic).await?;
-        wait_until("100 deliveries", || async {
+        wait_until("100 deliveries", WAIT, || async {
             Ok(*effects.deliveries.lock().unwrap_or_else(|p| p.into_inner()) >= 100)
         })
         .await?;
@@ -300,7 +285,7 @@ async fn two_relays_on_postgres_send_every_row_and_keep_each_keys_order() -> any
         }
     })
     .await?;
-    wait_until("300 deliveries", || async {
+    wait_until("300 deliveries", WAIT, || async {
         Ok(seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -352,7 +337,7 @@ async fn a_broker_outage_leaves_rows_pending_with_attempts_then_all_are_delivere
     opts.backoff_max = Duration::from_millis(200);
     opts.max_attempts = 1000;
     let relay = Relay::start(opts, producer.clone()).await?;
-    wait_until("three failed attempts on every row", || async {
+    wait_until("three failed attempts on every row", WAIT, || async {
         Ok(count(&pool, "SELECT COUNT(*) FROM waybill_outbox WHERE attempts >= 3").await? == 20)
     })
     .await?;
@@ -363,7 +348,7 @@ async fn a_broker_outage_leaves_rows_pending_with_attempts_then_all_are_delivere
     assert!(stats.failed_attempts >= 60 && stats.sent == 0, "{stats:?}");
     // The broker comes up: every row goes out, none was parked.
     let node = Node::start_at(&tmp.path().join("node"), &http, &broker, &[])?;
-    wait_until("all rows sent", || async {
+    wait_until("all rows sent", WAIT, || async {
         Ok(outbox::status(&pool, backend).await?.sent == 20)
     })
     .await?;
@@ -379,7 +364,7 @@ async fn a_broker_outage_leaves_rows_pending_with_attempts_then_all_are_delivere
     opts.max_attempts = 2;
     let dead = Producer::new(ProducerOptions::new(free_addr()?))?;
     let relay = Relay::start(opts, Arc::new(dead)).await?;
-    wait_until("the row parked", || async {
+    wait_until("the row parked", WAIT, || async {
         Ok(outbox::status(&pool, backend).await?.parked == 1)
     })
     .await?;
@@ -397,7 +382,7 @@ async fn a_broker_outage_leaves_rows_pending_with_attempts_then_all_are_delivere
         .status()?;
     assert!(ok.success());
     let relay = Relay::start(RelayOptions::new(url.clone()), producer).await?;
-    wait_until("the parked row sent", || async {
+    wait_until("the parked row sent", WAIT, || async {
         Ok(outbox::status(&pool, backend).await?.sent == 21)
     })
     .await?;

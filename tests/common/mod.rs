@@ -216,3 +216,20 @@ pub async fn pg_schema(prefix: &str) -> anyhow::Result<String> {
         "postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{name}"
     ))
 }
+
+/// Polls `done` every 100 ms until it holds; fails naming `what` after
+/// `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut done: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if done().await? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("timed out after {limit:?} waiting for {what}")
+}
