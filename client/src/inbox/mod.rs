@@ -15,6 +15,10 @@
 //!   key commit together: exactly one effect per key, whatever crashes.
 //!   With [`Inbox::handle`] the effect is outside it (an HTTP call, a
 //!   command): a crash after the effect and before the commit repeats it.
+//!   On SQLite the key's transaction holds the database's write lock while
+//!   the handler runs, so handlers of one inbox run one at a time (others
+//!   wait up to the 5 s busy timeout, then are handed back): keep them
+//!   short, or use PostgreSQL, which locks only the key's row.
 //! - **Redis** (`SET NX` with an expiry): the key is claimed as
 //!   `processing` before the handler runs and becomes `done` after it
 //!   succeeded. A message whose key is `processing` (another member has it,
