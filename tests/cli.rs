@@ -108,6 +108,17 @@ fn given_each_send_mode_produce_prints_one_result_per_acknowledged_message_and_c
     let v: Value = serde_json::from_slice(&list.stdout)?;
     assert_eq!(v["messages"].as_array().map(Vec::len), Some(1));
     let dlq_id = v["messages"][0]["id"].as_str().unwrap_or_default().to_string();
+    // The table counts attempts as the dashboard does: the first delivery
+    // and its retries (reconsume_times + 1), two here.
+    let table = waybill(&["dlq", "list", "--group", "cli-g", "--http", &node.http])?;
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table.lines().next().is_some_and(|h| h.contains("attempts")), "{table}");
+    let row = table.lines().find(|l| l.starts_with(&dlq_id)).unwrap_or_default();
+    assert_eq!(
+        v["messages"][0]["reconsume_times"].as_u64().map(|r| (r + 1).to_string()),
+        row.split_whitespace().nth(3).map(str::to_string),
+        "{table}"
+    );
 
     let dry = waybill(&[
         "dlq",

@@ -142,7 +142,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 "dead letter id",
                 "original id",
                 "state",
-                "retries",
+                "attempts",
                 "key"
             );
             for m in rows {
@@ -151,7 +151,9 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                     m["id"].as_str().unwrap_or(""),
                     m["origin_id"].as_str().unwrap_or(""),
                     m["state"].as_str().unwrap_or(""),
-                    m["reconsume_times"],
+                    // Failed deliveries, as the dashboard counts them: the
+                    // first one plus its retries (reconsume_times).
+                    m["reconsume_times"].as_u64().map_or(0, |r| r + 1),
                     m["key"].as_str().unwrap_or("-"),
                     m["reason"].as_str().unwrap_or(""),
                 );
