@@ -115,7 +115,9 @@ fn given_each_send_mode_produce_prints_one_result_per_acknowledged_message_and_c
     assert!(table.lines().next().is_some_and(|h| h.contains("attempts")), "{table}");
     let row = table.lines().find(|l| l.starts_with(&dlq_id)).unwrap_or_default();
     assert_eq!(
-        v["messages"][0]["reconsume_times"].as_u64().map(|r| (r + 1).to_string()),
+        v["messages"][0]["reconsume_times"]
+            .as_u64()
+            .map(|r| (r + 1).to_string()),
         row.split_whitespace().nth(3).map(str::to_string),
         "{table}"
     );
