@@ -231,6 +231,10 @@ impl Broker {
         let due = self.opts.clock.now_ms();
         properties.insert(waybill_client::protocol::PROP_DELAY_UNTIL.into(), due.to_string());
         let topic = retry_topic(&group);
+        // The replay's time is when it was decided, before the copy exists:
+        // a consumer may pull the copy before the `%REPLAYS%` record is
+        // written, and its delivery must not read as earlier than the replay.
+        let replayed_at = now_ms();
         let origin_id = m
             .properties
             .get(PROP_ORIGIN_ID)
@@ -248,7 +252,7 @@ impl Broker {
             new_id: r.id.to_string(),
             group,
             by: by.to_string(),
-            at_ms: now_ms(),
+            at_ms: replayed_at,
             forced,
             job: job.map(str::to_string),
             edited,
