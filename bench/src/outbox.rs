@@ -84,7 +84,7 @@ pub async fn run(args: OutboxBench) -> anyhow::Result<()> {
     );
     let direct = direct(&producer, args.messages, args.concurrency).await?;
     eprintln!("outbox relay: enqueue, then relay {} rows per round", args.concurrency);
-    let relayed = relay(&pool, backend, &args, producer.clone()).await?;
+    let relayed = relay(&pool, &args, producer.clone()).await?;
 
     // The consume side: one topic, fresh group per variant.
     for n in 0..args.messages {
@@ -184,7 +184,7 @@ async fn direct(producer: &Arc<Producer>, n: u64, c: u64) -> anyhow::Result<f64>
 }
 
 /// Seconds for a relay to send `n` enqueued rows.
-async fn relay(pool: &AnyPool, backend: sql::Backend, a: &OutboxBench, producer: Arc<Producer>) -> anyhow::Result<f64> {
+async fn relay(pool: &AnyPool, a: &OutboxBench, producer: Arc<Producer>) -> anyhow::Result<f64> {
     for chunk in 0..a.messages.div_ceil(500) {
         let mut tx = pool.begin().await?;
         for i in chunk * 500..((chunk + 1) * 500).min(a.messages) {
@@ -216,7 +216,7 @@ async fn relay(pool: &AnyPool, backend: sql::Backend, a: &OutboxBench, producer:
     }
     let secs = start.elapsed().as_secs_f64();
     relay.shutdown().await;
-    let s = outbox::status(pool, backend).await?;
+    let s = outbox::status(pool).await?;
     ensure!(
         s.sent == a.messages as i64 && s.pending == 0,
         "outbox after the relay: {s:?}"

@@ -236,25 +236,19 @@ impl Inbox {
         let key = self.key_of(&d);
         match &*self.store {
             Store::Sql { pool, .. } => {
-                let mut tx = match pool.begin().await {
+                let tx = match self.claim_tx(pool, &key, &d.id).await {
                     Ok(tx) => tx,
-                    Err(e) => return unavailable(&e),
+                    Err(answer) => return answer,
                 };
-                match claim_in(&mut *tx, &self.group, &key, &d.id, self.window).await {
-                    Err(e) => unavailable(&e),
-                    Ok(Claim::First) => {
-                        let result = handler(d).await;
-                        if result != ConsumeResult::Success {
-                            return result;
-                        }
-                        match tx.commit().await {
-                            Ok(()) => ConsumeResult::Success,
-                            Err(e) => ConsumeResult::reconsume_later(format!(
-                                "handled, but the dedupe key {key:?} could not be recorded: {e}"
-                            )),
-                        }
-                    }
-                    Ok(other) => claim_result(other),
+                let result = handler(d).await;
+                if result != ConsumeResult::Success {
+                    return result;
+                }
+                match tx.commit().await {
+                    Ok(()) => ConsumeResult::Success,
+                    Err(e) => ConsumeResult::reconsume_later(format!(
+                        "handled, but the dedupe key {key:?} could not be recorded: {e}"
+                    )),
                 }
             }
             #[cfg(feature = "redis")]
@@ -277,24 +271,32 @@ impl Inbox {
             );
         };
         let key = self.key_of(&d);
-        let mut tx = match pool.begin().await {
+        let mut tx = match self.claim_tx(pool, &key, &d.id).await {
             Ok(tx) => tx,
-            Err(e) => return unavailable(&e),
+            Err(answer) => return answer,
         };
-        match claim_in(&mut *tx, &self.group, &key, &d.id, self.window).await {
-            Err(e) => unavailable(&e),
-            Ok(Claim::First) => {
-                if let Err(e) = handler(&mut tx, &d).await {
-                    return ConsumeResult::reconsume_later(format!("handler failed (rolled back): {e}"));
-                }
-                match tx.commit().await {
-                    Ok(()) => ConsumeResult::Success,
-                    Err(e) => {
-                        ConsumeResult::reconsume_later(format!("could not commit the handler's transaction: {e}"))
-                    }
-                }
-            }
-            Ok(other) => claim_result(other),
+        if let Err(e) = handler(&mut tx, &d).await {
+            return ConsumeResult::reconsume_later(format!("handler failed (rolled back): {e}"));
+        }
+        match tx.commit().await {
+            Ok(()) => ConsumeResult::Success,
+            Err(e) => ConsumeResult::reconsume_later(format!("could not commit the handler's transaction: {e}")),
+        }
+    }
+
+    /// Begins a transaction holding `key`'s claim when the key is new;
+    /// otherwise the answer to give (duplicate, or backend unavailable).
+    async fn claim_tx(
+        &self,
+        pool: &sqlx::AnyPool,
+        key: &str,
+        id: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, ConsumeResult> {
+        let mut tx = pool.begin().await.map_err(|e| unavailable(&e))?;
+        match claim_in(&mut *tx, &self.group, key, id, self.window).await {
+            Ok(Claim::First) => Ok(tx),
+            Ok(other) => Err(claim_result(other)),
+            Err(e) => Err(unavailable(&e)),
         }
     }
 

@@ -284,7 +284,7 @@ impl Core {
                 });
             }
             if last_stats.elapsed() >= STATS_EVERY {
-                if let Ok(s) = super::status(&this.pool, this.backend).await {
+                if let Ok(s) = super::status(&this.pool).await {
                     this.stats.send_modify(|st| {
                         st.pending = s.pending;
                         st.parked = s.parked;

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use super::OutboxError;
-use crate::sql::{now_ms, Backend, SqlError};
+use crate::sql::{now_ms, SqlError};
 
 /// Parked rows listed by [`status`] (the counts cover all of them).
 pub const PARKED_LISTED: i64 = 20;
@@ -50,7 +50,7 @@ fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> OutboxError {
 }
 
 /// The table's state now.
-pub async fn status(pool: &AnyPool, _backend: Backend) -> Result<OutboxStatus, OutboxError> {
+pub async fn status(pool: &AnyPool) -> Result<OutboxStatus, OutboxError> {
     let counts: AnyRow = sqlx::query(
         "SELECT \
          COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS pending, \

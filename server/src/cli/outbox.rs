@@ -83,8 +83,8 @@ pub enum OutboxCommand {
 pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
     match args.command {
         OutboxCommand::Status { db, json } => {
-            let (pool, backend) = open(&db).await?;
-            let s = outbox::status(&pool, backend).await?;
+            let pool = open(&db).await?;
+            let s = outbox::status(&pool).await?;
             if json {
                 outln!("{}", status_json(&s));
             } else {
@@ -93,7 +93,7 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
             Ok(())
         }
         OutboxCommand::Retry { db, ids, all } => {
-            let (pool, _) = open(&db).await?;
+            let pool = open(&db).await?;
             let moved = outbox::retry_parked(&pool, if all { &[] } else { &ids }).await?;
             if moved == 0 && !all {
                 bail!("no parked row among {ids:?}: see `waybill outbox status --db …`");
@@ -149,14 +149,14 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
 }
 
 /// Opens the database and checks the table, naming what is wrong.
-async fn open(db: &str) -> anyhow::Result<(sqlx::AnyPool, sql::Backend)> {
+async fn open(db: &str) -> anyhow::Result<sqlx::AnyPool> {
     let (pool, backend) = sql::connect(db, 1)
         .await
         .with_context(|| format!("--db {}", redact(db)))?;
     outbox::check(&pool, backend)
         .await
         .with_context(|| format!("--db {}", redact(db)))?;
-    Ok((pool, backend))
+    Ok(pool)
 }
 
 fn status_json(s: &OutboxStatus) -> serde_json::Value {

@@ -15,21 +15,12 @@ use super::TraceError;
 /// Longest wait for a pooled connection (including opening one).
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Which backend a URL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+/// Which backend a URL names: the SDK's, so the trace store, the outbox
+/// and the inbox read URLs alike.
+pub use waybill_client::sql::Backend;
 
 pub fn backend_of(url: &str) -> Result<Backend, TraceError> {
-    if url.starts_with("sqlite:") {
-        Ok(Backend::Sqlite)
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Backend::Postgres)
-    } else {
-        Err(TraceError::Url(url.chars().take(200).collect()))
-    }
+    Backend::of(url).map_err(|_| TraceError::Url(url.chars().take(200).collect()))
 }
 
 /// Connects and migrates.
