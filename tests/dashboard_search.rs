@@ -13,6 +13,28 @@ use std::process::Command;
 use browser::{ui_built, Browser};
 use common::Node;
 
+/// Types `fields` into the search form (as input events, so the page's
+/// signals see them) and submits it.
+async fn search(b: &Browser, fields: &[(&str, &str)]) -> anyhow::Result<()> {
+    for (name, value) in fields {
+        b.c()
+            .execute(
+                "const i = document.querySelector(`input[name=${arguments[0]}]`); i.value = arguments[1]; \
+                 i.dispatchEvent(new Event('input', {bubbles: true})); return true",
+                vec![serde_json::json!(name), serde_json::json!(value)],
+            )
+            .await?;
+    }
+    // The form's own submit (a click can land on the sticky header).
+    b.c()
+        .execute(
+            "document.querySelector('form.search').requestSubmit(); return true",
+            vec![],
+        )
+        .await?;
+    Ok(())
+}
+
 const ROWS: &str = "return document.querySelectorAll('table.results tbody tr').length";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,18 +111,7 @@ async fn given_more_matches_than_a_page_search_says_so_loads_more_and_names_bad_
 
     // A malformed id: named beside the field, the URL does not change.
     let before = b.c().current_url().await?;
-    b.c()
-        .execute(
-            "const i = document.querySelector('input[name=id]'); i.value = 'zzz'; i.dispatchEvent(new Event('input', {bubbles: true})); return true",
-            vec![],
-        )
-        .await?;
-    b.c()
-        .execute(
-            "document.querySelector('form.search').requestSubmit(); return true",
-            vec![],
-        )
-        .await?;
+    search(&b, &[("id", "zzz")]).await?;
     let why = b
         .wait_value(
             "the id's error",
@@ -152,18 +163,7 @@ async fn given_more_matches_than_a_page_search_says_so_loads_more_and_names_bad_
 
     // The node goes away: the next search fails in a sentence.
     node.sigkill()?;
-    b.c()
-        .execute(
-            "const i = document.querySelector('input[name=id]'); i.value = ''; i.dispatchEvent(new Event('input', {bubbles: true})); const k = document.querySelector('input[name=key]'); k.value = 'order-7'; k.dispatchEvent(new Event('input', {bubbles: true})); return true",
-            vec![],
-        )
-        .await?;
-    b.c()
-        .execute(
-            "document.querySelector('form.search').requestSubmit(); return true",
-            vec![],
-        )
-        .await?;
+    search(&b, &[("id", ""), ("key", "order-7")]).await?;
     let err = b
         .wait_value("the error", "return document.querySelector('main p.error')?.innerText")
         .await?;

@@ -23,7 +23,7 @@ use common::{free_addr, get_json, pg_schema, timeline_until, wait_until, Node};
 use sqlx::{AnyPool, Row};
 use waybill_client::inbox::Inbox;
 use waybill_client::outbox::{self, Relay, RelayOptions};
-use waybill_client::sql::{self, Backend};
+use waybill_client::sql;
 use waybill_client::{ConsumeResult, ConsumerOptions, Delivered, Message, Producer, ProducerOptions, PushConsumer};
 
 /// Longest wait for something the relay or consumer should finish.
@@ -32,13 +32,13 @@ const WAIT: Duration = Duration::from_secs(60);
 /// The application's database: an outbox, orders (the business write) and
 /// effects (what the consumer's handler does), with no unique key on
 /// effects, so a repeated effect would show.
-async fn app_db(url: &str) -> anyhow::Result<(AnyPool, Backend)> {
+async fn app_db(url: &str) -> anyhow::Result<AnyPool> {
     let (pool, backend) = sql::connect(url, 4).await?;
     outbox::install(&pool, backend).await?;
     sqlx::raw_sql("CREATE TABLE orders (order_key TEXT NOT NULL, amount BIGINT NOT NULL); CREATE TABLE effects (order_key TEXT NOT NULL, seq BIGINT NOT NULL)")
         .execute(&pool)
         .await?;
-    Ok((pool, backend))
+    Ok(pool)
 }
 
 /// The databases each test runs against.
@@ -170,7 +170,7 @@ async fn outbox_is_transactional_and_a_killed_relay_still_gives_one_effect_per_r
     let tmp = tempfile::tempdir()?;
     let node = Node::start(&tmp.path().join("node"), &[])?;
     for (n, url) in databases(tmp.path(), "outbox_kill").await?.into_iter().enumerate() {
-        let (pool, backend) = app_db(&url).await?;
+        let pool = app_db(&url).await?;
         let topic = format!("orders{n}");
         // Business write and message commit together, or neither exists.
         let kept = place_order(&pool, &topic, "kept", 0, true).await?;
@@ -200,13 +200,13 @@ async fn outbox_is_transactional_and_a_killed_relay_still_gives_one_effect_per_r
         )?;
         relay.kill()?;
         relay.wait()?;
-        let s = outbox::status(&pool, backend).await?;
+        let s = outbox::status(&pool).await?;
         assert_eq!((s.pending, s.parked, s.max_attempts), (50, 0, 1), "{url}: {s:?}");
         // Restarted under its name, it takes its rows back at once and
         // sends them again: the broker now has two copies of each.
         let mut relay = relay_process(&url, &node.broker, "r1", &[], "relaying")?;
         wait_until("all rows marked sent", WAIT, || async {
-            Ok(outbox::status(&pool, backend).await?.sent == 50)
+            Ok(outbox::status(&pool).await?.sent == 50)
         })
         .await?;
         let effects = consume_effects(&node, &url, "billing", &topic).await?;
@@ -256,7 +256,7 @@ async fn two_relays_on_postgres_send_every_row_and_keep_each_keys_order() -> any
     let tmp = tempfile::tempdir()?;
     let node = Node::start(&tmp.path().join("node"), &[])?;
     let url = pg_schema("outbox_two").await?;
-    let (pool, backend) = app_db(&url).await?;
+    let pool = app_db(&url).await?;
     const KEYS: i64 = 10;
     const PER_KEY: i64 = 30;
     for seq in 0..PER_KEY {
@@ -296,7 +296,7 @@ async fn two_relays_on_postgres_send_every_row_and_keep_each_keys_order() -> any
     })
     .await?;
     consumer.shutdown().await;
-    let s = outbox::status(&pool, backend).await?;
+    let s = outbox::status(&pool).await?;
     assert_eq!((s.pending, s.parked, s.sent), (0, 0, KEYS * PER_KEY), "{s:?}");
     let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let want: Vec<i64> = (0..PER_KEY).collect();
@@ -322,7 +322,7 @@ async fn two_relays_on_postgres_send_every_row_and_keep_each_keys_order() -> any
 async fn a_broker_outage_leaves_rows_pending_with_attempts_then_all_are_delivered() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let url = format!("sqlite://{}", tmp.path().join("outage.db").display());
-    let (pool, backend) = app_db(&url).await?;
+    let pool = app_db(&url).await?;
     for i in 0..20 {
         place_order(&pool, "payments", &format!("pay-{i}"), i, true).await?;
     }
@@ -341,7 +341,7 @@ async fn a_broker_outage_leaves_rows_pending_with_attempts_then_all_are_delivere
         Ok(count(&pool, "SELECT COUNT(*) FROM waybill_outbox WHERE attempts >= 3").await? == 20)
     })
     .await?;
-    let s = outbox::status(&pool, backend).await?;
+    let s = outbox::status(&pool).await?;
     assert_eq!((s.pending, s.retrying, s.parked, s.sent), (20, 20, 0, 0), "{s:?}");
     assert!(s.last_error.is_some(), "{s:?}");
     let stats = relay.stats();
@@ -349,7 +349,7 @@ async fn a_broker_outage_leaves_rows_pending_with_attempts_then_all_are_delivere
     // The broker comes up: every row goes out, none was parked.
     let node = Node::start_at(&tmp.path().join("node"), &http, &broker, &[])?;
     wait_until("all rows sent", WAIT, || async {
-        Ok(outbox::status(&pool, backend).await?.sent == 20)
+        Ok(outbox::status(&pool).await?.sent == 20)
     })
     .await?;
     relay.shutdown().await;
@@ -365,11 +365,11 @@ async fn a_broker_outage_leaves_rows_pending_with_attempts_then_all_are_delivere
     let dead = Producer::new(ProducerOptions::new(free_addr()?))?;
     let relay = Relay::start(opts, Arc::new(dead)).await?;
     wait_until("the row parked", WAIT, || async {
-        Ok(outbox::status(&pool, backend).await?.parked == 1)
+        Ok(outbox::status(&pool).await?.parked == 1)
     })
     .await?;
     relay.shutdown().await;
-    let s = outbox::status(&pool, backend).await?;
+    let s = outbox::status(&pool).await?;
     assert_eq!(s.parked_rows.len(), 1, "{s:?}");
     assert_eq!(s.parked_rows[0].attempts, 2, "{s:?}");
     let out = Command::new(env!("CARGO_BIN_EXE_waybill"))
@@ -383,7 +383,7 @@ async fn a_broker_outage_leaves_rows_pending_with_attempts_then_all_are_delivere
     assert!(ok.success());
     let relay = Relay::start(RelayOptions::new(url.clone()), producer).await?;
     wait_until("the parked row sent", WAIT, || async {
-        Ok(outbox::status(&pool, backend).await?.sent == 21)
+        Ok(outbox::status(&pool).await?.sent == 21)
     })
     .await?;
     relay.shutdown().await;
@@ -433,7 +433,7 @@ async fn a_missing_or_misshapen_table_and_bad_messages_are_clear_errors() -> any
     }
     // Messages a producer could not send are refused at enqueue.
     let url = format!("sqlite://{}", tmp.path().join("app.db").display());
-    let (pool, _) = app_db(&url).await?;
+    let pool = app_db(&url).await?;
     let mut tx = pool.begin().await?;
     let bad = Message {
         properties: BTreeMap::from([("RECONSUME_TIME".to_string(), "15".to_string())]),
