@@ -156,6 +156,59 @@ impl Browser {
         Ok(())
     }
 
+    /// Sets the page's viewport (CSS pixels) to `width` × `height`: the
+    /// window is resized, then corrected by what the page reports, since
+    /// the window's frame is not part of the viewport.
+    pub async fn viewport(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        let (mut w, mut h) = (width, height);
+        for _ in 0..3 {
+            self.c().set_window_size(w, h).await?;
+            let v = self
+                .c()
+                .execute("return [window.innerWidth, window.innerHeight]", vec![])
+                .await?;
+            let (iw, ih) = (v[0].as_u64().unwrap_or(0) as i64, v[1].as_u64().unwrap_or(0) as i64);
+            if iw == i64::from(width) && ih == i64::from(height) {
+                return Ok(());
+            }
+            w = (i64::from(w) + i64::from(width) - iw).max(100) as u32;
+            h = (i64::from(h) + i64::from(height) - ih).max(100) as u32;
+        }
+        let v = self
+            .c()
+            .execute("return [window.innerWidth, window.innerHeight]", vec![])
+            .await?;
+        bail!("could not set the viewport to {width}x{height}: it is {v}")
+    }
+
+    /// How many CSS pixels the document is wider than the viewport (0 when
+    /// nothing scrolls horizontally), and the widest elements that stick
+    /// out, for the failure message.
+    pub async fn horizontal_overflow(&self) -> anyhow::Result<(i64, String)> {
+        let v = self
+            .c()
+            .execute(
+                "const vw = document.documentElement.clientWidth;
+                 const over = document.documentElement.scrollWidth - vw;
+                 const wide = [...document.querySelectorAll('body *')]
+                   .filter(e => e.getBoundingClientRect().right > vw + 1)
+                   .slice(0, 5)
+                   .map(e => e.tagName.toLowerCase() + (e.className ? '.' + e.className : '')
+                        + ' right=' + Math.round(e.getBoundingClientRect().right));
+                 return [over, wide.join(', ')];",
+                vec![],
+            )
+            .await?;
+        Ok((v[0].as_i64().unwrap_or(0), v[1].as_str().unwrap_or("").to_string()))
+    }
+
+    /// Fails when the page scrolls horizontally, naming what sticks out.
+    pub async fn assert_no_horizontal_scroll(&self, page: &str) -> anyhow::Result<()> {
+        let (over, wide) = self.horizontal_overflow().await?;
+        anyhow::ensure!(over <= 0, "{page}: the document is {over} px wider than the viewport ({wide})");
+        Ok(())
+    }
+
     pub async fn click(&self, css: &str) -> anyhow::Result<()> {
         self.c().find(Locator::Css(css)).await?.click().await?;
         Ok(())

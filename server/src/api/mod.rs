@@ -16,7 +16,9 @@
 //!   losses, duplicates, consumer queue positions).
 //! - [`ui`]: the dashboard's files, with `index.html` for deep links.
 //! - [`cluster`]: the replication group view and promotion.
+//! - [`audit`]: the operator actions recorded in `%AUDIT%`.
 
+pub mod audit;
 pub mod auth;
 pub mod cluster;
 pub mod consumers;
@@ -131,6 +133,7 @@ pub fn app_with_ui(state: AppState, body_limit: usize, token: Option<String>, ui
         .route("/alerts", get(health::alerts))
         .route("/cluster", get(cluster::view))
         .route("/cluster/promote", post(cluster::promote))
+        .route("/audit", get(audit::list))
         .route("/matrix", get(matrix::get))
         .route("/matrix/messages/{id}", get(matrix::message));
     let router = Router::new()

@@ -26,6 +26,7 @@
 //! - [`pull`]: reading queues for consumers (long polling, due retries).
 //! - [`retry`]: delay levels, retry and dead-letter records.
 //! - [`dlq`]: listing and replaying dead letters (each at most once).
+//! - [`audit`]: operator actions, recorded durably and listed.
 //! - [`discard`]: discarding a dead letter (final, audited).
 //! - [`edit`]: changes applied to a replayed copy (the letter stays).
 //! - [`replays`]: which letters were replayed or discarded, and the claim
@@ -35,6 +36,7 @@
 //! - [`counts`]: produce answers per topic, for `/metrics`.
 //! - [`traced`]: a send's evidence for the tracer, and what a shed one costs.
 
+pub mod audit;
 pub mod consumers;
 pub mod counts;
 pub mod discard;

@@ -15,6 +15,9 @@ pub const DLQ_JOBS_TOPIC: &str = "%DLQ_JOBS%";
 pub const DLQ_DISCARDS_TOPIC: &str = "%DLQ_DISCARDS%";
 /// Consumer groups' committed offsets.
 pub const OFFSETS_TOPIC: &str = "%OFFSETS%";
+/// Operator actions (topic create/delete, offset resets, group deletes…):
+/// key = the action's target, body = an `AuditEntry` (JSON).
+pub const AUDIT_TOPIC: &str = "%AUDIT%";
 /// Raft blank and membership entries.
 pub const RAFT_TOPIC: &str = "%RAFT%";
 
