@@ -205,7 +205,10 @@ impl Browser {
     /// Fails when the page scrolls horizontally, naming what sticks out.
     pub async fn assert_no_horizontal_scroll(&self, page: &str) -> anyhow::Result<()> {
         let (over, wide) = self.horizontal_overflow().await?;
-        anyhow::ensure!(over <= 0, "{page}: the document is {over} px wider than the viewport ({wide})");
+        anyhow::ensure!(
+            over <= 0,
+            "{page}: the document is {over} px wider than the viewport ({wide})"
+        );
         Ok(())
     }
 
