@@ -2,7 +2,8 @@
 //! page of 100 of 120 matches says "so far" with how far back it looked and
 //! "Load more" appends the rest until it says "every match"; the tag field
 //! searches by tag; a malformed id is named beside its field and not sent;
-//! with the node gone the error is a sentence, not a wasm stack trace.
+//! with the node gone the error is a sentence, not a wasm stack trace. The
+//! paging runs at 390 × 844 (no horizontal scroll) and at 1366 × 900.
 
 #[path = "common/browser.rs"]
 mod browser;
@@ -72,6 +73,23 @@ async fn given_more_matches_than_a_page_search_says_so_loads_more_and_names_bad_
     anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let b = Browser::start().await?;
+    // On a phone first: the same paging, and no horizontal scroll.
+    b.viewport(390, 844).await?;
+    b.open(&format!("{}/messages?tag=paid", node.http)).await?;
+    b.wait("a full first page on a phone", &format!("{ROWS} === 100"))
+        .await?;
+    b.click("button.more").await?;
+    b.wait("the rest appended on a phone", &format!("{ROWS} === 120"))
+        .await?;
+    b.wait(
+        "the search complete on a phone",
+        "return document.querySelector('p.coverage')?.innerText.includes('every match')",
+    )
+    .await?;
+    b.screenshot("search-complete-390").await?;
+    b.assert_no_horizontal_scroll("search at 390x844").await?;
+
+    b.viewport(1366, 900).await?;
     b.open(&format!("{}/messages?tag=paid", node.http)).await?;
     b.wait("a full first page", &format!("{ROWS} === 100")).await?;
     let coverage = b

@@ -51,6 +51,7 @@ pub fn App() -> impl IntoView {
                 </nav>
                 <live::Indicator/>
             </header>
+            <live::NodeDown/>
             <live::AlertBanner/>
             <TokenPrompt/>
             <main id="main" tabindex="-1">

@@ -112,7 +112,13 @@ impl Live {
                 });
             }
         });
-        let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| live.connected.set(false));
+        // A dropped feed may have missed events, and every page may show an
+        // error from while the node was away: the first tick after the
+        // reconnect reloads them all.
+        let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            live.connected.set(false);
+            live.dirty.set(true);
+        });
         let _ = es.add_event_listener_with_callback("stats", on_stats.as_ref().unchecked_ref());
         let _ = es.add_event_listener_with_callback("trace", on_trace.as_ref().unchecked_ref());
         // A listener that fell behind missed events: reload to be safe.
@@ -127,13 +133,41 @@ impl Live {
     }
 }
 
+/// While the feed is down (after it had been up once), a banner on every
+/// page says the node is not answering and what the page does about it;
+/// it goes away by itself with the first tick after the reconnect.
+#[component]
+pub fn NodeDown() -> impl IntoView {
+    let live = use_live();
+    let seen = RwSignal::new(false);
+    Effect::new(move |_| {
+        if live.connected.get() {
+            seen.set(true);
+        }
+    });
+    view! {
+        {move || {
+            (seen.get() && !live.connected.get())
+                .then(|| {
+                    view! {
+                        <div class="banner node-down" role="alert">
+                            <strong>"The node is not answering. "</strong>
+                            "What this page shows may be out of date: it reloads by itself when the node is back. \
+                             Check that `waybill serve` is running."
+                        </div>
+                    }
+                })
+        }}
+    }
+}
+
 /// "live" / "reconnecting" in the header.
 #[component]
 pub fn Indicator() -> impl IntoView {
     let live = use_live();
     view! {
         <span class="live" class:on=move || live.connected.get() role="status" aria-live="polite">
-            {move || if live.connected.get() { "● live" } else { "○ connecting…" }}
+            {move || if live.connected.get() { "● live" } else { "○ not connected" }}
         </span>
     }
 }

@@ -51,7 +51,7 @@ pub fn Consumers() -> impl IntoView {
                             view! {
                                 <tr>
                                     <td>{s(&m, "group").to_string()}</td>
-                                    <td>{s(&m, "key").to_string()}</td>
+                                    <td class="key" title=s(&m, "key").to_string()>{s(&m, "key").to_string()}</td>
                                     <td class="id"><A href=format!("/messages/{id}")>{id.clone()}</A></td>
                                     <td class="num">{n(&m, "deliveries")}</td>
                                     <td class="num">{n(&m, "consumed")}</td>

@@ -265,7 +265,7 @@ pub fn Dlq() -> impl IntoView {
                                                 prop:checked=move || selected.with(|s| s.contains(&id2))
                                                 on:change=move |ev| { let on = event_target_checked(&ev); let id = id3.clone(); selected.update(|s| { if on { s.insert(id); } else { s.remove(&id); } }); }/></td>
                                             <td class="id"><A href=format!("/messages/{origin}")>{origin.clone()}</A></td>
-                                            <td>{s(&m, "key").to_string()}</td>
+                                            <td class="key" title=s(&m, "key").to_string()>{s(&m, "key").to_string()}</td>
                                             <td class="body-preview" title=s(&m, "body").to_string()>{preview(s(&m, "body"))}</td>
                                             <td class="reason">{s(&m, "reason").to_string()}</td>
                                             <td class="num">{n(&m, "reconsume_times") + 1}</td>

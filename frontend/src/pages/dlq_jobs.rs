@@ -168,7 +168,7 @@ fn job_panel(v: Value, cancel: impl Fn(String) + Copy + Send + Sync + 'static) -
                         view! {
                             <tr data-letter=s(l, "letter").to_string() data-outcome=outcome.clone()>
                                 <td class="id">{s(l, "letter").to_string()}</td>
-                                <td>{s(l, "key").to_string()}</td>
+                                <td class="key" title=s(l, "key").to_string()>{s(l, "key").to_string()}</td>
                                 <td><span class=api::status_class(&outcome)>{outcome.replace('_', " ")}</span></td>
                                 <td class="id">{(!copy.is_empty()).then(|| view! { <A href=format!("/messages/{copy}")>{copy.clone()}</A> })}</td>
                             </tr>

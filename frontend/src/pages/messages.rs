@@ -313,7 +313,7 @@ fn results(rows: Vec<serde_json::Value>, complete: bool) -> impl IntoView {
                         <tr>
                             <td class="id"><A href=format!("/messages/{id}")>{id.clone()}</A></td>
                             <td>{s(&m, "topic").to_string()}</td>
-                            <td>{s(&m, "key").to_string()}</td>
+                            <td class="key" title=s(&m, "key").to_string()>{s(&m, "key").to_string()}</td>
                             <td><span class=api::status_class(&status)>{status.clone()}</span></td>
                             <td>{api::stage_reached(&status)}</td>
                             <td>{api::time(s(&m, "stored_at"))}</td>
