@@ -210,8 +210,11 @@ async fn given_a_known_workload_topics_are_counted_browsed_created_and_deleted_e
         "{}",
         String::from_utf8_lossy(&consumed.stderr)
     );
+    // Sent after the group's member left: unconsumed whatever it fetched.
+    produce(&node, "beta", 5, false).await?;
+    let before = get_json(format!("{}/api/v1/topics/beta", node.http)).await?;
     let (code, err) = delete(&node, "beta", false).await?;
-    assert_eq!(code, 409, "{err}");
+    assert_eq!(code, 409, "{err}; beta was {before}");
     assert!(err["error"].as_str().unwrap_or_default().contains("slow"), "{err}");
     let (code, gone) = delete(&node, "beta", true).await?;
     assert_eq!(code, 200, "{gone}");

@@ -37,11 +37,13 @@ pub enum TopicRecord {
         queues: u32,
         at_ms: i64,
     },
-    /// `ends`: each queue's next offset when the topic was deleted.
+    /// `ends`: each queue's `[queue, next offset]` when the topic was
+    /// deleted (pairs, not a map: an internally tagged enum cannot read
+    /// integer map keys back from JSON).
     Delete {
         topic: String,
         at_ms: i64,
-        ends: BTreeMap<u32, u64>,
+        ends: Vec<(u32, u64)>,
     },
 }
 
@@ -294,7 +296,7 @@ impl Broker {
         let rec = TopicRecord::Delete {
             topic: topic.to_string(),
             at_ms: self.opts.clock.now_ms(),
-            ends,
+            ends: ends.into_iter().collect(),
         };
         self.record_json(TOPICS_TOPIC, topic, &rec).await?;
         self.registry().apply(&rec);
@@ -320,7 +322,7 @@ mod tests {
             queues: 2,
             at_ms: 1,
         });
-        let ends: BTreeMap<u32, u64> = [(0, 5), (1, 7)].into();
+        let ends = vec![(0, 5), (1, 7)];
         let del = serde_json::to_vec(&TopicRecord::Delete {
             topic: "t".into(),
             at_ms: 2,
