@@ -35,6 +35,9 @@ pub struct SendBody {
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
     pub producer: Option<String>,
+    /// How the trace labels the send (`sync`, `async`, `oneway`; default
+    /// `sync`). Over HTTP the answer always waits for the broker's result.
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,6 +54,16 @@ pub async fn send(
     Path(topic): Path<String>,
     ApiJson(req): ApiJson<SendBody>,
 ) -> Result<Json<SendAnswer>, ApiError> {
+    let send_mode = match req.mode.as_deref() {
+        None | Some("sync") => "sync",
+        Some("async") => "async",
+        Some("oneway") => "oneway",
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "mode must be sync, async or oneway, not {other:?}"
+            )))
+        }
+    };
     let result = state
         .broker
         .send(Outgoing {
@@ -61,7 +74,7 @@ pub async fn send(
             properties: req.properties,
             body: req.body.into_bytes(),
             born_ms: None,
-            send_mode: Some("sync"),
+            send_mode: Some(send_mode),
         })
         .await?;
     Ok(Json(SendAnswer {
@@ -217,6 +230,13 @@ pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>)
         let n = hits.len();
         for (i, h) in hits.into_iter().enumerate() {
             scanned_ms = Some(h.stored_ms);
+            // Messages of a deleted topic are not found.
+            if h.id
+                .parse::<MessageId>()
+                .is_ok_and(|id| !state.broker.visible_id(&h.topic, &id))
+            {
+                continue;
+            }
             // No timeline yet: stored, but the trace has not written it
             // ("found, no trace yet").
             let (status, traced) = match timeline::load(pool, store, &h.id).await {
@@ -275,6 +295,7 @@ fn search_log(state: &AppState, q: &SearchQuery, limit: usize) -> Result<Json<Va
             .find_by_key(key, limit)
             .into_iter()
             .filter(|(_, m)| !m.topic.starts_with('%'))
+            .filter(|(_, m)| state.broker.visible(&m.topic, m.queue_id, m.queue_offset))
         {
             found.push(message_json(state, &id, &m, None, None));
         }

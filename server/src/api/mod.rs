@@ -17,6 +17,8 @@
 //! - [`ui`]: the dashboard's files, with `index.html` for deep links.
 //! - [`cluster`]: the replication group view and promotion.
 //! - [`audit`]: the operator actions recorded in `%AUDIT%`.
+//! - [`topics`]: topics: list, show, create, delete; [`topic_browse`]:
+//!   a topic's messages newest first; [`topic_meter`]: their rates.
 
 pub mod audit;
 pub mod auth;
@@ -32,6 +34,9 @@ pub mod json;
 pub mod matrix;
 pub mod messages;
 pub mod metrics;
+pub mod topic_browse;
+pub mod topic_meter;
+pub mod topics;
 pub mod ui;
 
 use std::path::PathBuf;
@@ -114,7 +119,9 @@ pub fn app_with_auth(state: AppState, body_limit: usize, token: Option<String>) 
 /// JSON 404s.
 pub fn app_with_ui(state: AppState, body_limit: usize, token: Option<String>, ui_dir: Option<PathBuf>) -> Router {
     let api = Router::new()
-        .route("/topics/{topic}/messages", post(messages::send))
+        .route("/topics", get(topics::list).post(topics::create))
+        .route("/topics/{topic}", get(topics::get).delete(topics::delete))
+        .route("/topics/{topic}/messages", post(messages::send).get(topic_browse::list))
         .route("/messages/{id}", get(messages::get))
         .route("/messages", get(messages::search))
         .route("/dlq", get(dlq::list))

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{dlq, groups, redrive, BrokerError, MessageId};
+use super::{dlq, groups, redrive, topics_admin, BrokerError, MessageId};
 use crate::storage::{Store, StoredMessage};
 
 /// Told about system records that landed by replication.
@@ -29,6 +29,8 @@ pub struct Consumers {
     pub(crate) replays: dlq::Replays,
     /// Redrive jobs (restored from `%DLQ_JOBS%`).
     pub(crate) jobs: redrive::Jobs,
+    /// Operator-managed topics (restored from `%TOPICS%`).
+    pub(crate) topics: topics_admin::Registry,
     /// Woken after every stored message: long-polling pulls wait on it.
     pub(crate) appended: Notify,
 }
@@ -43,6 +45,7 @@ impl Consumers {
             groups: groups::Groups::new(client_timeout),
             replays: dlq::Replays::default(),
             jobs: redrive::Jobs::default(),
+            topics: topics_admin::Registry::default(),
             appended: Notify::new(),
         };
         let mut offsets = 0;
@@ -69,6 +72,12 @@ impl Consumers {
                 jobs += 1;
             }
         })?;
+        let mut topics = 0;
+        store.scan_queue(topics_admin::TOPICS_TOPIC, 0, |_, _, m| {
+            if c.topics.load(&m.body) {
+                topics += 1;
+            }
+        })?;
         let mut copies = 0;
         for (topic, queue, _) in store.queues() {
             let Some(group) = topic.strip_prefix("%RETRY%").filter(|_| queue == replay_queue) else {
@@ -85,7 +94,15 @@ impl Consumers {
                 }
             })?;
         }
-        tracing::info!(offsets, replays, copies, jobs, discards, "consumer state restored");
+        tracing::info!(
+            offsets,
+            replays,
+            copies,
+            jobs,
+            discards,
+            topics,
+            "consumer state restored"
+        );
         Ok(c)
     }
 
@@ -119,6 +136,8 @@ impl Applied for Consumers {
                 self.jobs.load(&m.body);
             } else if m.topic == crate::model::topics::DLQ_DISCARDS_TOPIC {
                 self.replays.load_discard(&m.body);
+            } else if m.topic == topics_admin::TOPICS_TOPIC {
+                self.topics.load(&m.body);
             }
         }
         self.appended.notify_waiters();

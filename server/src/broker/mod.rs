@@ -22,6 +22,7 @@
 //! - `id` (re-exported from `crate::model`): message ids that locate the
 //!   message in the log.
 //! - [`topic`]: topic and group name rules, reserved property names.
+//! - [`topics_admin`]: topics operators create and delete (`%TOPICS%`).
 //! - [`groups`]: consumer group membership, assignment, committed offsets.
 //! - [`pull`]: reading queues for consumers (long polling, due retries).
 //! - [`retry`]: delay levels, retry and dead-letter records.
@@ -55,6 +56,7 @@ pub mod sink;
 #[cfg(test)]
 mod timer_tests;
 pub mod topic;
+pub mod topics_admin;
 mod traced;
 pub mod transaction;
 
@@ -353,9 +355,7 @@ impl Broker {
     /// All queues a group's members share: the topic's and the group's
     /// retry queues.
     pub fn group_queues(&self, group: &str, topic: &str) -> Vec<(String, u32)> {
-        let mut q: Vec<(String, u32)> = (0..self.opts.queues_per_topic)
-            .map(|i| (topic.to_string(), i))
-            .collect();
+        let mut q: Vec<(String, u32)> = (0..self.topic_queues(topic)).map(|i| (topic.to_string(), i)).collect();
         let retry = retry::retry_topic(group);
         q.extend((0..self.opts.retry.retry_queues()).map(|i| (retry.clone(), i)));
         q

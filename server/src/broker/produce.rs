@@ -30,6 +30,11 @@ impl Broker {
     /// for the fsync covering the last); every message gets a result.
     pub async fn send_batch(&self, topic: &str, msgs: Vec<Outgoing>) -> Result<Vec<SendResult>, BrokerError> {
         topic::validate(topic)?;
+        if self.topic_deleted(topic) {
+            return Err(BrokerError::NotFound(format!(
+                "topic {topic} was deleted; create it again to produce to it"
+            )));
+        }
         topic::validate_properties(msgs.iter().map(|m| &m.properties))?;
         self.store_batch(topic, msgs).await
     }
@@ -45,7 +50,7 @@ impl Broker {
         {
             return Err(BrokerError::KeyTooLong { max: MAX_KEY_LEN });
         }
-        let ready = self.prepare(msgs);
+        let ready = self.prepare(topic, msgs);
         let (batch, status) = match &self.replicas {
             // Raft answers per message, once a majority has it.
             Replicas::Raft(raft) => (self.place_raft(raft.as_ref(), topic, ready).await?, None),
@@ -68,8 +73,8 @@ impl Broker {
     /// Gives each message a W3C trace context (when it has no valid one)
     /// and its queue, and takes what the trace will need (only when an
     /// observer wants it).
-    fn prepare(&self, msgs: Vec<Outgoing>) -> Vec<Ready> {
-        let queues = self.opts.queues_per_topic.max(1);
+    fn prepare(&self, topic: &str, msgs: Vec<Outgoing>) -> Vec<Ready> {
+        let queues = self.topic_queues(topic);
         let tracing = self.interest.stored();
         let tp = waybill_client::tracecontext::PROP_TRACEPARENT;
         let mut ready = Vec::with_capacity(msgs.len());

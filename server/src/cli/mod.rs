@@ -4,6 +4,7 @@
 //! - [`consume`]: `waybill consume`, a push consumer with `--exec`.
 //! - [`trace`]: `waybill trace ID|--key K`, a timeline in the terminal.
 //! - [`dlq`]: `waybill dlq list|replay`, over the HTTP API.
+//! - [`topic`]: `waybill topic list|show|create|delete`, over the HTTP API.
 //! - [`cluster`]: `waybill cluster status|promote`, over the HTTP API.
 //! - [`matrix`]: `waybill matrix`, the reliability matrix ([`waybill::matrix`]).
 //! - [`bench`]: `waybill bench`, throughput and latency of a node (own or
@@ -19,6 +20,7 @@ pub mod dlq;
 pub mod matrix;
 pub mod outbox;
 pub mod produce;
+pub mod topic;
 pub mod trace;
 
 pub use waybill::bench::node::http_base;

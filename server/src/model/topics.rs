@@ -18,6 +18,10 @@ pub const OFFSETS_TOPIC: &str = "%OFFSETS%";
 /// Operator actions (topic create/delete, offset resets, group deletes…):
 /// key = the action's target, body = an `AuditEntry` (JSON).
 pub const AUDIT_TOPIC: &str = "%AUDIT%";
+/// Operator-managed topics: key = the topic, body = a create (with its
+/// queue count) or a delete tombstone (with each queue's end), as JSON;
+/// replayed in order on start, the last record of a topic wins.
+pub const TOPICS_TOPIC: &str = "%TOPICS%";
 /// Raft blank and membership entries.
 pub const RAFT_TOPIC: &str = "%RAFT%";
 

@@ -170,6 +170,29 @@ impl Store {
         }
     }
 
+    /// Bytes of a queue's records from offset `from` to its end (holes
+    /// count nothing), read from the index in bounded batches.
+    pub fn queue_bytes(&self, topic: &str, queue_id: u32, from: u64) -> Result<u64, StorageError> {
+        /// Entries per batch: bounds the memory of one step.
+        const BATCH: u64 = 4096;
+        let end = self.queue_len(topic, queue_id);
+        let (mut at, mut bytes) = (from, 0u64);
+        while at < end {
+            let to = at.saturating_add(BATCH).min(end);
+            let entries = self.queue_range(topic, queue_id, at, to).read()?;
+            if entries.is_empty() {
+                break;
+            }
+            bytes += entries
+                .iter()
+                .filter(|e| !e.is_hole())
+                .map(|e| u64::from(e.size))
+                .sum::<u64>();
+            at = to;
+        }
+        Ok(bytes)
+    }
+
     pub fn queue_len(&self, topic: &str, queue_id: u32) -> u64 {
         let w = self.shared.lock_writer();
         w.queues
