@@ -17,6 +17,7 @@
 //! - [`ui`]: the dashboard's files, with `index.html` for deep links.
 //! - [`cluster`]: the replication group view and promotion.
 //! - [`audit`]: the operator actions recorded in `%AUDIT%`.
+//! - [`stats`]: the per-second stats history (`/stats/history`).
 
 pub mod audit;
 pub mod auth;
@@ -32,6 +33,7 @@ pub mod json;
 pub mod matrix;
 pub mod messages;
 pub mod metrics;
+pub mod stats;
 pub mod ui;
 
 use std::path::PathBuf;
@@ -48,6 +50,7 @@ use tokio::sync::broadcast;
 use crate::broker::Broker;
 use crate::replication::{Cluster, Node};
 use crate::trace::alerts::Alerts;
+use crate::trace::history::History;
 use crate::trace::sink::Subscribers;
 use crate::trace::Tracer;
 pub use error::ApiError;
@@ -67,6 +70,9 @@ pub struct AppState {
     pub live: broadcast::Sender<Value>,
     /// This node's replication side (a served node always has one).
     pub node: Option<Arc<Node>>,
+    /// Per-second stats of the last hour (filled by the sampler `serve`
+    /// starts; empty in `AppState::new`).
+    pub history: Arc<History>,
 }
 
 impl AppState {
@@ -78,6 +84,7 @@ impl AppState {
             alerts: None,
             live: broadcast::channel(1).0,
             node: None,
+            history: Arc::new(History::new()),
         }
     }
 
@@ -90,7 +97,14 @@ impl AppState {
             alerts: subscribers.alerts().cloned(),
             live: subscribers.live().clone(),
             node,
+            history: Arc::new(History::new()),
         }
+    }
+
+    /// `(produce, consume)` messages per second of a topic, averaged over
+    /// the last ten seconds of history.
+    pub fn topic_rates(&self, topic: &str) -> (f64, f64) {
+        self.history.topic_rates(topic)
     }
 
     /// The replication group's state, if this node is in one.
@@ -134,6 +148,7 @@ pub fn app_with_ui(state: AppState, body_limit: usize, token: Option<String>, ui
         .route("/cluster", get(cluster::view))
         .route("/cluster/promote", post(cluster::promote))
         .route("/audit", get(audit::list))
+        .route("/stats/history", get(stats::history))
         .route("/matrix", get(matrix::get))
         .route("/matrix/messages/{id}", get(matrix::message));
     let router = Router::new()
