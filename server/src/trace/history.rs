@@ -255,8 +255,9 @@ impl History {
             inner.push(&mut values, SeriesKey::topic(Kind::Produce, t), d);
         }
         for (t, n) in &r.consumed {
-            // A topic first seen now starts from its current offsets.
-            let d = prev.consumed.get(t).map_or(0.0, |p| delta(*n, *p));
+            // Offsets at the first reading are the baseline (they survive
+            // restarts); a topic first committed later counts from 0.
+            let d = delta(*n, prev.consumed.get(t).copied().unwrap_or(0));
             inner.push(&mut values, SeriesKey::topic(Kind::Consume, t), d);
         }
         for (g, n) in &r.lag {
