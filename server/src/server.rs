@@ -315,12 +315,11 @@ pub async fn serve(
     if !ui_dir.join("index.html").is_file() {
         tracing::warn!(dir = %ui_dir.display(), "dashboard not built (./scripts/run.sh builds it); serving the API only");
     }
-    let app = api::app_with_ui(
-        AppState::wired(broker, &subscribers, Some(node)),
-        cfg.max_body_bytes,
-        cfg.auth_token.clone(),
-        Some(ui_dir),
-    );
+    let state = AppState::wired(broker.clone(), &subscribers, Some(node));
+    // Ends with the broker (it holds a weak reference).
+    crate::trace::history::spawn_sampler(state.history.clone(), Arc::downgrade(&broker));
+    drop(broker);
+    let app = api::app_with_ui(state, cfg.max_body_bytes, cfg.auth_token.clone(), Some(ui_dir));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let live = subscribers.live().clone();
     let graceful = async move {

@@ -53,6 +53,7 @@ pub async fn node(State(state): State<AppState>) -> Json<Value> {
         "node_id": store.node_id(),
         "log_end": stats.log_end,
         "flushed": stats.flushed,
+        "user_messages_stored": super::events::user_messages_stored(b),
         "failed": store.failure().is_some(),
         "flush": flush,
         "flush_interval_ms": interval,

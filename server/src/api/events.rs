@@ -2,7 +2,9 @@
 //!
 //! Two event types: `trace` (a summary of each traced stage, as it happens)
 //! and `stats` (every second: log end, flushed position, messages stored,
-//! tracer queue depth and shed count, consumer groups). A listener that
+//! tracer queue depth and shed count, consumer groups, user messages
+//! stored, and `history`: the newest second of `/api/v1/stats/history`
+//! so charts follow without polling). A listener that
 //! falls behind skips events (it is told how many) rather than slowing the
 //! broker. At shutdown the streams end (see [`closing`]).
 
@@ -62,11 +64,26 @@ fn stats(state: &AppState) -> serde_json::Value {
             .filter(|((topic, _), _)| !topic.starts_with('%'))
             .map(|(_, n)| n)
             .sum::<u64>(),
+        "user_messages_stored": user_messages_stored(&state.broker),
         "fsyncs": s.fsyncs,
         "trace_queue_depth": tracer.map(|t| t.queue_depth()),
         "trace_shed": tracer.map(|t| t.shed_count()),
         "trace_state": tracer.map(|t| t.state().name()),
         "groups": super::consumers::groups_json(&state.broker, false),
         "alerts": state.alerts.as_ref().map(|a| a.firing()).unwrap_or_default(),
+        "history": state.history.latest(),
     })
+}
+
+/// Messages stored in user topics (not `%`-prefixed): each user message
+/// once, whatever retries, dead letters, replays, offset commits and
+/// transaction records the log also holds (those live in `%` topics).
+pub fn user_messages_stored(broker: &crate::broker::Broker) -> u64 {
+    broker
+        .store()
+        .queues()
+        .into_iter()
+        .filter(|(t, _, _)| !t.starts_with('%'))
+        .map(|(_, _, len)| len)
+        .sum()
 }

@@ -19,6 +19,7 @@
 //! - [`audit`]: the operator actions recorded in `%AUDIT%`.
 //! - [`topics`]: topics: list, show, create, delete; [`topic_browse`]:
 //!   a topic's messages newest first; [`topic_meter`]: their rates.
+//! - [`stats`]: the per-second stats history (`/stats/history`).
 
 pub mod audit;
 pub mod auth;
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod topic_browse;
 pub mod topic_meter;
 pub mod topics;
+pub mod stats;
 pub mod ui;
 
 use std::path::PathBuf;
@@ -53,6 +55,7 @@ use tokio::sync::broadcast;
 use crate::broker::Broker;
 use crate::replication::{Cluster, Node};
 use crate::trace::alerts::Alerts;
+use crate::trace::history::History;
 use crate::trace::sink::Subscribers;
 use crate::trace::Tracer;
 pub use error::ApiError;
@@ -72,6 +75,9 @@ pub struct AppState {
     pub live: broadcast::Sender<Value>,
     /// This node's replication side (a served node always has one).
     pub node: Option<Arc<Node>>,
+    /// Per-second stats of the last hour (filled by the sampler `serve`
+    /// starts; empty in `AppState::new`).
+    pub history: Arc<History>,
 }
 
 impl AppState {
@@ -83,6 +89,7 @@ impl AppState {
             alerts: None,
             live: broadcast::channel(1).0,
             node: None,
+            history: Arc::new(History::new()),
         }
     }
 
@@ -95,7 +102,14 @@ impl AppState {
             alerts: subscribers.alerts().cloned(),
             live: subscribers.live().clone(),
             node,
+            history: Arc::new(History::new()),
         }
+    }
+
+    /// `(produce, consume)` messages per second of a topic, averaged over
+    /// the last ten seconds of history.
+    pub fn topic_rates(&self, topic: &str) -> (f64, f64) {
+        self.history.topic_rates(topic)
     }
 
     /// The replication group's state, if this node is in one.
@@ -141,6 +155,7 @@ pub fn app_with_ui(state: AppState, body_limit: usize, token: Option<String>, ui
         .route("/cluster", get(cluster::view))
         .route("/cluster/promote", post(cluster::promote))
         .route("/audit", get(audit::list))
+        .route("/stats/history", get(stats::history))
         .route("/matrix", get(matrix::get))
         .route("/matrix/messages/{id}", get(matrix::message));
     let router = Router::new()

@@ -26,6 +26,7 @@
 //! # Layout
 //! - [`event`]: what the broker reports (defined in `broker::event`).
 //! - [`live`]: event summaries for the live feed.
+//! - [`history`]: the bounded per-second stats history behind the charts.
 //! - [`otel`]: OpenTelemetry spans over OTLP/HTTP.
 //! - [`runs`]: produce and store stages as runs of the log, not rows per message.
 //! - [`varint`]: the compact encoding of run entries and handler times.
@@ -43,6 +44,7 @@ pub mod alerts;
 pub mod audit;
 pub mod db;
 pub use crate::broker::event;
+pub mod history;
 pub mod live;
 pub mod mark;
 pub mod otel;
