@@ -41,6 +41,8 @@ enum Command {
     Consume(cli::consume::ConsumeArgs),
     /// Dead letters: list and replay.
     Dlq(cli::dlq::DlqArgs),
+    /// Consumer groups: list, reset offsets, skip a message, delete.
+    Group(cli::group::GroupArgs),
     /// A message's timeline (by id or key).
     Trace(cli::trace::TraceArgs),
     /// Measure throughput and latency (own node or --broker); peers: `cargo run -p waybill-bench`.
@@ -98,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => runtime()?.block_on(cli::produce::run(args)),
         Command::Consume(args) => runtime()?.block_on(cli::consume::run(args)),
         Command::Dlq(args) => runtime()?.block_on(cli::dlq::run(args)),
+        Command::Group(args) => runtime()?.block_on(cli::group::run(args)),
         Command::Trace(args) => runtime()?.block_on(cli::trace::run(args)),
         Command::Bench(args) => runtime()?.block_on(cli::bench::run(args)),
         Command::Cluster(args) => runtime()?.block_on(cli::cluster::run(args)),

@@ -23,6 +23,7 @@
 //!   message in the log.
 //! - [`topic`]: topic and group name rules, reserved property names.
 //! - [`groups`]: consumer group membership, assignment, committed offsets.
+//! - [`offsets`]: operator resets, skips and group deletes.
 //! - [`pull`]: reading queues for consumers (long polling, due retries).
 //! - [`retry`]: delay levels, retry and dead-letter records.
 //! - [`dlq`]: listing and replaying dead letters (each at most once).
@@ -45,6 +46,7 @@ pub mod edit;
 pub mod error;
 pub mod event;
 pub mod groups;
+pub mod offsets;
 mod produce;
 pub mod pull;
 pub mod redrive;
@@ -299,7 +301,12 @@ impl Broker {
         duplicates: Vec<(u64, String)>,
     ) -> Result<(), BrokerError> {
         topic::validate_group(group)?;
-        self.consumers.groups.set_offset(group, topic, queue_id, offset);
+        if !self.consumers.groups.commit_offset(group, topic, queue_id, offset) {
+            // An operator reset the queue since this member last pulled:
+            // its position is the old one (see `offsets.rs`).
+            tracing::debug!(group, topic, queue_id, offset, "commit dropped: the queue was reset");
+            return Ok(());
+        }
         self.consumers.groups.suppressed(group, duplicates.len() as u64);
         // OTel ends the message's spans at the commit even without a tracer.
         if self.interest.trace || self.interest.spans {

@@ -7,6 +7,8 @@
 //! holds one delay level, so due times are in order); it then sleeps until
 //! that one is due or the wait ends. "Due" is on the broker's clock
 //! (`BrokerOptions::clock`), the one `send_back` computed the due time on.
+//! A queue an operator reset is served from the reset offset, whatever
+//! the pull asked (see `offsets.rs`).
 
 use std::time::Duration;
 
@@ -31,7 +33,13 @@ impl Broker {
     ) -> Result<(Vec<Delivered>, u64), BrokerError> {
         let deadline = tokio::time::Instant::now() + wait;
         let is_retry = topic.starts_with("%RETRY%");
+        let mut offset = offset;
         loop {
+            // An operator reset the queue: serve from there, whatever the
+            // member asked (its position predates the reset; offsets.rs).
+            if let Some(reset) = self.consumers.groups.take_fence(group, topic, queue_id) {
+                offset = reset;
+            }
             // Register for wake-ups before looking, so a message stored
             // between the look and the wait is not missed.
             let notified = self.consumers.appended.notified();
