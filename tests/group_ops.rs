@@ -106,10 +106,14 @@ async fn group_view(node: &Node) -> anyhow::Result<Option<Value>> {
 /// Waits until the group's lag on the topic is 0 and no member is live
 /// (when `idle`), or just lag 0.
 async fn caught_up(node: &Node) -> anyhow::Result<()> {
-    wait_until("the group to catch up", LIMIT, || async {
+    let r = wait_until("the group to catch up", LIMIT, || async {
         Ok(group_view(node).await?.is_some_and(|g| g["lag"] == 0))
     })
-    .await
+    .await;
+    if r.is_err() {
+        eprintln!("not caught up: {:?}", group_view(node).await?);
+    }
+    r
 }
 
 /// Waits until `log` holds `n` deliveries.

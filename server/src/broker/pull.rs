@@ -33,12 +33,15 @@ impl Broker {
     ) -> Result<(Vec<Delivered>, u64), BrokerError> {
         let deadline = tokio::time::Instant::now() + wait;
         let is_retry = topic.starts_with("%RETRY%");
+        let asked = offset;
         let mut offset = offset;
+        let mut fenced = false;
         loop {
             // An operator reset the queue: serve from there, whatever the
             // member asked (its position predates the reset; offsets.rs).
             if let Some(reset) = self.consumers.groups.take_fence(group, topic, queue_id) {
                 offset = reset;
+                fenced = true;
             }
             // Register for wake-ups before looking, so a message stored
             // between the look and the wait is not missed.
@@ -63,6 +66,15 @@ impl Broker {
                     }
                 }
                 out.push(delivered(pos, off, m));
+            }
+            if fenced && next_offset == asked {
+                // Served from a reset up to exactly the member's own
+                // position: a member commits only when the next offset
+                // differs from the one it asked, so it would never commit
+                // this batch. The last message waits for its next pull.
+                if let Some(last) = out.pop() {
+                    next_offset = last.queue_offset;
+                }
             }
             if !out.is_empty() || tokio::time::Instant::now() >= deadline {
                 self.trace_delivery(group, topic, queue_id, offset, next_offset, &out);
