@@ -43,6 +43,8 @@ enum Command {
     Dlq(cli::dlq::DlqArgs),
     /// Topics: list, show, create, delete.
     Topic(cli::topic::TopicArgs),
+    /// Consumer groups: list, reset offsets, skip a message, delete.
+    Group(cli::group::GroupArgs),
     /// A message's timeline (by id or key).
     Trace(cli::trace::TraceArgs),
     /// Measure throughput and latency (own node or --broker); peers: `cargo run -p waybill-bench`.
@@ -101,6 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Consume(args) => runtime()?.block_on(cli::consume::run(args)),
         Command::Dlq(args) => runtime()?.block_on(cli::dlq::run(args)),
         Command::Topic(args) => runtime()?.block_on(cli::topic::run(args)),
+        Command::Group(args) => runtime()?.block_on(cli::group::run(args)),
         Command::Trace(args) => runtime()?.block_on(cli::trace::run(args)),
         Command::Bench(args) => runtime()?.block_on(cli::bench::run(args)),
         Command::Cluster(args) => runtime()?.block_on(cli::cluster::run(args)),

@@ -4,6 +4,9 @@
 //! backend and window), the duplicates it suppressed, and whether the
 //! inbox remembers keys for the whole retry schedule
 //! (`dedupe_covers_retries`, with a `dedupe_warning` when it does not).
+//! Each group's `member_details` lists its live members (`id`, `host`,
+//! `last_heartbeat_ms`, `topic`, owned `queues`), beside the ids in
+//! `members`.
 //! [`groups_json`] is shared with the live feed's `stats` (without the
 //! dead-letter count, which reads each group's DLQ).
 //!
@@ -14,7 +17,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::AppState;
-use crate::broker::groups::DedupeView;
+use crate::broker::groups::{share, DedupeView, MemberView};
 use crate::broker::retry::{dlq_topic, retry_topic, RetryPolicy};
 use crate::broker::Broker;
 use crate::time::span;
@@ -101,6 +104,7 @@ pub fn groups_json(broker: &Broker, with_dead: bool) -> Value {
                     .unwrap_or(0)
             });
             let (covers, warning) = dedupe_coverage(g.dedupe.as_ref(), policy);
+            let member_details = member_details(broker, &g.group, &g.live);
             json!({
                 "group": g.group, "topic": g.topic, "members": g.members, "auto_commit": g.auto_commit,
                 "offsets": g.offsets, "queues": queues, "lag": lag, "retrying": retrying,
@@ -108,10 +112,29 @@ pub fn groups_json(broker: &Broker, with_dead: bool) -> Value {
                 "idempotent": g.dedupe.is_some(), "dedupe": g.dedupe,
                 "duplicates_suppressed": g.duplicates_suppressed, "retry_span_ms": retry_span_ms,
                 "dedupe_covers_retries": covers, "dedupe_warning": warning,
+                "member_details": member_details,
             })
         })
         .collect();
     Value::Array(groups)
+}
+
+/// Live members with their address, last heartbeat and the queues they
+/// own: the broker's assignment (`groups::share`) recomputed for each.
+fn member_details(broker: &Broker, group: &str, live: &[MemberView]) -> Vec<Value> {
+    live.iter()
+        .enumerate()
+        .map(|(me, m)| {
+            let queues: Vec<Value> = share(&broker.group_queues(group, &m.topic), live.len(), me)
+                .into_iter()
+                .map(|(t, q)| json!({ "topic": t, "queue_id": q }))
+                .collect();
+            json!({
+                "id": m.id, "host": m.host, "last_heartbeat_ms": m.last_heartbeat_ms,
+                "topic": m.topic, "queues": queues,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! - [`auth`]: the `--auth-token` bearer check on `/api`.
 //! - [`dlq`]: dead letters: list, replay one, replay many.
 //! - [`consumers`]: consumer groups, queue positions and lag.
+//! - [`groups`]: group operations (reset offsets, skip, delete).
 //! - [`jobs`]: dead-letter redrive jobs (start, list, progress, cancel).
 //! - [`events`]: the live feed (server-sent events).
 //! - [`health`]: `/healthz` and `/metrics`.
@@ -29,6 +30,7 @@ pub mod dashboard;
 pub mod dlq;
 pub mod error;
 pub mod events;
+pub mod groups;
 pub mod health;
 pub mod jobs;
 pub mod json;
@@ -45,7 +47,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
@@ -148,6 +150,9 @@ pub fn app_with_ui(state: AppState, body_limit: usize, token: Option<String>, ui
         .route("/dlq/jobs/{job}/cancel", post(jobs::cancel))
         .route("/consumers", get(consumers::consumers))
         .route("/consumers/duplicates", get(dashboard::duplicates))
+        .route("/consumers/{group}", delete(groups::delete))
+        .route("/consumers/{group}/offsets", post(groups::reset))
+        .route("/consumers/{group}/skip", post(groups::skip))
         .route("/node", get(dashboard::node))
         .route("/losses", get(dashboard::losses))
         .route("/events", get(events::events))

@@ -2,7 +2,8 @@
 //! committed offsets, replay records, redrive jobs, and the wake-up for
 //! long polls.
 //!
-//! It is rebuilt from the system topics (`%OFFSETS%`, `%REPLAYS%`) when
+//! It is rebuilt from the system topics (`%OFFSETS%` with its group
+//! deletes, `%REPLAYS%`) when
 //! the node starts, and kept current by whatever appends those records:
 //! the broker itself, or replication applying a primary's (or the Raft
 //! log's) records on this node. Replication reaches it through the narrow
@@ -113,6 +114,10 @@ impl Consumers {
 
     fn apply_offset(&self, m: &StoredMessage) -> bool {
         let key = m.key.as_deref().unwrap_or_default();
+        if let Some(group) = groups::parse_delete_record(key) {
+            self.groups.forget(group);
+            return true;
+        }
         match groups::parse_offset_record(key, &m.body) {
             Some((g, t, q, o)) => {
                 self.groups.set_offset(&g, &t, q, o);

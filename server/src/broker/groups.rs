@@ -10,7 +10,16 @@
 //!
 //! Offsets live in memory and are made durable by the broker as records of
 //! the `%OFFSETS%` system topic in the commit log (flushed and, later,
-//! replicated like any message), replayed into this map on start.
+//! replicated like any message), replayed into this map on start. A
+//! deleted group is a `%OFFSETS%` record too ([`delete_key`]): replaying it
+//! forgets everything the group had before it.
+//!
+//! An operator's offset reset leaves a *fence* on each queue it moved
+//! (see `offsets.rs`): until the queue's owner pulls again, commits for the
+//! queue are dropped (they carry the position from before the reset), and
+//! that next pull is served from the reset offset whatever offset it asks
+//! for; then the fence is gone. So a live member forced past picks up the
+//! new position without a client change.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -23,6 +32,10 @@ pub use crate::model::topics::OFFSETS_TOPIC;
 
 struct Member {
     last_seen: Instant,
+    /// Wall-clock time of the last heartbeat (for the API).
+    last_seen_ms: i64,
+    /// The member's address as the broker port saw it (host:port).
+    addr: String,
     topic: String,
     auto_commit: bool,
     /// The member handles through an inbox (declared on its heartbeats).
@@ -43,6 +56,9 @@ struct Group {
     suppressed: u64,
     /// The topic its members last consumed (kept after they leave).
     last_topic: Option<String>,
+    /// Queues reset by an operator whose owner has not pulled since: the
+    /// offset to serve its next pull from (see the module doc).
+    fences: HashMap<(String, u32), u64>,
 }
 
 /// A group as the API shows it.
@@ -57,6 +73,18 @@ pub struct GroupView {
     /// Duplicates suppressed by the group's inbox since this broker started.
     pub duplicates_suppressed: u64,
     pub offsets: Vec<(String, u32, u64)>,
+    /// The live members with their address and last heartbeat.
+    pub live: Vec<MemberView>,
+}
+
+/// A live member as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    pub id: String,
+    /// host:port of its connection to the broker port.
+    pub host: String,
+    pub last_heartbeat_ms: i64,
+    pub topic: String,
 }
 
 /// A group's inbox as the API shows it.
@@ -85,11 +113,14 @@ impl Groups {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a heartbeat and returns this member's share of `queues`.
+    /// Records a heartbeat from `addr` and returns this member's share of
+    /// `queues`.
+    #[allow(clippy::too_many_arguments)]
     pub fn heartbeat(
         &self,
         group: &str,
         client_id: &str,
+        addr: &str,
         topic: &str,
         auto_commit: bool,
         dedupe: Option<Dedupe>,
@@ -102,6 +133,8 @@ impl Groups {
             client_id.to_string(),
             Member {
                 last_seen: now,
+                last_seen_ms: crate::time::now_ms(),
+                addr: addr.to_string(),
                 topic: topic.to_string(),
                 auto_commit,
                 dedupe: dedupe.clone(),
@@ -120,16 +153,81 @@ impl Groups {
             }
             alive
         });
-        let n = g.members.len().max(1);
+        let n = g.members.len();
         let me = g.members.keys().position(|k| k == client_id).unwrap_or(0);
-        let mut sorted = queues.to_vec();
-        sorted.sort();
-        sorted
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % n == me)
-            .map(|(_, q)| q)
-            .collect()
+        share(queues, n, me)
+    }
+
+    /// Live members of `group` (heard from within the client timeout),
+    /// sorted by id; empty for an unknown group.
+    pub fn live_members(&self, group: &str) -> Vec<MemberView> {
+        let all = self.lock();
+        let now = Instant::now();
+        all.get(group)
+            .map(|g| {
+                g.members
+                    .iter()
+                    .filter(|(_, m)| now.duration_since(m.last_seen) <= self.client_timeout)
+                    .map(|(id, m)| MemberView {
+                        id: id.clone(),
+                        host: m.addr.clone(),
+                        last_heartbeat_ms: m.last_seen_ms,
+                        topic: m.topic.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The topic `group`'s members consume (or last consumed).
+    pub fn topic_of(&self, group: &str) -> Option<String> {
+        let all = self.lock();
+        let g = all.get(group)?;
+        g.members
+            .values()
+            .next()
+            .map(|m| m.topic.clone())
+            .or_else(|| g.last_topic.clone())
+    }
+
+    /// Whether the broker knows `group` (it had members or offsets).
+    pub fn exists(&self, group: &str) -> bool {
+        self.lock().contains_key(group)
+    }
+
+    /// Sets an operator's offset for a queue and fences the queue (see the
+    /// module doc).
+    pub fn reset_offset(&self, group: &str, topic: &str, queue_id: u32, offset: u64) {
+        let mut all = self.lock();
+        let g = all.entry(group.to_string()).or_default();
+        g.offsets.insert((topic.to_string(), queue_id), offset);
+        g.fences.insert((topic.to_string(), queue_id), offset);
+    }
+
+    /// A member's commit: refused (`false`) while the queue is fenced by a
+    /// reset its owner has not pulled past.
+    pub fn commit_offset(&self, group: &str, topic: &str, queue_id: u32, offset: u64) -> bool {
+        let mut all = self.lock();
+        let g = all.entry(group.to_string()).or_default();
+        let key = (topic.to_string(), queue_id);
+        if g.fences.contains_key(&key) {
+            return false;
+        }
+        g.offsets.insert(key, offset);
+        true
+    }
+
+    /// Takes the fence of a queue: the offset its next pull is served from.
+    pub fn take_fence(&self, group: &str, topic: &str, queue_id: u32) -> Option<u64> {
+        self.lock()
+            .get_mut(group)
+            .and_then(|g| g.fences.remove(&(topic.to_string(), queue_id)))
+    }
+
+    /// Forgets a group: members, offsets, fences. Returns how many
+    /// committed offsets it had, `None` when it was unknown.
+    pub fn forget(&self, group: &str) -> Option<usize> {
+        self.lock().remove(group).map(|g| g.offsets.len())
     }
 
     /// Removes a member at once.
@@ -226,11 +324,53 @@ impl Groups {
                     }),
                     duplicates_suppressed: g.suppressed,
                     offsets,
+                    live: g
+                        .members
+                        .iter()
+                        .filter(|(_, m)| now.duration_since(m.last_seen) <= self.client_timeout)
+                        .map(|(id, m)| MemberView {
+                            id: id.clone(),
+                            host: m.addr.clone(),
+                            last_heartbeat_ms: m.last_seen_ms,
+                            topic: m.topic.clone(),
+                        })
+                        .collect(),
                 }
             })
             .collect();
         out.sort_by(|a, b| a.group.cmp(&b.group));
         out
+    }
+}
+
+/// Member `me`'s share of `queues` among `n` live members (sorted by id):
+/// queue `i` of the sorted queues goes to member `i % n`.
+pub fn share(queues: &[(String, u32)], n: usize, me: usize) -> Vec<(String, u32)> {
+    let n = n.max(1);
+    let mut sorted = queues.to_vec();
+    sorted.sort();
+    sorted
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % n == me)
+        .map(|(_, q)| q)
+        .collect()
+}
+
+/// Marker in the key of a group-delete record in `%OFFSETS%`.
+const DELETED: &str = "%DELETED%";
+
+/// Key of the `%OFFSETS%` record saying `group` was deleted (two parts,
+/// so [`parse_offset_record`] never takes it for an offset).
+pub fn delete_key(group: &str) -> String {
+    format!("{group}\u{1}{DELETED}")
+}
+
+/// The group a group-delete record names; `None` for any other record.
+pub fn parse_delete_record(key: &str) -> Option<&str> {
+    match key.split_once('\u{1}') {
+        Some((group, DELETED)) => Some(group),
+        _ => None,
     }
 }
 
@@ -257,18 +397,18 @@ mod tests {
     fn members_split_queues_without_overlap_and_rebalance_on_leave() {
         let g = Groups::new(Duration::from_secs(30));
         let queues: Vec<(String, u32)> = (0..6).map(|q| ("t".to_string(), q)).collect();
-        g.heartbeat("g", "a", "t", false, None, &queues);
-        let a = g.heartbeat("g", "a", "t", false, None, &queues);
-        let b = g.heartbeat("g", "b", "t", false, None, &queues);
+        g.heartbeat("g", "a", "h:1", "t", false, None, &queues);
+        let a = g.heartbeat("g", "a", "h:1", "t", false, None, &queues);
+        let b = g.heartbeat("g", "b", "h:2", "t", false, None, &queues);
         let a = if a.len() == 6 {
-            g.heartbeat("g", "a", "t", false, None, &queues)
+            g.heartbeat("g", "a", "h:1", "t", false, None, &queues)
         } else {
             a
         };
         assert_eq!(a.len() + b.len(), 6);
         assert!(a.iter().all(|q| !b.contains(q)));
         g.leave("g", "b");
-        assert_eq!(g.heartbeat("g", "a", "t", false, None, &queues).len(), 6);
+        assert_eq!(g.heartbeat("g", "a", "h:1", "t", false, None, &queues).len(), 6);
     }
 
     #[test]
@@ -278,7 +418,7 @@ mod tests {
             backend: "redis".into(),
             window_ms: 60_000,
         };
-        g.heartbeat("g", "a", "orders", false, Some(dedupe), &[]);
+        g.heartbeat("g", "a", "h:1", "orders", false, Some(dedupe), &[]);
         g.suppressed("g", 2);
         g.leave("g", "a");
         let v = &g.views()[0];
@@ -297,5 +437,24 @@ mod tests {
             Some(("g".into(), "%RETRY%g".into(), 3, 42))
         );
         assert_eq!(parse_offset_record("junk", b"x"), None);
+        let d = delete_key("g");
+        assert_eq!(parse_offset_record(&d, b"deleted"), None);
+        assert_eq!(parse_delete_record(&d), Some("g"));
+        assert_eq!(parse_delete_record(&k), None);
+    }
+
+    #[test]
+    fn a_reset_fences_commits_until_the_next_pull_takes_it() {
+        let g = Groups::new(Duration::from_secs(30));
+        assert!(g.commit_offset("g", "t", 0, 9));
+        g.reset_offset("g", "t", 0, 3);
+        assert!(!g.commit_offset("g", "t", 0, 10), "the old position is dropped");
+        assert_eq!(g.offset("g", "t", 0), Some(3));
+        assert_eq!(g.take_fence("g", "t", 0), Some(3));
+        assert_eq!(g.take_fence("g", "t", 0), None);
+        assert!(g.commit_offset("g", "t", 0, 4));
+        assert_eq!(g.offset("g", "t", 0), Some(4));
+        assert_eq!(g.forget("g"), Some(1));
+        assert!(!g.exists("g"));
     }
 }

@@ -24,6 +24,7 @@
 //! - [`topic`]: topic and group name rules, reserved property names.
 //! - [`topics_admin`]: topics operators create and delete (`%TOPICS%`).
 //! - [`groups`]: consumer group membership, assignment, committed offsets.
+//! - [`offsets`]: operator resets, skips and group deletes.
 //! - [`pull`]: reading queues for consumers (long polling, due retries).
 //! - [`retry`]: delay levels, retry and dead-letter records.
 //! - [`dlq`]: listing and replaying dead letters (each at most once).
@@ -46,6 +47,7 @@ pub mod edit;
 pub mod error;
 pub mod event;
 pub mod groups;
+pub mod offsets;
 mod produce;
 pub mod pull;
 pub mod redrive;
@@ -301,7 +303,12 @@ impl Broker {
         duplicates: Vec<(u64, String)>,
     ) -> Result<(), BrokerError> {
         topic::validate_group(group)?;
-        self.consumers.groups.set_offset(group, topic, queue_id, offset);
+        if !self.consumers.groups.commit_offset(group, topic, queue_id, offset) {
+            // An operator reset the queue since this member last pulled:
+            // its position is the old one (see `offsets.rs`).
+            tracing::debug!(group, topic, queue_id, offset, "commit dropped: the queue was reset");
+            return Ok(());
+        }
         self.consumers.groups.suppressed(group, duplicates.len() as u64);
         // OTel ends the message's spans at the commit even without a tracer.
         if self.interest.trace || self.interest.spans {

@@ -7,6 +7,8 @@
 //! holds one delay level, so due times are in order); it then sleeps until
 //! that one is due or the wait ends. "Due" is on the broker's clock
 //! (`BrokerOptions::clock`), the one `send_back` computed the due time on.
+//! A queue an operator reset is served from the reset offset, whatever
+//! the pull asked (see `offsets.rs`).
 
 use std::time::Duration;
 
@@ -31,7 +33,16 @@ impl Broker {
     ) -> Result<(Vec<Delivered>, u64), BrokerError> {
         let deadline = tokio::time::Instant::now() + wait;
         let is_retry = topic.starts_with("%RETRY%");
+        let asked = offset;
+        let mut offset = offset;
+        let mut fenced = false;
         loop {
+            // An operator reset the queue: serve from there, whatever the
+            // member asked (its position predates the reset; offsets.rs).
+            if let Some(reset) = self.consumers.groups.take_fence(group, topic, queue_id) {
+                offset = reset;
+                fenced = true;
+            }
             // Register for wake-ups before looking, so a message stored
             // between the look and the wait is not missed.
             let notified = self.consumers.appended.notified();
@@ -55,6 +66,15 @@ impl Broker {
                     }
                 }
                 out.push(delivered(pos, off, m));
+            }
+            if fenced && next_offset == asked {
+                // Served from a reset up to exactly the member's own
+                // position: a member commits only when the next offset
+                // differs from the one it asked, so it would never commit
+                // this batch. The last message waits for its next pull.
+                if let Some(last) = out.pop() {
+                    next_offset = last.queue_offset;
+                }
             }
             if !out.is_empty() || tokio::time::Instant::now() >= deadline {
                 self.trace_delivery(group, topic, queue_id, offset, next_offset, &out);

@@ -5,6 +5,7 @@
 //! - [`trace`]: `waybill trace ID|--key K`, a timeline in the terminal.
 //! - [`dlq`]: `waybill dlq list|replay`, over the HTTP API.
 //! - [`topic`]: `waybill topic list|show|create|delete`, over the HTTP API.
+//! - [`group`]: `waybill group list|reset|skip|delete`, over the HTTP API.
 //! - [`cluster`]: `waybill cluster status|promote`, over the HTTP API.
 //! - [`matrix`]: `waybill matrix`, the reliability matrix ([`waybill::matrix`]).
 //! - [`bench`]: `waybill bench`, throughput and latency of a node (own or
@@ -17,6 +18,7 @@ pub mod bench;
 pub mod cluster;
 pub mod consume;
 pub mod dlq;
+pub mod group;
 pub mod matrix;
 pub mod outbox;
 pub mod produce;

@@ -19,7 +19,8 @@ fn error(e: BrokerError) -> Response {
     }
 }
 
-pub(super) async fn handle(broker: &Broker, req: Request) -> Response {
+/// Answers one request from the client at `peer`.
+pub(super) async fn handle(broker: &Broker, req: Request, peer: std::net::SocketAddr) -> Response {
     match req {
         Request::Produce {
             topic,
@@ -60,11 +61,15 @@ pub(super) async fn handle(broker: &Broker, req: Request) -> Response {
                 return error(e.into());
             }
             let queues = broker.group_queues(&group, &topic);
-            Response::Assignment(
-                broker
-                    .groups()
-                    .heartbeat(&group, &client_id, &topic, auto_commit, dedupe, &queues),
-            )
+            Response::Assignment(broker.groups().heartbeat(
+                &group,
+                &client_id,
+                &peer.to_string(),
+                &topic,
+                auto_commit,
+                dedupe,
+                &queues,
+            ))
         }
         Request::Leave { group, client_id } => {
             broker.groups().leave(&group, &client_id);

@@ -92,7 +92,7 @@ pub async fn serve(listener: TcpListener, targets: Targets, port: Port) {
                 let _ = stream.set_nodelay(true);
                 let (targets, port) = (targets.clone(), port.clone());
                 tokio::spawn(async move {
-                    if let Err(why) = connection(stream, targets, port).await {
+                    if let Err(why) = connection(stream, targets, port, peer).await {
                         tracing::warn!(%peer, %why, "client connection closed");
                     }
                 });
@@ -111,7 +111,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn connection(stream: TcpStream, targets: Targets, port: Port) -> Result<(), String> {
+async fn connection(stream: TcpStream, targets: Targets, port: Port, peer: std::net::SocketAddr) -> Result<(), String> {
     let (rd, wr) = stream.into_split();
     // Buffered: pipelined frames are parsed out of few reads; this buffer
     // is all a connection holds outside the byte budget.
@@ -239,7 +239,7 @@ async fn connection(stream: TcpStream, targets: Targets, port: Port) -> Result<(
         let id = header.request_id;
         tokio::spawn(async move {
             let oneway = matches!(req, Request::Produce { oneway: true, .. });
-            let resp = client::handle(&broker, req).await;
+            let resp = client::handle(&broker, req, peer).await;
             drop(held);
             if !oneway {
                 let (kind, body) = resp.encode();

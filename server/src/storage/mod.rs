@@ -17,6 +17,7 @@
 //! - [`watermark`]: the flushed position and the appends waiting on it.
 //! - [`space`]: the free-space gate that refuses appends on a full disk.
 //! - [`reads`]: reading records back (by position, key, queue offset).
+//! - [`seek`]: the first queue offset stored at or after a time.
 //! - [`replay`]: re-indexing records found past the checkpoint.
 //! - [`store`]: the facade tying them together (append, wait, read, lookup).
 //! - [`copy`]: the store's replication side (append copied frames, read
@@ -44,6 +45,7 @@ pub mod reads;
 pub mod record;
 pub mod recovery;
 pub mod replay;
+pub mod seek;
 pub mod segment;
 pub mod space;
 pub mod store;
