@@ -130,6 +130,9 @@ async fn every_page_fits_a_phone_and_a_laptop() -> anyhow::Result<()> {
         ("consumers", "/consumers".to_string(), Some("section.group")),
         ("cluster", "/cluster".to_string(), None),
         ("matrix", "/matrix".to_string(), None),
+        ("topics", "/topics".to_string(), Some("table.topics tbody tr")),
+        ("topic", "/topics/orders".to_string(), None),
+        ("produce", "/produce".to_string(), Some("form.produce")),
     ];
     let b = Browser::start().await?;
     for (w, h) in SIZES {

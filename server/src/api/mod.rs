@@ -18,8 +18,8 @@
 //! - [`ui`]: the dashboard's files, with `index.html` for deep links.
 //! - [`cluster`]: the replication group view and promotion.
 //! - [`audit`]: the operator actions recorded in `%AUDIT%`.
-//! - [`topics`]: topics: list, show, create, delete; [`topic_browse`]:
-//!   a topic's messages newest first; [`topic_meter`]: their rates.
+//! - [`topics`]: topics: list, show, create, delete (rates from the
+//!   stats history); [`topic_browse`]: a topic's messages newest first.
 //! - [`stats`]: the per-second stats history (`/stats/history`).
 
 pub mod audit;
@@ -38,7 +38,6 @@ pub mod matrix;
 pub mod messages;
 pub mod metrics;
 pub mod topic_browse;
-pub mod topic_meter;
 pub mod topics;
 pub mod stats;
 pub mod ui;

@@ -86,7 +86,7 @@ fn topic_json(state: &AppState, topic: &str) -> Result<(Value, Vec<QueueStat>), 
     let bytes: u64 = queues.iter().map(|q| q.bytes).sum();
     let first_ms = queues.iter().filter_map(|q| q.first_ms).min();
     let last_ms = queues.iter().filter_map(|q| q.last_ms).max();
-    let (produce, consume) = super::topic_meter::rates(state, topic);
+    let (produce, consume) = state.topic_rates(topic);
     let groups: Vec<String> = broker.topic_groups(topic).into_iter().map(|g| g.group).collect();
     let v = json!({
         "topic": topic,
