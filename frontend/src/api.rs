@@ -117,6 +117,11 @@ pub async fn post_json(url: &str, body: &Value) -> Result<Value, ApiError> {
     call("POST", url, Some(body)).await
 }
 
+/// `DELETE url` → JSON.
+pub async fn delete(url: &str) -> Result<Value, ApiError> {
+    call("DELETE", url, None).await
+}
+
 async fn call(method: &str, url: &str, body: Option<&Value>) -> Result<Value, ApiError> {
     let opts = RequestInit::new();
     opts.set_method(method);

@@ -10,7 +10,8 @@
 //!   second, and a `changed` counter pages watch to reload without a manual
 //!   refresh.
 //! - [`pages`]: one module per route (`/`, `/messages`, `/messages/{id}`,
-//!   `/dlq`, `/consumers`, `/cluster`, `/matrix`).
+//!   `/topics`, `/topics/{topic}`, `/produce`, `/dlq`, `/consumers`,
+//!   `/cluster`, `/matrix`).
 //!
 //! Invariants: every page reads the API only (no state of its own survives
 //! a reload besides the URL); every fetch has a visible loading and error
@@ -44,6 +45,8 @@ pub fn App() -> impl IntoView {
                 <nav aria-label="Main">
                     <A href="/" exact=true>"Overview"</A>
                     <A href="/messages">"Messages"</A>
+                    <A href="/topics">"Topics"</A>
+                    <A href="/produce">"Produce"</A>
                     <A href="/dlq">"Dead letters"</A>
                     <A href="/consumers">"Consumers"</A>
                     <A href="/cluster">"Cluster"</A>
@@ -59,6 +62,9 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/") view=pages::overview::Overview/>
                     <Route path=path!("/messages") view=pages::messages::Messages/>
                     <Route path=path!("/messages/:id") view=pages::timeline::Timeline/>
+                    <Route path=path!("/topics") view=pages::topics::Topics/>
+                    <Route path=path!("/topics/:topic") view=pages::topic::Topic/>
+                    <Route path=path!("/produce") view=pages::produce::Produce/>
                     <Route path=path!("/dlq") view=pages::dlq::Dlq/>
                     <Route path=path!("/consumers") view=pages::consumers::Consumers/>
                     <Route path=path!("/cluster") view=pages::cluster::Cluster/>

@@ -8,7 +8,10 @@ pub mod dlq_jobs;
 pub mod matrix;
 pub mod messages;
 pub mod overview;
+pub mod produce;
 pub mod timeline;
+pub mod topic;
+pub mod topics;
 
 use leptos::prelude::*;
 use leptos_router::components::A;

@@ -107,7 +107,7 @@ pub async fn list(
             .map_err(BrokerError::from)?;
         found.extend(batch);
     }
-    found.sort_by(|a, b| b.1.cmp(&a.1));
+    found.sort_by_key(|m| std::cmp::Reverse(m.1));
     let more = found.len() > limit;
     found.truncate(limit);
     let next_before = if more {
