@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`api`]: JSON calls to `/api/v1` (fetch), the one `Load` state every
 //!   page renders (loading, error, ready), formatting helpers.
+//! - [`chart`]: SVG line charts of the stats history, following the feed.
 //! - [`live`]: the server-sent event feed (`/api/v1/events`): stats every
 //!   second, and a `changed` counter pages watch to reload without a manual
 //!   refresh.
@@ -18,6 +19,7 @@
 //! state; the alert banner is on every page.
 
 pub mod api;
+pub mod chart;
 pub mod live;
 pub mod pages;
 

@@ -4,7 +4,8 @@
 //! is shorter than the retry schedule, the duplicates it suppressed); a
 //! panel of duplicates and in-doubt messages (deliveries vs successful
 //! consumes per key, per group the duplicates inboxes suppressed); and a
-//! panel on transactional (half) messages and the outbox relay.
+//! panel on transactional (half) messages and the outbox relay. Each
+//! group has a chart of its lag over the last minutes.
 //!
 //! Everything shown comes from `/api/v1/consumers` and
 //! `/api/v1/consumers/duplicates`; a missing field reads as absent.
@@ -97,6 +98,7 @@ fn group(g: &Value) -> impl IntoView {
             </p>
             {inbox_view(g)}
             <p>"Lag " <b>{n(g, "lag")}</b> " · retrying " <b>{n(g, "retrying")}</b> " · dead letters " <A href=format!("/dlq?group={}", api::enc(&name))><b>{dead}</b></A></p>
+            <crate::chart::GroupLag group=name.clone()/>
             <div class="two">
                 <div class="scroll">
                 <table>

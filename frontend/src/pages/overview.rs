@@ -1,4 +1,6 @@
-//! `/`: this node and its cluster, what its durability settings mean for
+//! `/`: this node and its cluster, its user messages stored, charts of the
+//! last minutes (rates, retry and DLQ inflow, fsync, unflushed bytes), what
+//! its durability settings mean for
 //! loss (the seed article's flush × replication table, this node's row
 //! highlighted), live rates, lag, retries, dead letters, recent losses, loss
 //! windows (acknowledged messages that may be gone unrecorded), the tracer's
@@ -75,11 +77,21 @@ pub fn Overview() -> impl IntoView {
                 <p class="big">{move || match consumers.get() { Load::Ready(v) => total(&v, "dead_letters").to_string(), _ => "–".into() }}</p>
                 <p class="sub"><A href="/dlq">"not replayed"</A></p>
             </div>
+            <div class="card" data-card="stored">
+                <h2>"Stored"</h2>
+                <p class="big">{move || live.stats.get().and_then(|st| st.get("user_messages_stored").and_then(Value::as_u64)).map(|v| v.to_string()).unwrap_or_else(|| "–".into())}</p>
+                <p class="sub">"user messages (not retries, dead letters, replays)"</p>
+            </div>
             <div class="card">
                 <h2>"Flushed"</h2>
                 <p class="big">{move || live.stats.get().map(|st| { let un = n(&st, "log_end").saturating_sub(n(&st, "flushed")); if un == 0 { "all".to_string() } else { format!("{un} B behind") } }).unwrap_or_else(|| "–".into())}</p>
                 <p class="sub">"log bytes not yet fsynced"</p>
             </div>
+        </section>
+
+        <section aria-labelledby="charts-h">
+            <h2 id="charts-h">"Last ten minutes"</h2>
+            <crate::chart::OverviewCharts/>
         </section>
 
         <section aria-labelledby="alerts-h">
