@@ -70,7 +70,6 @@ async fn produce(producer: &Producer, from: usize, to: usize) -> anyhow::Result<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the operations panel (frontend/src/pages/group_ops.rs), not yet built into frontend/dist"]
 async fn a_stopped_group_is_reset_to_the_end_through_a_preview_and_a_live_one_shows_the_refusal() -> anyhow::Result<()>
 {
     ui_built()?;

@@ -207,7 +207,7 @@ async fn after_retries_and_a_replay_stored_counts_each_user_message_once() -> an
             let key = d.message.key.clone().unwrap_or_default();
             let n: usize = key.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(1);
             let poison = key == "o0-1" && b.load(Ordering::SeqCst);
-            if poison || (n % 50 == 0 && d.reconsume_times == 0) {
+            if poison || (n.is_multiple_of(50) && d.reconsume_times == 0) {
                 return ConsumeResult::ReconsumeLater;
             }
             h.fetch_add(1, Ordering::SeqCst);

@@ -112,14 +112,14 @@ pub async fn post(url: &str) -> Result<Value, ApiError> {
     call("POST", url, None).await
 }
 
-/// `POST url` with a JSON body → JSON.
-pub async fn post_json(url: &str, body: &Value) -> Result<Value, ApiError> {
-    call("POST", url, Some(body)).await
-}
-
 /// `DELETE url` → JSON.
 pub async fn delete(url: &str) -> Result<Value, ApiError> {
     call("DELETE", url, None).await
+}
+
+/// `POST url` with a JSON body → JSON.
+pub async fn post_json(url: &str, body: &Value) -> Result<Value, ApiError> {
+    call("POST", url, Some(body)).await
 }
 
 async fn call(method: &str, url: &str, body: Option<&Value>) -> Result<Value, ApiError> {

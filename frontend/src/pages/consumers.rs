@@ -7,6 +7,10 @@
 //! panel on transactional (half) messages and the outbox relay. Each
 //! group has a chart of its lag over the last minutes.
 //!
+//! Each group shows its live members, and has an "Operations" panel
+//! ([`super::group_ops`]: reset offsets, skip, delete), rendered once per
+//! group name so the live reloads of the tables never reset it.
+//!
 //! Everything shown comes from `/api/v1/consumers` and
 //! `/api/v1/consumers/duplicates`; a missing field reads as absent.
 
@@ -14,6 +18,7 @@ use leptos::prelude::*;
 use leptos_router::components::A;
 use serde_json::Value;
 
+use super::group_ops::{members_table, GroupOps};
 use crate::api::{self, arr, n, s, Load};
 
 #[component]
@@ -22,6 +27,14 @@ pub fn Consumers() -> impl IntoView {
     let dups = RwSignal::new(Load::Loading);
     api::load_live(|| Some("/api/v1/consumers".into()), groups);
     api::load_live(|| Some("/api/v1/consumers/duplicates?limit=50".into()), dups);
+    // Group names only: the operations panels are keyed by them.
+    let names = Memo::new(move |_| match groups.get() {
+        Load::Ready(v) => arr(&v, "groups")
+            .iter()
+            .map(|g| s(g, "group").to_string())
+            .collect::<Vec<_>>(),
+        _ => Vec::new(),
+    });
     view! {
         <h1>"Consumers"</h1>
         {api::show(groups, |v| {
@@ -32,6 +45,9 @@ pub fn Consumers() -> impl IntoView {
             }
             gs.into_iter().map(|g| group(&g)).collect_view().into_any()
         })}
+        <For each=move || names.get() key=|name: &String| name.clone() let:name>
+            <GroupOps name=name/>
+        </For>
         <section aria-labelledby="dups-h">
             <h2 id="dups-h">"Duplicates and in-doubt"</h2>
             <p class="sub">"Messages delivered more than once to a group (retries, rebalances, replays): without an idempotent handler each extra delivery may repeat its effect."</p>
@@ -96,6 +112,7 @@ fn group(g: &Value) -> impl IntoView {
                 {if members.is_empty() { "none connected".to_string() } else { members.join(", ") }}
                 {g.get("auto_commit").and_then(Value::as_bool).unwrap_or(false).then(|| view! { " " <span class="st st-warn">"auto-commit: offsets move before handling (loss point)"</span> })}
             </p>
+            {members_table(g)}
             {inbox_view(g)}
             <p>"Lag " <b>{n(g, "lag")}</b> " · retrying " <b>{n(g, "retrying")}</b> " · dead letters " <A href=format!("/dlq?group={}", api::enc(&name))><b>{dead}</b></A></p>
             <crate::chart::GroupLag group=name.clone()/>

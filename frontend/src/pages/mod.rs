@@ -5,6 +5,7 @@ pub mod consumers;
 pub mod dead_step;
 pub mod dlq;
 pub mod dlq_jobs;
+pub mod group_ops;
 pub mod matrix;
 pub mod messages;
 pub mod overview;

@@ -3,7 +3,8 @@
 //! or across them, a page at a time ("Older →" follows the API's
 //! `next_before`; "← Newer" goes back through the pages seen). Each id is
 //! shortened with the whole id in its tooltip, a copy button, and a link
-//! to its timeline. The `topic-charts` section is left for the charts.
+//! to its timeline. Its produce and consume rates are charts over time
+//! (`chart::TopicCharts`), following the live feed.
 
 use leptos::prelude::*;
 use leptos_router::components::A;
@@ -34,10 +35,16 @@ pub fn id_cell(id: String) -> impl IntoView {
             copied.set(true);
         }
     };
+    let (href, title, label, shown) = (
+        format!("/messages/{id}"),
+        id.clone(),
+        format!("Copy id {id}"),
+        short(&id),
+    );
     view! {
-        <A href=format!("/messages/{id}") attr:title=id.clone() attr:class="msg-id">{short(&id)}</A>
+        <A href=href attr:title=title attr:class="msg-id">{shown}</A>
         " "
-        <button class="copy small" on:click=copy aria-label=format!("Copy id {id}")>
+        <button class="copy small" on:click=copy aria-label=label>
             {move || if copied.get() { "Copied" } else { "Copy" }}
         </button>
     }
@@ -59,7 +66,9 @@ pub fn Topic() -> impl IntoView {
         <p class="crumbs"><A href="/topics">"Topics"</A>" / "</p>
         <h1>{topic}</h1>
         {api::show(info, move |v| head(&v).into_any())}
-        <section class="topic-charts"></section>
+        <section class="topic-charts">
+            {move || view! { <crate::chart::TopicCharts topic=topic()/> }}
+        </section>
         {move || view! { <Browser topic=topic()/> }}
     }
 }
@@ -105,11 +114,14 @@ fn head(v: &Value) -> impl IntoView {
                 <table class="lag cardy">
                     <thead><tr><th scope="col">"group"</th><th scope="col">"lag"</th></tr></thead>
                     <tbody>
-                        {lag.into_iter().map(|g| view! {
-                            <tr>
-                                <td data-label="group"><A href="/consumers">{s(&g, "group").to_string()}</A></td>
-                                <td class="num" data-label="lag">{n(&g, "lag")}</td>
-                            </tr>
+                        {lag.into_iter().map(|g| {
+                            let (group, behind) = (s(&g, "group").to_string(), n(&g, "lag"));
+                            view! {
+                                <tr>
+                                    <td data-label="group"><A href="/consumers">{group}</A></td>
+                                    <td class="num" data-label="lag">{behind}</td>
+                                </tr>
+                            }
                         }).collect_view()}
                     </tbody>
                 </table>

@@ -208,9 +208,10 @@ fn table(v: &Value, pending: RwSignal<Option<Pending>>) -> impl IntoView {
                         let name = name.clone();
                         move |_| pending.set(Some(Pending { topic: name.clone(), refused: None, busy: false }))
                     };
+                    let (href, shown) = (format!("/topics/{}", api::enc(&name)), name.clone());
                     view! {
-                        <tr data-topic=name.clone()>
-                            <td class="name" data-label="topic"><A href=format!("/topics/{}", api::enc(&name))>{name.clone()}</A></td>
+                        <tr data-topic=name>
+                            <td class="name" data-label="topic"><A href=href>{shown}</A></td>
                             <td class="num queues" data-label="queues">{n(&t, "queues")}</td>
                             <td class="num messages" data-label="messages">{n(&t, "messages")}</td>
                             <td class="num secondary" data-label="bytes">{bytes(n(&t, "bytes"))}</td>

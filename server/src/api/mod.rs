@@ -37,9 +37,9 @@ pub mod json;
 pub mod matrix;
 pub mod messages;
 pub mod metrics;
+pub mod stats;
 pub mod topic_browse;
 pub mod topics;
-pub mod stats;
 pub mod ui;
 
 use std::path::PathBuf;

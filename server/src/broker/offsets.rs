@@ -63,10 +63,10 @@ pub struct Move {
 }
 
 impl Broker {
-    /// Queue ids of a user topic: the configured count, plus any queue the
-    /// store holds for it (a topic made with more). Empty when the store
-    /// has no queue of that topic.
-    pub fn topic_queues(&self, topic: &str) -> BTreeSet<u32> {
+    /// Queue ids of a user topic with data: its queue count (an operator's
+    /// or the node's default), plus any other queue the store holds for it.
+    /// Empty when the store has no queue of that topic.
+    pub fn stored_queue_ids(&self, topic: &str) -> BTreeSet<u32> {
         let stored: BTreeSet<u32> = self
             .store()
             .queues()
@@ -77,7 +77,7 @@ impl Broker {
         if stored.is_empty() {
             return stored;
         }
-        (0..self.opts.queues_per_topic).chain(stored).collect()
+        (0..self.topic_queues(topic)).chain(stored).collect()
     }
 
     /// The group must exist and, unless `force`, have no live member.
@@ -107,7 +107,7 @@ impl Broker {
     /// its queues. Returns the queues acted on.
     fn queues_of(&self, topic_name: &str, queue: Option<u32>) -> Result<Vec<u32>, BrokerError> {
         topic::validate(topic_name)?;
-        let all = self.topic_queues(topic_name);
+        let all = self.stored_queue_ids(topic_name);
         if all.is_empty() {
             return Err(BrokerError::NotFound(format!("no topic {topic_name:?} on this broker")));
         }
