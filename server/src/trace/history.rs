@@ -379,7 +379,8 @@ impl History {
                 .flat_map(|s| s.values.iter())
                 .filter(|(id, _)| Some(*id) == want)
                 .map(|(_, v)| v)
-                .sum()
+                // From +0.0: an empty f64 `sum()` is -0.0, shown as "-0.0/s".
+                .fold(0.0, |a, v| a + v)
         };
         let n = recent.len() as f64;
         (sum(p) / n, sum(c) / n)

@@ -112,6 +112,9 @@ fn latest_and_topic_rates_read_the_newest_samples() {
     }
     assert_eq!(h.topic_rates("a"), (4.0, 2.0));
     assert_eq!(h.topic_rates("nope"), (0.0, 0.0));
+    // Not -0.0 (an empty f64 sum), which a page shows as "-0.0/s".
+    let (p, c) = h.topic_rates("nope");
+    assert!(p.is_sign_positive() && c.is_sign_positive(), "{p} {c}");
     let latest = h.latest().unwrap_or_default();
     assert_eq!(latest["at_ms"], 21_000);
     let produce = latest["series"]
