@@ -124,6 +124,27 @@ impl Live {
         // A listener that fell behind missed events: reload to be safe.
         let _ = es.add_event_listener_with_callback("lagged", on_trace.as_ref().unchecked_ref());
         es.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        // A browser keeps about six HTTP/1.1 connections per host, and a
+        // feed is one for as long as it is open. A page left for another
+        // (or kept in the back/forward cache) closes its feed, so pages
+        // loaded one after another never starve each other's API calls;
+        // a page shown again from that cache reloads for a fresh feed.
+        if let Some(w) = web_sys::window() {
+            let feed = es.clone();
+            let on_hide = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| feed.close());
+            let feed = es.clone();
+            let on_show = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+                if feed.ready_state() == EventSource::CLOSED {
+                    if let Some(w) = web_sys::window() {
+                        let _ = w.location().reload();
+                    }
+                }
+            });
+            let _ = w.add_event_listener_with_callback("pagehide", on_hide.as_ref().unchecked_ref());
+            let _ = w.add_event_listener_with_callback("pageshow", on_show.as_ref().unchecked_ref());
+            on_hide.forget();
+            on_show.forget();
+        }
         // The feed and its handlers live for the whole page.
         on_stats.forget();
         on_trace.forget();
