@@ -1,5 +1,6 @@
 //! The dashboard's charts and "Stored" card, in headless Chromium:
-//! - the overview's produce chart follows the live feed: its newest value
+//! - the overview's produce chart follows the live feed, on a laptop and on
+//!   a phone (390 × 844): its newest value
 //!   becomes non-zero while messages are sent, without a reload;
 //! - the "Stored" card says exactly how many user messages were sent after
 //!   retries, a dead letter and its replay put more records in the log;
@@ -31,6 +32,39 @@ fn message(key: String) -> Message {
     }
 }
 
+/// Sends batches of ten in the background until the open overview's produce
+/// chart shows a non-zero newest value; returns that value.
+async fn send_until_charted(b: &Browser, producer: &Arc<Producer>, sent: &Arc<AtomicUsize>) -> anyhow::Result<String> {
+    b.wait(
+        "the produce chart",
+        "return document.querySelector('svg[data-series~=produce]') !== null",
+    )
+    .await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (p, sent, stop) = (producer.clone(), sent.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let from = sent.load(Ordering::SeqCst);
+                let batch = (from..from + 10).map(|i| message(format!("m-{i}"))).collect();
+                let ok = p.send_batch("orders", batch).await?.len();
+                sent.fetch_add(ok, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let last = b
+        .wait_value(
+            "a non-zero produce rate on the chart",
+            &format!("{{ const v = (() => {{ {PRODUCE_LAST} }})(); return v && Number(v) > 0 ? v : null }}"),
+        )
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    sender.await??;
+    Ok(last?.as_str().unwrap_or_default().to_string())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn charts_follow_the_feed_and_stored_counts_user_messages_once() -> anyhow::Result<()> {
     ui_built()?;
@@ -50,30 +84,9 @@ async fn charts_follow_the_feed_and_stored_counts_user_messages_once() -> anyhow
     .await?;
     b.mark_page().await?;
 
-    // Send in the background until the chart shows a non-zero rate.
     let producer = Arc::new(Producer::new(ProducerOptions::new(node.broker.clone()))?);
-    let (sent, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-    let sender = {
-        let (p, sent, stop) = (producer.clone(), sent.clone(), stop.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let from = sent.load(Ordering::SeqCst);
-                let batch = (from..from + 10).map(|i| message(format!("m-{i}"))).collect();
-                let ok = p.send_batch("orders", batch).await?.len();
-                sent.fetch_add(ok, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            anyhow::Ok(())
-        })
-    };
-    let last = b
-        .wait_value(
-            "a non-zero produce rate on the chart",
-            &format!("{{ const v = (() => {{ {PRODUCE_LAST} }})(); return v && Number(v) > 0 ? v : null }}"),
-        )
-        .await?;
-    stop.store(true, Ordering::SeqCst);
-    sender.await??;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let last = send_until_charted(&b, &producer, &sent).await?;
     b.assert_same_page().await?;
     println!("produce chart's newest value: {last}");
 
@@ -154,6 +167,12 @@ async fn charts_follow_the_feed_and_stored_counts_user_messages_once() -> anyhow
             .await?;
         b.assert_no_horizontal_scroll(page).await?;
     }
+    // On a phone too, the overview's produce chart follows the sends.
+    b.open(&format!("{}/", node.http)).await?;
+    b.mark_page().await?;
+    let last = send_until_charted(&b, &producer, &sent).await?;
+    b.assert_same_page().await?;
+    println!("produce chart's newest value at 390 px: {last}");
     let errors = b.console_errors().await?;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     Ok(())
