@@ -146,6 +146,22 @@ async fn given_bad_requests_should_answer_4xx_json_and_leave_the_log_unchanged()
                 .body(Body::empty())?,
             StatusCode::BAD_REQUEST,
         ),
+        // Query strings that do not parse: JSON errors too, not axum's text.
+        (
+            "a limit that is not a number",
+            Request::get("/api/v1/messages?key=k&limit=abc").body(Body::empty())?,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "a negative dead-letter page size",
+            Request::get("/api/v1/dlq?group=g&limit=-1").body(Body::empty())?,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "a history step that is not a number",
+            Request::get("/api/v1/stats/history?step=often").body(Body::empty())?,
+            StatusCode::BAD_REQUEST,
+        ),
     ];
     for (what, req, want) in cases {
         let (code, body) = call(&app, req).await?;

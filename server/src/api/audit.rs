@@ -3,7 +3,9 @@
 //! optionally for one target. Read from the log on each request: actions
 //! are rare, and the log is the record.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use super::query::ApiQuery as Query;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};

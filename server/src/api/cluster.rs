@@ -119,7 +119,7 @@ pub struct PromoteQuery {
 /// would drop what only the other has) — unless `?force=true`.
 pub async fn promote(
     State(st): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<PromoteQuery>,
+    super::query::ApiQuery(q): super::query::ApiQuery<PromoteQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let Some(c) = st.cluster() else {
         return Err(BrokerError::Conflict("this node is not in a replication group".into()).into());

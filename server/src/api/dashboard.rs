@@ -17,7 +17,9 @@
 //! Nothing here writes; everything is derived from the store, the group
 //! table and the trace store on each call.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use super::query::ApiQuery as Query;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -8,7 +8,9 @@
 //! the filter, at most `rate` per second. Who replayed is taken from the
 //! `X-Waybill-User` header (default `anonymous`) and recorded.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use super::query::ApiQuery as Query;
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;

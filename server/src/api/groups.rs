@@ -15,7 +15,9 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use super::query::ApiQuery as Query;
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;

@@ -10,7 +10,9 @@
 //!
 //! Who started or cancelled a job comes from `X-Waybill-User`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use super::query::ApiQuery as Query;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;

@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use super::query::ApiQuery as Query;
 use axum::Json;
 use base64::Engine;
 use serde::{Deserialize, Serialize};

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`error`]: `ApiError`, the single error → status mapping.
-//! - [`json`]: the JSON body extractor with JSON errors.
+//! - [`json`]: the JSON body extractor with JSON errors; [`query`]: the
+//!   query-string extractor with JSON errors.
 //! - [`messages`]: send, read by id, search by key.
 //! - [`auth`]: the `--auth-token` bearer check on `/api`.
 //! - [`dlq`]: dead letters: list, replay one, replay many.
@@ -37,6 +38,7 @@ pub mod json;
 pub mod matrix;
 pub mod messages;
 pub mod metrics;
+pub mod query;
 pub mod stats;
 pub mod topic_browse;
 pub mod topics;

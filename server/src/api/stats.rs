@@ -14,7 +14,9 @@
 //! holds at least one sample. Over [`MAX_POINTS`] steps, `from` after
 //! `to`, a step below 1 or an unknown kind → 400.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use super::query::ApiQuery as Query;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};

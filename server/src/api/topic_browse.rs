@@ -10,7 +10,9 @@
 //! `queue` must be one of the topic's. Memory: at most `limit + 1`
 //! messages per queue are read for a page.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use super::query::ApiQuery as Query;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};

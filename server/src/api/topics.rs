@@ -18,7 +18,9 @@
 //! the caller's `X-Waybill-User`. Read-only calls derive everything from
 //! the store and the group table on each request.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use super::query::ApiQuery as Query;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
