@@ -314,6 +314,15 @@ async fn a_reset_to_a_time_restarts_consumption_at_the_first_message_stored_at_o
     // To the end: nothing redelivered; the next message is the first one.
     let (code, v) = reset(&node, GROUP, json!({"to": "offset", "offset": 0, "queue": 0})).await?;
     assert_eq!(code, 200, "{v}");
+    // SPEC's spelling: the offset as `at`.
+    let (code, v) = reset(
+        &node,
+        GROUP,
+        json!({"to": "offset", "at": 0, "queue": 0, "dry_run": true}),
+    )
+    .await?;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["queues"][0]["to"], 0, "{v}");
     let (code, v) = reset(&node, GROUP, json!({"to": "end"})).await?;
     assert_eq!(code, 200, "{v}");
     assert_eq!(moves_of(&v), ends);

@@ -1,6 +1,6 @@
 //! Consumer-group operations over HTTP:
 //! - `POST /api/v1/consumers/{group}/offsets` body `{"topic"?, "to":
-//!   "time"|"end"|"offset", "at"? (RFC 3339 or ms), "time_ms"?, "offset"?,
+//!   "time"|"end"|"offset", "at"? (a time: RFC 3339 or ms; an offset), "time_ms"?, "offset"?,
 //!   "queue"?, "force"?, "dry_run"?}` → `{"group","topic","to","dry_run",
 //!   "queues":[{"queue","from","to"}]}`;
 //! - `POST /api/v1/consumers/{group}/skip` body `{"topic"?, "queue",
@@ -78,10 +78,14 @@ fn topic_of(broker: &Broker, group: &str, topic: Option<String>) -> Result<Strin
 fn reset_to(b: &ResetBody) -> Result<ResetTo, ApiError> {
     match b.to.as_str() {
         "end" => Ok(ResetTo::End),
+        // SPEC's one parameter is `at`: for an offset target, the offset.
         "offset" => b
             .offset
+            .or_else(|| b.at.as_ref().and_then(Value::as_u64))
             .map(ResetTo::Offset)
-            .ok_or_else(|| ApiError::BadRequest("\"to\": \"offset\" needs \"offset\": a queue offset".into())),
+            .ok_or_else(|| {
+                ApiError::BadRequest("\"to\": \"offset\" needs \"offset\" (or \"at\"): a queue offset".into())
+            }),
         "time" => {
             let ms = match (&b.at, b.time_ms) {
                 (Some(Value::String(s)), _) => parse_time(s)?,
