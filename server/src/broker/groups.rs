@@ -61,6 +61,33 @@ struct Group {
     fences: HashMap<(String, u32), u64>,
 }
 
+impl Group {
+    /// Members heard from within `timeout` (expired ones are pruned
+    /// lazily at the next heartbeat), sorted by id.
+    fn live(&self, now: Instant, timeout: Duration) -> Vec<MemberView> {
+        self.members
+            .iter()
+            .filter(|(_, m)| now.duration_since(m.last_seen) <= timeout)
+            .map(|(id, m)| MemberView {
+                id: id.clone(),
+                host: m.addr.clone(),
+                last_heartbeat_ms: m.last_seen_ms,
+                topic: m.topic.clone(),
+            })
+            .collect()
+    }
+
+    /// The topic its members consume; kept from members that timed out,
+    /// so an offline group still shows what it consumes.
+    fn topic(&self) -> Option<String> {
+        self.members
+            .values()
+            .next()
+            .map(|m| m.topic.clone())
+            .or_else(|| self.last_topic.clone())
+    }
+}
+
 /// A group as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupView {
@@ -161,33 +188,15 @@ impl Groups {
     /// Live members of `group` (heard from within the client timeout),
     /// sorted by id; empty for an unknown group.
     pub fn live_members(&self, group: &str) -> Vec<MemberView> {
-        let all = self.lock();
-        let now = Instant::now();
-        all.get(group)
-            .map(|g| {
-                g.members
-                    .iter()
-                    .filter(|(_, m)| now.duration_since(m.last_seen) <= self.client_timeout)
-                    .map(|(id, m)| MemberView {
-                        id: id.clone(),
-                        host: m.addr.clone(),
-                        last_heartbeat_ms: m.last_seen_ms,
-                        topic: m.topic.clone(),
-                    })
-                    .collect()
-            })
+        self.lock()
+            .get(group)
+            .map(|g| g.live(Instant::now(), self.client_timeout))
             .unwrap_or_default()
     }
 
     /// The topic `group`'s members consume (or last consumed).
     pub fn topic_of(&self, group: &str) -> Option<String> {
-        let all = self.lock();
-        let g = all.get(group)?;
-        g.members
-            .values()
-            .next()
-            .map(|m| m.topic.clone())
-            .or_else(|| g.last_topic.clone())
+        self.lock().get(group)?.topic()
     }
 
     /// Whether the broker knows `group` (it had members or offsets).
@@ -303,20 +312,10 @@ impl Groups {
                     group: name.clone(),
                     // Kept from members that timed out: an offline group
                     // still shows what it consumes.
-                    topic: g
-                        .members
-                        .values()
-                        .next()
-                        .map(|m| m.topic.clone())
-                        .or_else(|| g.last_topic.clone()),
+                    topic: g.topic(),
                     // Only members heard from within the client timeout
                     // (expired ones are pruned lazily at the next heartbeat).
-                    members: g
-                        .members
-                        .iter()
-                        .filter(|(_, m)| now.duration_since(m.last_seen) <= self.client_timeout)
-                        .map(|(id, _)| id.clone())
-                        .collect(),
+                    members: g.live(now, self.client_timeout).into_iter().map(|m| m.id).collect(),
                     auto_commit: g.auto_commit_seen || g.members.values().any(|m| m.auto_commit),
                     dedupe: g.dedupe_seen.as_ref().map(|d| DedupeView {
                         backend: d.backend.clone(),
@@ -324,17 +323,7 @@ impl Groups {
                     }),
                     duplicates_suppressed: g.suppressed,
                     offsets,
-                    live: g
-                        .members
-                        .iter()
-                        .filter(|(_, m)| now.duration_since(m.last_seen) <= self.client_timeout)
-                        .map(|(id, m)| MemberView {
-                            id: id.clone(),
-                            host: m.addr.clone(),
-                            last_heartbeat_ms: m.last_seen_ms,
-                            topic: m.topic.clone(),
-                        })
-                        .collect(),
+                    live: g.live(now, self.client_timeout),
                 }
             })
             .collect();
