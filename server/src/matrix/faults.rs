@@ -92,6 +92,20 @@ pub async fn inject(
             group.settle(&[]).await?
         }
         Fault::PowerLoss => {
+            // Cut while the log has bytes past its fsynced end, as a power
+            // cut under load would: with async flush the flusher may have
+            // caught up at any one instant, and a cut then tests nothing.
+            // Bounded (2 s); the cut happens either way.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while tokio::time::Instant::now() < deadline {
+                if positions(group, writer)
+                    .await
+                    .is_some_and(|(end, flushed)| end > flushed)
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
             group.member(writer).signal_and_wait("USR2").await?;
             out.struck_ms = Some(now());
             let report_path = group.member(writer).data_dir.join(powercut::REPORT);
