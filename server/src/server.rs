@@ -136,7 +136,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     cfg.validate()?;
+    // Group members present `--auth-token` to each other; clients and
+    // the dashboard any of the tokens, each with its role.
     let token: Option<Arc<str>> = cfg.auth_token.as_deref().map(Arc::from);
+    let tokens = cfg.tokens().map(Arc::new);
+    let token_rates = crate::broker::rate::TokenRates::new(cfg.rate_limit_per_token);
     let (fs, power_cut) = node_fs(&cfg)?;
     if let Some(cut) = power_cut {
         arm_power_cut(cut)?;
@@ -179,6 +183,7 @@ pub async fn serve(
             max_checks: cfg.tx_max_checks,
         },
         clock: crate::time::Clock::system(),
+        max_message_bytes: cfg.max_message_bytes,
     };
     // Consumer state first: Raft and replication apply to it.
     let consumers = {
@@ -294,7 +299,9 @@ pub async fn serve(
             // validate() keeps it within u32, so this fits usize.
             cfg.broker_inflight_bytes as usize,
         ),
-        token,
+        tokens: tokens.clone(),
+        per_connection: cfg.rate_limit_per_connection,
+        token_rates: token_rates.clone(),
     };
     let targets = crate::port::Targets {
         broker: broker.clone(),
@@ -319,7 +326,11 @@ pub async fn serve(
     // Ends with the broker (it holds a weak reference).
     crate::trace::history::spawn_sampler(state.history.clone(), Arc::downgrade(&broker));
     drop(broker);
-    let app = api::app_with_ui(state, cfg.max_body_bytes, cfg.auth_token.clone(), Some(ui_dir));
+    let access = api::auth::Access {
+        tokens,
+        rates: token_rates,
+    };
+    let app = api::app_with_ui(state, cfg.max_body_bytes, access, Some(ui_dir));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let live = subscribers.live().clone();
     let graceful = async move {

@@ -1,5 +1,7 @@
 //! `GET /api/v1/audit`: the operator actions recorded in `%AUDIT%` (topic
-//! create and delete, offset resets, skips, group deletes), newest first,
+//! create and delete, offset resets, skips, group deletes, dead-letter
+//! replays and discards, redrive jobs), each with the caller's name (with
+//! tokens: the token's name), newest first,
 //! optionally for one target. Read from the log on each request: actions
 //! are rare, and the log is the record.
 

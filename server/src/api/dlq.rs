@@ -271,6 +271,15 @@ pub async fn replay_one(
         Some(e) => state.broker.replay_edited(&id, &who(&headers), q.force, e).await?,
         None => state.broker.replay(&id, &who(&headers), q.force).await?,
     };
+    let mut how = String::new();
+    if r.forced {
+        how.push_str(" (forced)");
+    }
+    if !r.edited.is_empty() {
+        how.push_str(&format!(" (edited: {})", r.edited.join(", ")));
+    }
+    let detail = format!("dead letter {} replayed as {}{how}", r.dlq_id, r.new_id);
+    state.broker.audit(&r.by, "dlq.replay", &r.group, detail).await?;
     Ok(Json(json!({
         "id": r.new_id,
         "replay_of": r.dlq_id,
@@ -297,6 +306,8 @@ pub async fn discard(
     super::json::ApiJson(body): super::json::ApiJson<DiscardBody>,
 ) -> Result<Json<Value>, ApiError> {
     let d = state.broker.discard(&id, &who(&headers), &body.reason).await?;
+    let detail = format!("dead letter {} discarded: {}", d.dlq_id, d.reason);
+    state.broker.audit(&d.by, "dlq.discard", &d.group, detail).await?;
     Ok(Json(json!({
         "id": d.dlq_id,
         "group": d.group,
@@ -357,6 +368,10 @@ pub async fn replay_many(
         .iter()
         .map(|r| json!({"id": r.new_id, "replay_of": r.dlq_id}))
         .collect();
+    if !q.dry_run {
+        let detail = format!("{} of {} matched dead letters replayed", done.len(), chosen.len());
+        state.broker.audit(&who(&headers), "dlq.replay", &group, detail).await?;
+    }
     Ok(Json(json!({
         "group": group,
         "dry_run": q.dry_run,

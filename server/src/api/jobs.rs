@@ -109,7 +109,17 @@ pub async fn start(
                 "would_replay": letters, "replayed": [],
             })),
         )),
-        Started::Job(view) => Ok((StatusCode::CREATED, Json(json!(view)))),
+        Started::Job(view) => {
+            let detail = format!(
+                "redrive job {} started: {} dead letters at {}/s",
+                view.job.id, view.matched, view.job.rate_per_sec
+            );
+            state
+                .broker
+                .audit(&view.job.by, "dlq.job.start", &view.job.group, detail)
+                .await?;
+            Ok((StatusCode::CREATED, Json(json!(view))))
+        }
     }
 }
 
@@ -135,5 +145,11 @@ pub async fn cancel(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(state.broker.cancel_job(&id, &who(&headers)).await?)))
+    let view = state.broker.cancel_job(&id, &who(&headers)).await?;
+    let detail = format!("redrive job {} cancelled after {} replays", view.job.id, view.replayed);
+    state
+        .broker
+        .audit(&who(&headers), "dlq.job.cancel", &view.job.group, detail)
+        .await?;
+    Ok(Json(json!(view)))
 }

@@ -14,7 +14,9 @@
 //!   group's committed offsets;
 //! - `waybill_consumer_lag{group,topic}`, `waybill_group_retries_total{group}`
 //!   (retry records written), `waybill_group_dlq_total{group}`;
-//! - `waybill_transactions_open`.
+//! - `waybill_transactions_open`;
+//! - `waybill_refused_total{reason}`: requests refused over a limit
+//!   (message size, key, tags, producer, properties, rate).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -178,4 +180,13 @@ pub fn write(out: &mut String, broker: &Broker, cluster: Option<&Arc<Cluster>>) 
         "gauge",
     );
     let _ = writeln!(out, "waybill_transactions_open {}", broker.transactions().open_count());
+    header(
+        out,
+        "waybill_refused_total",
+        "Requests refused over a limit, by reason.",
+        "counter",
+    );
+    for (reason, n) in broker.refusals().snapshot() {
+        let _ = writeln!(out, "waybill_refused_total{{reason=\"{reason}\"}} {n}");
+    }
 }

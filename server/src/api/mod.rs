@@ -6,7 +6,7 @@
 //! - [`json`]: the JSON body extractor with JSON errors; [`query`]: the
 //!   query-string extractor with JSON errors.
 //! - [`messages`]: send, read by id, search by key.
-//! - [`auth`]: the `--auth-token` bearer check on `/api`.
+//! - [`auth`]: bearer tokens with roles, and the per-token rate, on `/api`.
 //! - [`dlq`]: dead letters: list, replay one, replay many.
 //! - [`consumers`]: consumer groups, queue positions and lag.
 //! - [`groups`]: group operations (reset offsets, skip, delete).
@@ -128,13 +128,13 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
 
 /// The whole HTTP surface; with `token`, `/api` calls need it as a bearer token.
 pub fn app_with_auth(state: AppState, body_limit: usize, token: Option<String>) -> Router {
-    app_with_ui(state, body_limit, token, None)
+    app_with_ui(state, body_limit, auth::Access::single(token), None)
 }
 
 /// The whole HTTP surface plus, with `ui_dir`, the dashboard: non-API GETs
 /// are its files (`index.html` for deep links); unknown `/api` paths stay
-/// JSON 404s.
-pub fn app_with_ui(state: AppState, body_limit: usize, token: Option<String>, ui_dir: Option<PathBuf>) -> Router {
+/// JSON 404s. `/api` calls are guarded by `access` ([`auth`]).
+pub fn app_with_ui(state: AppState, body_limit: usize, access: auth::Access, ui_dir: Option<PathBuf>) -> Router {
     let api = Router::new()
         .route("/topics", get(topics::list).post(topics::create))
         .route("/topics/{topic}", get(topics::get).delete(topics::delete))
@@ -174,10 +174,10 @@ pub fn app_with_ui(state: AppState, body_limit: usize, token: Option<String>, ui
         None => router.fallback(not_found),
     };
     let mut router = router.layer(DefaultBodyLimit::max(body_limit));
-    if let Some(token) = token {
-        let token: Arc<str> = Arc::from(token);
+    if access.tokens.is_some() {
+        let broker = state.broker.clone();
         router = router.layer(axum::middleware::from_fn(move |req, next| {
-            auth::require(token.clone(), req, next)
+            auth::require(access.clone(), broker.clone(), req, next)
         }));
     }
     router.layer(TraceLayer::new_for_http()).with_state(state)

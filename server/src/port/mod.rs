@@ -14,10 +14,15 @@
 //! cannot be trusted. Bad frames never reach the store.
 //!
 //! Frames are read within the port's limits ([`frames`]: bytes as
-//! they arrive, a global byte budget, deadlines). With `--auth-token` the
-//! first frame must be `Auth` with that token: any other frame, or a wrong
-//! token, gets `Unauthorized` and the connection closes — before any of
-//! that frame's payload is read, so an unauthenticated peer costs a header.
+//! they arrive, a global byte budget, deadlines). With tokens configured
+//! (`--auth-token`, named `[[token]]`s) the first frame must be `Auth` with
+//! one of them, of role `operator` or `admin` (producing and consuming are
+//! writes): any other frame, a wrong token or a viewer's gets
+//! `Unauthorized` and the connection closes — before any of that frame's
+//! payload is read, so an unauthenticated peer costs a header. Client
+//! requests are then rate-limited per connection and per token
+//! ([`crate::broker::rate`]); a refused one is answered `Unavailable`
+//! ("rate limit …") and the connection stays open.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +34,10 @@ use waybill_client::protocol::{ErrorCode, Request, Response, K_AUTH};
 use waybill_client::wire;
 
 use self::frames::{FrameError, Limits};
+use crate::broker::limits::Reason;
+use crate::broker::rate::{Bucket, TokenRates};
 use crate::broker::Broker;
+use crate::model::access::{Caller, Role, Tokens};
 use crate::replication::{self, raft, Node};
 
 mod client;
@@ -47,8 +55,24 @@ const MAX_AUTH_PAYLOAD: usize = 4096;
 #[derive(Clone)]
 pub struct Port {
     pub limits: Limits,
-    /// `--auth-token`: what `Auth` must carry (none: no `Auth` needed).
-    pub token: Option<Arc<str>>,
+    /// The tokens `Auth` may carry (none: no `Auth` needed).
+    pub tokens: Option<Arc<Tokens>>,
+    /// Client requests per second per connection (0: no limit).
+    pub per_connection: u32,
+    /// Per-token request rates, shared with HTTP.
+    pub token_rates: Arc<TokenRates>,
+}
+
+impl Port {
+    /// A port with these frame limits and tokens, without rate limits.
+    pub fn new(limits: Limits, tokens: Option<Arc<Tokens>>) -> Port {
+        Port {
+            limits,
+            tokens,
+            per_connection: 0,
+            token_rates: TokenRates::new(0),
+        }
+    }
 }
 
 /// What frames are routed to.
@@ -105,12 +129,6 @@ pub async fn serve(listener: TcpListener, targets: Targets, port: Port) {
     }
 }
 
-/// Equal in time independent of where the inputs differ (as the HTTP
-/// bearer check; the broker does not depend on the API layer).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn connection(stream: TcpStream, targets: Targets, port: Port, peer: std::net::SocketAddr) -> Result<(), String> {
     let (rd, wr) = stream.into_split();
     // Buffered: pipelined frames are parsed out of few reads; this buffer
@@ -142,7 +160,11 @@ async fn connection(stream: TcpStream, targets: Targets, port: Port, peer: std::
     } = port.limits.clone();
     // Per connection: requests in flight (see MAX_IN_FLIGHT).
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut authed = port.token.is_none();
+    let mut authed = port.tokens.is_none();
+    // Who this connection is, once `Auth` named a token.
+    let mut caller: Option<Caller> = None;
+    // The per-connection rate (owned by this loop: no lock).
+    let mut bucket = (port.per_connection > 0).then(|| Bucket::new(port.per_connection, std::time::Instant::now()));
     let result = loop {
         // Until the token is in, a connection gets one frame timeout to
         // present it, not the idle allowance of a known client.
@@ -176,12 +198,18 @@ async fn connection(stream: TcpStream, targets: Targets, port: Port, peer: std::
                     Ok(Request::Auth { token }) => token,
                     Ok(_) | Err(_) => break Err(reject(&tx, header.request_id, "malformed Auth".into()).await),
                 };
-                if port
-                    .token
-                    .as_deref()
-                    .is_some_and(|t| !same(token.as_bytes(), t.as_bytes()))
-                {
-                    break Err(unauthorized(&tx, header.request_id, "wrong token".into()).await);
+                if let Some(tokens) = &port.tokens {
+                    match tokens.identify(token.as_bytes()) {
+                        None => break Err(unauthorized(&tx, header.request_id, "wrong token".into()).await),
+                        Some(c) if c.role < Role::Operator => {
+                            let why = format!(
+                                "token {:?} is a viewer's; producing and consuming need operator or admin",
+                                c.name
+                            );
+                            break Err(unauthorized(&tx, header.request_id, why).await);
+                        }
+                        Some(c) => caller = Some(c),
+                    }
                 }
                 authed = true;
                 let (kind, body) = Response::Ok.encode();
@@ -232,6 +260,27 @@ async fn connection(stream: TcpStream, targets: Targets, port: Port, peer: std::
         };
         // The decoded request now holds the bytes; its budget goes with it.
         let held = payload.held;
+        let now = std::time::Instant::now();
+        let over = if bucket.as_mut().is_some_and(|b| !b.take(now)) {
+            Some(format!("{} requests/s per connection", port.per_connection))
+        } else if caller.as_ref().is_some_and(|c| !port.token_rates.allow(&c.name, now)) {
+            Some(format!("{} requests/s per token", port.token_rates.per_sec()))
+        } else {
+            None
+        };
+        if let Some(limit) = over {
+            targets.broker.refusals().add(Reason::Rate);
+            drop(held);
+            let (kind, body) = Response::Error {
+                code: ErrorCode::Unavailable,
+                message: format!("rate limit: this broker takes at most {limit}; slow down and retry"),
+            }
+            .encode();
+            if tx.send(wire::frame(kind, header.request_id, &body)).await.is_err() {
+                break Ok(());
+            }
+            continue;
+        }
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break Ok(());
         };
@@ -257,7 +306,7 @@ async fn connection(stream: TcpStream, targets: Targets, port: Port, peer: std::
 async fn unauthorized(tx: &mpsc::Sender<Vec<u8>>, id: u64, why: String) -> String {
     let (kind, body) = Response::Error {
         code: ErrorCode::Unauthorized,
-        message: format!("this broker wants its --auth-token first (an Auth frame), closing connection: {why}"),
+        message: format!("this broker wants a token first (an Auth frame), closing connection: {why}"),
     }
     .encode();
     let _ = tx.send(wire::frame(kind, id, &body)).await;
