@@ -24,6 +24,9 @@ pub enum BrokerError {
     BadId(#[from] BadId),
     #[error("key is longer than {max} bytes")]
     KeyTooLong { max: usize },
+    /// A producer's message over a limit (`limits.rs`).
+    #[error(transparent)]
+    Limit(#[from] super::limits::LimitError),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("{0}")]
@@ -59,6 +62,8 @@ impl BrokerError {
         use ErrorCode as W;
         let (http, wire, public) = match self {
             B::Topic(_) | B::BadId(_) | B::KeyTooLong { .. } | B::Invalid(_) => (400, W::BadRequest, None),
+            B::Limit(super::limits::LimitError::MessageSize { .. }) => (413, W::BadRequest, None),
+            B::Limit(_) => (400, W::BadRequest, None),
             B::NotFound(_) => (404, W::NotFound, None),
             B::Conflict(_) => (409, W::BadRequest, None),
             B::NotPrimary(_) | B::Unconfirmed(_) => (503, W::Unavailable, None),

@@ -47,9 +47,11 @@ pub mod edit;
 pub mod error;
 pub mod event;
 pub mod groups;
+pub mod limits;
 pub mod offsets;
 mod produce;
 pub mod pull;
+pub mod rate;
 pub mod redrive;
 pub mod replays;
 pub mod replicas;
@@ -98,6 +100,8 @@ pub struct BrokerOptions {
     /// transaction check-backs: the system clock, or tokio's in tests that
     /// pause time.
     pub clock: crate::time::Clock,
+    /// Largest body a producer may send (`max_message_bytes`).
+    pub max_message_bytes: usize,
 }
 
 impl Default for BrokerOptions {
@@ -110,6 +114,7 @@ impl Default for BrokerOptions {
             replay_guard: 3,
             transactions: transaction::TxOptions::default(),
             clock: crate::time::Clock::system(),
+            max_message_bytes: limits::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -220,6 +225,9 @@ pub struct Broker {
     transactions: transaction::Transactions,
     /// Messages stored by produce requests, by topic and answer.
     produced: counts::Produced,
+    /// Requests refused over a limit, by reason (for `/metrics`; the
+    /// fronts add their rate-limit refusals here too).
+    refusals: limits::Refusals,
     /// The observers' sink; never blocks the broker.
     events: Arc<dyn Events>,
     /// What the sink wants built (asked once: two booleans on the hot path).
@@ -256,6 +264,7 @@ impl Broker {
             next_queue: AtomicU32::new(0),
             transactions: transaction::Transactions::default(),
             produced: counts::Produced::default(),
+            refusals: limits::Refusals::default(),
         })
     }
 
@@ -271,6 +280,22 @@ impl Broker {
     /// does, or a node outside any replication group.
     fn check_writable(&self) -> Result<(), BrokerError> {
         self.replicas.writable().map_err(BrokerError::NotPrimary)
+    }
+
+    /// Refusals over a limit, by reason.
+    pub fn refusals(&self) -> &limits::Refusals {
+        &self.refusals
+    }
+
+    /// Checks producer messages against the limits, counting a refusal.
+    fn check_limits<'a>(&self, msgs: impl IntoIterator<Item = &'a Outgoing>) -> Result<(), BrokerError> {
+        for m in msgs {
+            if let Err(e) = limits::check(m, self.opts.max_message_bytes) {
+                self.refusals.add(e.reason());
+                return Err(e.into());
+            }
+        }
+        Ok(())
     }
 
     pub fn options(&self) -> &BrokerOptions {

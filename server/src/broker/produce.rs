@@ -36,6 +36,7 @@ impl Broker {
             )));
         }
         topic::validate_properties(msgs.iter().map(|m| &m.properties))?;
+        self.check_limits(&msgs)?;
         self.store_batch(topic, msgs).await
     }
 

@@ -201,6 +201,7 @@ impl Broker {
         topic::validate(topic)?;
         topic::validate(producer_group)?;
         topic::validate_properties([&msg.properties])?;
+        self.check_limits([&msg])?;
         self.sync_transactions()?;
         msg.properties.insert(PROP_TRANSACTION_PREPARED.into(), "true".into());
         msg.properties.insert(PROP_REAL_TOPIC.into(), topic.to_string());
