@@ -1,20 +1,26 @@
-//! Server configuration: defaults, then `--config FILE` (TOML), then flags.
+//! Server configuration: defaults, then `--config FILE` (TOML), then
+//! `WAYBILL_<KEY>` environment variables, then flags ([`layers`] merges
+//! them and remembers where each value came from for `--print-config`).
 //!
 //! Every `waybill serve` flag has a TOML key of the same name with `_`
 //! instead of `-` (`--flush-interval-ms` ↔ `flush_interval_ms`). Durability
-//! is one enum ([`crate::storage::Flush`]), not a set of booleans.
+//! is one enum ([`crate::storage::Flush`]), not a set of booleans. Named
+//! tokens (`[[token]]`, each with a role) come from the file only.
+
+pub mod layers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::broker::retry::{parse_delays, RetryPolicy};
+use crate::model::access::{Role, Tokens, AUTH_TOKEN_NAME};
 use crate::storage::Flush;
 
 /// `--flush` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum FlushMode {
     Sync,
@@ -22,7 +28,7 @@ pub enum FlushMode {
 }
 
 /// `--replication` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplicationMode {
     None,
@@ -32,7 +38,7 @@ pub enum ReplicationMode {
 }
 
 /// Effective configuration of one node.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub data_dir: PathBuf,
@@ -95,6 +101,20 @@ pub struct Config {
     /// every broker-port connection must present first (`Auth` frame);
     /// members of a group present it to each other (none: both open).
     pub auth_token: Option<String>,
+    /// Named tokens, each with a role (`viewer`, `operator`, `admin`); from
+    /// the config file only (`[[token]]` with `name`, `token`, `role`).
+    pub token: Vec<NamedToken>,
+    /// Allow binding HTTP or the broker port to a non-loopback address
+    /// without any token (otherwise such a start is refused).
+    pub insecure: bool,
+    /// Largest message body a producer may send, in bytes (RocketMQ's
+    /// maxMessageSize, 4 MiB).
+    pub max_message_bytes: usize,
+    /// Requests per second one broker-port connection may make (0: no limit).
+    pub rate_limit_per_connection: u32,
+    /// Requests per second one token may make, over HTTP and the broker
+    /// port together (0: no limit).
+    pub rate_limit_per_token: u32,
     /// Broker port: ms a frame may take from its first header byte to its
     /// last payload byte (see `broker::frames` for why 30 s).
     pub broker_read_timeout_ms: u64,
@@ -162,6 +182,11 @@ impl Default for Config {
             trace_db: None,
             trace_queue_messages: crate::trace::DEFAULT_MAX_UNWRITTEN,
             auth_token: None,
+            token: Vec::new(),
+            insecure: false,
+            max_message_bytes: crate::broker::limits::DEFAULT_MAX_MESSAGE_BYTES,
+            rate_limit_per_connection: 0,
+            rate_limit_per_token: 0,
             broker_read_timeout_ms: 30_000,
             broker_idle_timeout_ms: 300_000,
             broker_inflight_bytes: 64 << 20,
@@ -177,6 +202,17 @@ impl Default for Config {
             unsafe_ack_before_fsync: false,
         }
     }
+}
+
+/// One `[[token]]` of the config file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedToken {
+    /// Recorded with every write the token makes (audit, timelines).
+    pub name: String,
+    /// The secret, sent as `Authorization: Bearer …` or in `Auth`.
+    pub token: String,
+    pub role: Role,
 }
 
 /// Why a configuration was refused.
@@ -196,6 +232,12 @@ pub enum ConfigError {
     },
     #[error("invalid setting {name}: {why}")]
     Invalid { name: &'static str, why: String },
+    /// A key no setting has (a typo would otherwise be ignored silently).
+    #[error("unknown setting {key} in {origin}")]
+    UnknownKey { key: String, origin: String },
+    /// A value of the wrong type or out of range, with where it came from.
+    #[error("invalid setting {key} (from {origin}): {why}")]
+    BadValue { key: String, origin: String, why: String },
 }
 
 impl Config {
@@ -254,6 +296,32 @@ impl Config {
         if self.auth_token.as_deref().is_some_and(str::is_empty) {
             return invalid("auth_token", "must not be empty");
         }
+        self.validate_tokens()?;
+        if !self.token.is_empty() && self.auth_token.is_none() && self.replication != ReplicationMode::None {
+            return invalid(
+                "auth_token",
+                "group members present auth_token to each other: set it beside the named tokens",
+            );
+        }
+        if self.max_message_bytes == 0 || self.max_message_bytes > waybill_client::wire::MAX_FRAME / 2 {
+            return invalid(
+                "max_message_bytes",
+                "must be between 1 and 8388608 (half the 16 MiB frame limit)",
+            );
+        }
+        if self.tokens().is_none() && !self.insecure {
+            for (name, addr) in [("http_addr", self.http_addr), ("broker_addr", self.broker_addr)] {
+                if !addr.ip().is_loopback() {
+                    return Err(ConfigError::Invalid {
+                        name,
+                        why: format!(
+                            "{addr} is reachable beyond this machine and no token is set: anyone who can reach it \
+                             could read and write; set auth_token or [[token]] entries, or pass --insecure"
+                        ),
+                    });
+                }
+            }
+        }
         self.retry_policy()?;
         let peers = self.peers()?;
         match self.replication {
@@ -275,6 +343,44 @@ impl Config {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Named tokens: names 1–64 of `A-Z a-z 0-9 . _ @ -`, unique and not
+    /// `auth_token`'s; secrets of 16–512 visible ASCII characters, unique.
+    fn validate_tokens(&self) -> Result<(), ConfigError> {
+        let bad = |why: String| Err(ConfigError::Invalid { name: "token", why });
+        let mut names = std::collections::BTreeSet::new();
+        let mut secrets: std::collections::BTreeSet<&str> = self.auth_token.as_deref().into_iter().collect();
+        for t in &self.token {
+            let ok_name = |c: char| c.is_ascii_alphanumeric() || "._@-".contains(c);
+            if t.name.is_empty() || t.name.len() > 64 || !t.name.chars().all(ok_name) {
+                return bad(format!("name {:?} must be 1 to 64 of A-Z a-z 0-9 . _ @ -", t.name));
+            }
+            if t.name == AUTH_TOKEN_NAME || !names.insert(t.name.as_str()) {
+                return bad(format!(
+                    "name {:?} is used twice (auth_token is taken by --auth-token)",
+                    t.name
+                ));
+            }
+            if t.token.len() < 16 || t.token.len() > 512 || !t.token.bytes().all(|b| b.is_ascii_graphic()) {
+                return bad(format!(
+                    "the token of {:?} must be 16 to 512 visible ASCII characters (no spaces)",
+                    t.name
+                ));
+            }
+            if !secrets.insert(t.token.as_str()) {
+                return bad(format!("the token of {:?} is also another entry's token", t.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tokens this node accepts, or `None` for an open node.
+    pub fn tokens(&self) -> Option<Tokens> {
+        Tokens::new(
+            self.auth_token.as_deref(),
+            self.token.iter().map(|t| (t.name.clone(), t.token.clone(), t.role)),
+        )
     }
 
     /// The other members by id, parsed from `peer` (`ID=BROKER_ADDR`).

@@ -1,5 +1,6 @@
 //! `serve` as a library call: its flags (each over the same-named key of
-//! `--config`), the log subscriber and the shutdown signals. Every binary
+//! `--config` and `WAYBILL_<KEY>`, see `config::layers`), the log
+//! subscriber and the shutdown signals. Every binary
 //! that runs a node parses and runs it through here: `waybill serve`, and
 //! the own node of `waybill-bench` (that binary run again as
 //! `waybill-bench serve` with the same flags), so both nodes are the same.
@@ -8,15 +9,37 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
+use serde::Serialize;
 
+use crate::config::layers::{self, Layered};
 use crate::config::{Config, ConfigError, FlushMode, ReplicationMode};
 
-/// Flags of `waybill serve`; each overrides the same-named key of `--config`.
-#[derive(Args, Debug, Default)]
+/// Flags of `waybill serve`; each overrides the same-named key of `--config`
+/// and its `WAYBILL_<KEY>` variable. Serialized (given flags only: `None`
+/// is left out) as the flags' layer of the configuration.
+#[derive(Args, Debug, Default, Serialize)]
 pub struct ServeArgs {
-    /// TOML file with the same settings (keys use `_`).
+    /// TOML file with the same settings (keys use `_`; `[[token]]` entries add named tokens with roles).
     #[arg(long)]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// Print the effective settings and where each came from (default, file, WAYBILL_* variable, flag), then exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
+    /// Allow binding HTTP or the broker port to a non-loopback address without any token.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// Largest message body a producer may send, in bytes [default: 4 MiB].
+    #[arg(long)]
+    pub max_message_bytes: Option<usize>,
+    /// Requests per second one broker-port connection may make (0: no limit) [default: 0].
+    #[arg(long)]
+    pub rate_limit_per_connection: Option<u32>,
+    /// Requests per second one token may make over HTTP and the broker port (0: no limit) [default: 0].
+    #[arg(long)]
+    pub rate_limit_per_token: Option<u32>,
     /// Where the commit log, indexes and checkpoint live [default: ./data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -43,6 +66,7 @@ pub struct ServeArgs {
     pub replication: Option<ReplicationMode>,
     /// Another member as ID=BROKER_ADDR (repeatable).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub peer: Vec<String>,
     /// Sync replication: ms to wait for a replica before FLUSH_SLAVE_TIMEOUT.
     #[arg(long)]
@@ -132,82 +156,35 @@ pub struct ServeArgs {
     /// Test-only: the engine's files on the fault-injecting file system;
     /// SIGUSR1/SIGUSR2 cut the power (used by `waybill matrix`).
     #[arg(long, hide = true)]
+    #[serde(skip)]
     pub fault_fs: bool,
     /// Test-only: a broken node that acknowledges sync-flush sends before
     /// the fsync (the matrix's checker must catch it).
     #[arg(long, hide = true)]
+    #[serde(skip)]
     pub unsafe_ack_before_fsync: bool,
 }
 
 impl ServeArgs {
-    /// The config: defaults ← `--config` file ← these flags, validated.
+    /// The layers merged (defaults ← `--config` ← `WAYBILL_*` ← these
+    /// flags), validated, with each setting's source.
+    pub fn layered(&self) -> Result<Layered, ConfigError> {
+        let flags = toml::Table::try_from(self).map_err(|e| ConfigError::BadValue {
+            key: "(flags)".into(),
+            origin: "the command line".into(),
+            why: e.to_string(),
+        })?;
+        let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        let mut l = layers::load(self.config.as_deref(), env, flags)?;
+        l.config.fault_fs |= self.fault_fs;
+        l.config.unsafe_ack_before_fsync |= self.unsafe_ack_before_fsync;
+        l.validate()?;
+        Ok(l)
+    }
+
+    /// The config: defaults ← `--config` file ← `WAYBILL_*` ← these flags, validated.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let mut c = match &self.config {
-            Some(path) => Config::from_toml_file(path)?,
-            None => Config::default(),
-        };
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
-        }
-        set!(
-            data_dir,
-            http_addr,
-            broker_addr,
-            flush,
-            flush_interval_ms,
-            sync_flush_timeout_ms,
-            node_id,
-            replication,
-            replica_timeout_ms,
-            segment_bytes,
-            queues_per_topic,
-            max_body_bytes,
-            index_interval_ms,
-            disk_reserve_mb,
-            disk_warn_mb,
-            max_reconsume_times,
-            client_timeout_ms,
-            replay_guard,
-            tx_check_timeout_ms,
-            tx_max_checks,
-            alert_dlq_inflow,
-            alert_consumer_lag,
-            alert_unflushed_ms,
-            alert_flush_queue,
-            alert_replica_lag,
-            broker_read_timeout_ms,
-            broker_idle_timeout_ms,
-            broker_inflight_bytes,
-            trace_queue_messages
-        );
-        if self.auth_token.is_some() {
-            c.auth_token = self.auth_token;
-        }
-        if self.otlp_endpoint.is_some() {
-            c.otlp_endpoint = self.otlp_endpoint;
-        }
-        if self.alert_webhook.is_some() {
-            c.alert_webhook = self.alert_webhook;
-        }
-        if self.ui_dir.is_some() {
-            c.ui_dir = self.ui_dir;
-        }
-        if self.retry_delays.is_some() {
-            c.retry_delays = self.retry_delays;
-        }
-        if self.advertise_addr.is_some() {
-            c.advertise_addr = self.advertise_addr;
-        }
-        if !self.peer.is_empty() {
-            c.peer = self.peer;
-        }
-        if self.trace_db.is_some() {
-            c.trace_db = self.trace_db;
-        }
-        c.fault_fs |= self.fault_fs;
-        c.unsafe_ack_before_fsync |= self.unsafe_ack_before_fsync;
-        c.validate()?;
-        Ok(c)
+        Ok(self.layered()?.config)
     }
 }
 
