@@ -95,6 +95,14 @@ pub struct Config {
     /// every broker-port connection must present first (`Auth` frame);
     /// members of a group present it to each other (none: both open).
     pub auth_token: Option<String>,
+    /// PEM certificate chain (leaf first) and private key: with both, the
+    /// HTTP listener and the broker port speak TLS only ([`crate::tls`]).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificates this node trusts on its links to the other members
+    /// (replication, Raft) when TLS is on. Default: `tls_cert` itself (a
+    /// group sharing one certificate, or a chain file holding the CA).
+    pub tls_ca: Option<PathBuf>,
     /// Broker port: ms a frame may take from its first header byte to its
     /// last payload byte (see `broker::frames` for why 30 s).
     pub broker_read_timeout_ms: u64,
@@ -162,6 +170,9 @@ impl Default for Config {
             trace_db: None,
             trace_queue_messages: crate::trace::DEFAULT_MAX_UNWRITTEN,
             auth_token: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             broker_read_timeout_ms: 30_000,
             broker_idle_timeout_ms: 300_000,
             broker_inflight_bytes: 64 << 20,
@@ -253,6 +264,14 @@ impl Config {
         }
         if self.auth_token.as_deref().is_some_and(str::is_empty) {
             return invalid("auth_token", "must not be empty");
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return invalid("tls_key", "--tls-cert needs --tls-key (both or neither)"),
+            (None, Some(_)) => return invalid("tls_cert", "--tls-key needs --tls-cert (both or neither)"),
+            (None, None) if self.tls_ca.is_some() => {
+                return invalid("tls_ca", "is for the links of a TLS node: it needs --tls-cert and --tls-key")
+            }
+            _ => {}
         }
         self.retry_policy()?;
         let peers = self.peers()?;

@@ -96,6 +96,15 @@ pub struct ServeArgs {
     /// broker-port connection; group members present it to each other.
     #[arg(long)]
     pub auth_token: Option<String>,
+    /// PEM certificate chain (leaf first): with --tls-key, the HTTP listener and the broker port speak TLS only.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificates trusted on the links to the other members (replication, Raft) [default: --tls-cert].
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// Broker port: ms a frame may take from its first byte to its last [default: 30000].
     #[arg(long)]
     pub broker_read_timeout_ms: Option<u64>,
@@ -182,6 +191,15 @@ impl ServeArgs {
         );
         if self.auth_token.is_some() {
             c.auth_token = self.auth_token;
+        }
+        if self.tls_cert.is_some() {
+            c.tls_cert = self.tls_cert;
+        }
+        if self.tls_key.is_some() {
+            c.tls_key = self.tls_key;
+        }
+        if self.tls_ca.is_some() {
+            c.tls_ca = self.tls_ca;
         }
         if self.otlp_endpoint.is_some() {
             c.otlp_endpoint = self.otlp_endpoint;

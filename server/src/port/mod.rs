@@ -18,12 +18,17 @@
 //! first frame must be `Auth` with that token: any other frame, or a wrong
 //! token, gets `Unauthorized` and the connection closes — before any of
 //! that frame's payload is read, so an unauthenticated peer costs a header.
+//!
+//! With `--tls-cert` the port speaks TLS only ([`crate::tls`]): the
+//! handshake runs in the connection's own task within its deadline, and a
+//! plain-text client is closed when its handshake fails, before any frame
+//! is read.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use waybill_client::protocol::{ErrorCode, Request, Response, K_AUTH};
 use waybill_client::wire;
@@ -49,6 +54,8 @@ pub struct Port {
     pub limits: Limits,
     /// `--auth-token`: what `Auth` must carry (none: no `Auth` needed).
     pub token: Option<Arc<str>>,
+    /// `--tls-cert`/`--tls-key`: TLS only (none: plain TCP).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// What frames are routed to.
@@ -92,7 +99,20 @@ pub async fn serve(listener: TcpListener, targets: Targets, port: Port) {
                 let _ = stream.set_nodelay(true);
                 let (targets, port) = (targets.clone(), port.clone());
                 tokio::spawn(async move {
-                    if let Err(why) = connection(stream, targets, port, peer).await {
+                    let done = match port.tls.clone() {
+                        None => {
+                            let (rd, wr) = stream.into_split();
+                            connection(rd, wr, targets, port, peer).await
+                        }
+                        Some(acceptor) => {
+                            let Some(tls) = crate::tls::handshake(&acceptor, stream, peer).await else {
+                                return;
+                            };
+                            let (rd, wr) = tokio::io::split(tls);
+                            connection(rd, wr, targets, port, peer).await
+                        }
+                    };
+                    if let Err(why) = done {
                         tracing::warn!(%peer, %why, "client connection closed");
                     }
                 });
@@ -111,8 +131,13 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn connection(stream: TcpStream, targets: Targets, port: Port, peer: std::net::SocketAddr) -> Result<(), String> {
-    let (rd, wr) = stream.into_split();
+/// Serves one connection, given as its two halves (a TCP stream's own, or
+/// a TLS session's through `tokio::io::split`).
+async fn connection<R, W>(rd: R, wr: W, targets: Targets, port: Port, peer: std::net::SocketAddr) -> Result<(), String>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     // Buffered: pipelined frames are parsed out of few reads; this buffer
     // is all a connection holds outside the byte budget.
     let mut rd = tokio::io::BufReader::with_capacity(frames::READ_BUFFER, rd);
