@@ -58,8 +58,21 @@ fn ca(dir: &Path, name: &str) -> anyhow::Result<()> {
     openssl(
         dir,
         &[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &key,
-            "-out", &pem, "-days", "2", "-subj", &subject,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-subj",
+            &subject,
         ],
     )
 }
@@ -75,15 +88,38 @@ fn certs(dir: &Path) -> anyhow::Result<Certs> {
     openssl(
         dir,
         &[
-            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "node.key",
-            "-out", "node.csr", "-subj", "/CN=localhost",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "node.key",
+            "-out",
+            "node.csr",
+            "-subj",
+            "/CN=localhost",
         ],
     )?;
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-            "node.pem", "-days", "2", "-extfile", "node.ext",
+            "x509",
+            "-req",
+            "-in",
+            "node.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "node.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "node.ext",
         ],
     )?;
     let chain = [std::fs::read(dir.join("node.pem"))?, std::fs::read(dir.join("ca.pem"))?].concat();
@@ -133,7 +169,10 @@ async fn https(addr: &str, ca: &Path, method: &str, target: &str) -> anyhow::Res
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no HTTP answer: {text:?}"))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -168,8 +207,19 @@ async fn given_tls_the_cli_and_the_client_produce_and_consume_and_plain_text_is_
     // --- the CLI produces 20 messages over TLS and consumes them back.
     let out = tokio::task::block_in_place(|| {
         waybill(&[
-            "produce", "--broker", &b, "--tls-ca", &ca, "--topic", "cli", "--key", "k-{n}", "--body", "tls-{n}-ünï",
-            "--count", "20",
+            "produce",
+            "--broker",
+            &b,
+            "--tls-ca",
+            &ca,
+            "--topic",
+            "cli",
+            "--key",
+            "k-{n}",
+            "--body",
+            "tls-{n}-ünï",
+            "--count",
+            "20",
         ])
     })?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -184,8 +234,19 @@ async fn given_tls_the_cli_and_the_client_produce_and_consume_and_plain_text_is_
     assert_eq!(acked.len(), 20, "one line per acked message");
     let out = tokio::task::block_in_place(|| {
         waybill(&[
-            "consume", "--broker", &b, "--tls-ca", &ca, "--topic", "cli", "--group", "g", "--count", "20",
-            "--idle-exit-ms", "15000",
+            "consume",
+            "--broker",
+            &b,
+            "--tls-ca",
+            &ca,
+            "--topic",
+            "cli",
+            "--group",
+            "g",
+            "--count",
+            "20",
+            "--idle-exit-ms",
+            "15000",
         ])
     })?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -234,7 +295,11 @@ async fn given_tls_the_cli_and_the_client_produce_and_consume_and_plain_text_is_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     consumer.shutdown().await;
-    assert_eq!(*got.lock().map_err(|_| anyhow::anyhow!("poisoned"))?, sent, "byte-identical");
+    assert_eq!(
+        *got.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
+        sent,
+        "byte-identical"
+    );
 
     // --- the API over HTTPS, raw and through the CLI.
     let (status, _) = https(&http, &c.ca, "GET", "/healthz").await?;
@@ -281,7 +346,19 @@ async fn given_tls_the_cli_and_the_client_produce_and_consume_and_plain_text_is_
     assert!(!out.status.success(), "the CLI without --tls-ca");
     let other = path(&c.other_ca).to_string();
     let out = tokio::task::block_in_place(|| {
-        waybill(&["produce", "--broker", &b, "--tls-ca", &other, "--topic", "plain", "--body", "x", "--retries", "0"])
+        waybill(&[
+            "produce",
+            "--broker",
+            &b,
+            "--tls-ca",
+            &other,
+            "--topic",
+            "plain",
+            "--body",
+            "x",
+            "--retries",
+            "0",
+        ])
     })?;
     assert!(!out.status.success(), "the CLI trusting another CA");
     assert!(
@@ -309,7 +386,15 @@ fn a_half_or_unreadable_tls_setting_stops_the_start_naming_it() -> anyhow::Resul
     let dir = tmp.path().join("node");
     let data = path(&dir);
     let start = |extra: &[&str]| -> anyhow::Result<Output> {
-        let mut args = vec!["serve", "--data-dir", data, "--http-addr", "127.0.0.1:0", "--broker-addr", "127.0.0.1:0"];
+        let mut args = vec![
+            "serve",
+            "--data-dir",
+            data,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--broker-addr",
+            "127.0.0.1:0",
+        ];
         args.extend(extra);
         waybill(&args)
     };

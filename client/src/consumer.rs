@@ -150,7 +150,12 @@ impl Shared {
                 return Ok(c.clone());
             }
         }
-        let c = Connection::connect_with(&self.opts.broker, self.opts.auth_token.as_deref(), self.opts.tls.as_ref()).await?;
+        let c = Connection::connect_with(
+            &self.opts.broker,
+            self.opts.auth_token.as_deref(),
+            self.opts.tls.as_ref(),
+        )
+        .await?;
         *slot = Some(c.clone());
         Ok(c)
     }

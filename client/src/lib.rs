@@ -40,8 +40,8 @@ pub mod wire;
 pub use connection::{ClientError, Connection};
 pub use consumer::{ConsumeResult, ConsumerOptions, PushConsumer, MAX_REASON};
 pub use producer::{Producer, ProducerOptions, SendResult};
-pub use tls::TlsClient;
 pub use protocol::{Delivered, Message, TransactionCheck, TransactionState};
+pub use tls::TlsClient;
 pub use transaction::{TransactionChecker, TransactionSendResult};
 
 /// Outcome of a send, with RocketMQ's names. Only `SendOk` is success.

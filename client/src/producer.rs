@@ -259,7 +259,12 @@ impl Inner {
                 return Ok(c.clone());
             }
         }
-        let c = Connection::connect_with(&self.opts.brokers[i], self.opts.auth_token.as_deref(), self.opts.tls.as_ref()).await?;
+        let c = Connection::connect_with(
+            &self.opts.brokers[i],
+            self.opts.auth_token.as_deref(),
+            self.opts.tls.as_ref(),
+        )
+        .await?;
         *slot = Some(c.clone());
         Ok(c)
     }

@@ -250,11 +250,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("waybill-tls-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let missing = dir.join("missing.pem");
-        let e = TlsClient::from_ca_file(&missing).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = TlsClient::from_ca_file(&missing)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("missing.pem"), "{e}");
         let empty = dir.join("empty.pem");
         let _ = std::fs::write(&empty, b"no pem here\n");
-        let e = TlsClient::from_ca_file(&empty).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = TlsClient::from_ca_file(&empty)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("holds no certificate"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -269,7 +269,10 @@ impl Config {
             (Some(_), None) => return invalid("tls_key", "--tls-cert needs --tls-key (both or neither)"),
             (None, Some(_)) => return invalid("tls_cert", "--tls-key needs --tls-cert (both or neither)"),
             (None, None) if self.tls_ca.is_some() => {
-                return invalid("tls_ca", "is for the links of a TLS node: it needs --tls-cert and --tls-key")
+                return invalid(
+                    "tls_ca",
+                    "is for the links of a TLS node: it needs --tls-cert and --tls-key",
+                )
             }
             _ => {}
         }

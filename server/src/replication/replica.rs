@@ -23,9 +23,9 @@ use waybill_client::wire;
 use super::protocol::{self, Follow, Following, Refused, K_ACK, K_FOLLOW, K_FOLLOWING, K_LOG, K_REFUSED};
 use super::state::Persisted;
 use super::status::{connect, read_frame};
-use waybill_client::tls::Stream;
 use super::{Cluster, Node, ReplicationError, Role};
 use crate::storage::{Flush, Store};
+use waybill_client::tls::Stream;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY_PAUSE: Duration = Duration::from_millis(300);
