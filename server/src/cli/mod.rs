@@ -63,13 +63,9 @@ pub async fn json_answer(resp: reqwest::Response) -> anyhow::Result<serde_json::
     Ok(v)
 }
 
-/// An HTTP client for the API; with `WAYBILL_AUTH_TOKEN` set it sends the
+/// An HTTP client builder for the API; with `WAYBILL_AUTH_TOKEN` set it sends the
 /// bearer token a node started with `--auth-token` requires.
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    Ok(http_builder()?.build()?)
-}
-
-/// [`http_client`]'s builder, for [`tls::api`] to finish.
+/// [`tls::api`] finishes it (plain, or through the TLS relay).
 pub fn http_builder() -> anyhow::Result<reqwest::ClientBuilder> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Ok(token) = std::env::var("WAYBILL_AUTH_TOKEN") {
