@@ -11,6 +11,8 @@
 //! With a token ([`Connection::connect_with_token`]) the first frame is
 //! `Auth`, and the connection is handed out only once the broker accepted
 //! it, so a wrong token is one clear error, not a failure of the first send.
+//! With a [`TlsClient`] ([`Connection::connect_with`]) the frames travel
+//! over TLS; a handshake that fails is a [`ClientError::Connect`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,10 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::protocol::{ErrorCode, Request, Response};
+use crate::tls::{self, TlsClient};
 use crate::wire::{self, Header, WireError, HEADER_LEN};
 
 /// Frames queued for the writer task before senders wait (backpressure).
@@ -77,7 +79,17 @@ impl Connection {
     /// module doc); a refused token is a [`ClientError::Broker`] with
     /// [`ErrorCode::Unauthorized`].
     pub async fn connect_with_token(addr: &str, token: Option<&str>) -> Result<Arc<Connection>, ClientError> {
-        let conn = Connection::connect(addr).await?;
+        Connection::connect_with(addr, token, None).await
+    }
+
+    /// Connects over TLS when `tls` is given, then presents `token` as
+    /// [`Connection::connect_with_token`] does.
+    pub async fn connect_with(
+        addr: &str,
+        token: Option<&str>,
+        tls: Option<&TlsClient>,
+    ) -> Result<Arc<Connection>, ClientError> {
+        let conn = Connection::open(addr, tls).await?;
         if let Some(token) = token {
             let auth = Request::Auth {
                 token: token.to_string(),
@@ -90,13 +102,16 @@ impl Connection {
         Ok(conn)
     }
 
-    /// Connects (no token) and starts the reader and writer tasks.
+    /// Connects (plain TCP, no token) and starts the reader and writer tasks.
     pub async fn connect(addr: &str) -> Result<Arc<Connection>, ClientError> {
-        let stream = TcpStream::connect(addr).await.map_err(|e| ClientError::Connect {
+        Connection::open(addr, None).await
+    }
+
+    async fn open(addr: &str, tls: Option<&TlsClient>) -> Result<Arc<Connection>, ClientError> {
+        let stream = tls::connect(addr, tls).await.map_err(|e| ClientError::Connect {
             addr: addr.to_string(),
             message: e.to_string(),
         })?;
-        let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
         // Buffered: a header and its payload usually arrive in one read.
         let mut rd = tokio::io::BufReader::with_capacity(256 * 1024, rd);

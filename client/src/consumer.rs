@@ -88,6 +88,8 @@ pub struct ConsumerOptions {
     pub request_timeout: Duration,
     /// The broker's `--auth-token`, presented on every connection.
     pub auth_token: Option<String>,
+    /// TLS to the broker (`--tls-cert` on the broker); none: plain TCP.
+    pub tls: Option<crate::TlsClient>,
     /// How often handled offsets are committed: zero (the default) commits
     /// after every batch; RocketMQ's push consumer persists every 5 s, which
     /// redelivers up to 5 s of handled messages after a crash.
@@ -111,6 +113,7 @@ impl ConsumerOptions {
             handler_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(5),
             auth_token: None,
+            tls: None,
             commit_interval: Duration::ZERO,
             dedupe: None,
         }
@@ -147,7 +150,12 @@ impl Shared {
                 return Ok(c.clone());
             }
         }
-        let c = Connection::connect_with_token(&self.opts.broker, self.opts.auth_token.as_deref()).await?;
+        let c = Connection::connect_with(
+            &self.opts.broker,
+            self.opts.auth_token.as_deref(),
+            self.opts.tls.as_ref(),
+        )
+        .await?;
         *slot = Some(c.clone());
         Ok(c)
     }

@@ -14,6 +14,7 @@
 //!   producer may not set.
 //! - [`tracecontext`]: W3C `traceparent` on every message.
 //! - [`connection`]: one pipelined TCP connection (many requests in flight).
+//! - [`tls`]: TLS to the broker port (rustls with *ring*): whom to trust.
 //! - [`producer`]: the `Producer`.
 //! - [`consumer`]: the `PushConsumer`.
 //! - [`transaction`]: `send_in_transaction` and check-backs.
@@ -31,6 +32,7 @@ pub mod properties;
 pub mod protocol;
 #[cfg(feature = "sql")]
 pub mod sql;
+pub mod tls;
 pub mod tracecontext;
 pub mod transaction;
 pub mod wire;
@@ -39,6 +41,7 @@ pub use connection::{ClientError, Connection};
 pub use consumer::{ConsumeResult, ConsumerOptions, PushConsumer, MAX_REASON};
 pub use producer::{Producer, ProducerOptions, SendResult};
 pub use protocol::{Delivered, Message, TransactionCheck, TransactionState};
+pub use tls::TlsClient;
 pub use transaction::{TransactionChecker, TransactionSendResult};
 
 /// Outcome of a send, with RocketMQ's names. Only `SendOk` is success.

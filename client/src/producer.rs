@@ -53,6 +53,8 @@ pub struct ProducerOptions {
     pub group: Option<String>,
     /// The broker's `--auth-token`, presented on every connection.
     pub auth_token: Option<String>,
+    /// TLS to the brokers (`--tls-cert` on the broker); none: plain TCP.
+    pub tls: Option<crate::TlsClient>,
 }
 
 impl ProducerOptions {
@@ -64,6 +66,7 @@ impl ProducerOptions {
             send_timeout: Duration::from_secs(3),
             group: None,
             auth_token: None,
+            tls: None,
         }
     }
 }
@@ -256,7 +259,12 @@ impl Inner {
                 return Ok(c.clone());
             }
         }
-        let c = Connection::connect_with_token(&self.opts.brokers[i], self.opts.auth_token.as_deref()).await?;
+        let c = Connection::connect_with(
+            &self.opts.brokers[i],
+            self.opts.auth_token.as_deref(),
+            self.opts.tls.as_ref(),
+        )
+        .await?;
         *slot = Some(c.clone());
         Ok(c)
     }

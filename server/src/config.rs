@@ -115,6 +115,14 @@ pub struct Config {
     /// Requests per second one token may make, over HTTP and the broker
     /// port together (0: no limit).
     pub rate_limit_per_token: u32,
+    /// PEM certificate chain (leaf first) and private key: with both, the
+    /// HTTP listener and the broker port speak TLS only ([`crate::tls`]).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificates this node trusts on its links to the other members
+    /// (replication, Raft) when TLS is on. Default: `tls_cert` itself (a
+    /// group sharing one certificate, or a chain file holding the CA).
+    pub tls_ca: Option<PathBuf>,
     /// Broker port: ms a frame may take from its first header byte to its
     /// last payload byte (see `broker::frames` for why 30 s).
     pub broker_read_timeout_ms: u64,
@@ -187,6 +195,9 @@ impl Default for Config {
             max_message_bytes: crate::broker::limits::DEFAULT_MAX_MESSAGE_BYTES,
             rate_limit_per_connection: 0,
             rate_limit_per_token: 0,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             broker_read_timeout_ms: 30_000,
             broker_idle_timeout_ms: 300_000,
             broker_inflight_bytes: 64 << 20,
@@ -321,6 +332,17 @@ impl Config {
                     });
                 }
             }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return invalid("tls_key", "--tls-cert needs --tls-key (both or neither)"),
+            (None, Some(_)) => return invalid("tls_cert", "--tls-key needs --tls-cert (both or neither)"),
+            (None, None) if self.tls_ca.is_some() => {
+                return invalid(
+                    "tls_ca",
+                    "is for the links of a TLS node: it needs --tls-cert and --tls-key",
+                )
+            }
+            _ => {}
         }
         self.retry_policy()?;
         let peers = self.peers()?;

@@ -12,6 +12,8 @@
 //!   tracer, OTel, the live feed and alerts.
 //! - [`port`]: the broker port (front door): frames routed by kind to the
 //!   broker, replication or Raft from one table.
+//! - [`tls`]: `--tls-cert`/`--tls-key`: TLS on both ports, and on the
+//!   links to the other members.
 //! - [`api`]: the axum HTTP API (`app()`), errors as `{"error": ...}`.
 //! - [`time`]: wall-clock milliseconds and their RFC 3339 form (any layer).
 //! - [`config`]: defaults ← TOML file ← command-line flags.
@@ -37,4 +39,5 @@ pub mod serve;
 pub mod server;
 pub mod storage;
 pub mod time;
+pub mod tls;
 pub mod trace;

@@ -120,6 +120,15 @@ pub struct ServeArgs {
     /// broker-port connection; group members present it to each other.
     #[arg(long)]
     pub auth_token: Option<String>,
+    /// PEM certificate chain (leaf first): with --tls-key, the HTTP listener and the broker port speak TLS only.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificates trusted on the links to the other members (replication, Raft) [default: --tls-cert].
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// Broker port: ms a frame may take from its first byte to its last [default: 30000].
     #[arg(long)]
     pub broker_read_timeout_ms: Option<u64>,

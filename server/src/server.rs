@@ -55,6 +55,8 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
     #[error("replication: {0}")]
     Replication(#[from] crate::replication::ReplicationError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The engine's file system and, in `--fault-fs` mode, its power switch.
@@ -141,6 +143,12 @@ pub async fn serve(
     let token: Option<Arc<str>> = cfg.auth_token.as_deref().map(Arc::from);
     let tokens = cfg.tokens().map(Arc::new);
     let token_rates = crate::broker::rate::TokenRates::new(cfg.rate_limit_per_token);
+    // Read before anything opens: a bad certificate or key stops the start.
+    let tls = crate::tls::load(&cfg)?;
+    let link = status::Link {
+        token: token.clone(),
+        tls: tls.as_ref().map(|t| t.links.clone()),
+    };
     let (fs, power_cut) = node_fs(&cfg)?;
     if let Some(cut) = power_cut {
         arm_power_cut(cut)?;
@@ -162,7 +170,7 @@ pub async fn serve(
         cfg.peers()?,
         &cfg.data_dir,
         Duration::from_millis(cfg.replica_timeout_ms),
-        token.clone(),
+        link.clone(),
     )?);
     let mut audit_base = AuditBase::default();
     if matches!(cluster.mode, Mode::Sync | Mode::Async) {
@@ -258,7 +266,7 @@ pub async fn serve(
                 store.clone(),
                 Duration::from_millis(cfg.replica_timeout_ms),
                 consumers.clone(),
-                token.clone(),
+                link,
             )
             .await?,
         )
@@ -302,6 +310,7 @@ pub async fn serve(
         tokens: tokens.clone(),
         per_connection: cfg.rate_limit_per_connection,
         token_rates: token_rates.clone(),
+        tls: tls.as_ref().map(|t| t.acceptor.clone()),
     };
     let targets = crate::port::Targets {
         broker: broker.clone(),
@@ -340,7 +349,15 @@ pub async fn serve(
         let _ = live.send(api::events::closing());
         let _ = stop_tx.send(());
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    let server = async move {
+        match tls {
+            None => axum::serve(listener, app).with_graceful_shutdown(graceful).await,
+            Some(t) => {
+                let listener = crate::tls::TlsListener::new(listener, t.acceptor)?;
+                axum::serve(listener, app).with_graceful_shutdown(graceful).await
+            }
+        }
+    };
     let forced = async move {
         let _ = stop_rx.await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -384,7 +401,7 @@ async fn rejoin(
     let asks = cluster
         .peers
         .values()
-        .map(|addr| status::query(addr, Duration::from_millis(500), cluster.auth_token.as_deref()));
+        .map(|addr| status::query(addr, Duration::from_millis(500), &cluster.link));
     let newest = futures_util::future::join_all(asks)
         .await
         .into_iter()

@@ -37,9 +37,9 @@ pub async fn view(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
         let known = c.replicas();
         let asks = c.peers.iter().map(|(id, addr)| {
             let (id, addr) = (*id, addr.clone());
-            let token = c.auth_token.clone();
+            let link = c.link.clone();
             async move {
-                let answer = replication::status::query(&addr, PEER_TIMEOUT, token.as_deref()).await;
+                let answer = replication::status::query(&addr, PEER_TIMEOUT, &link).await;
                 (id, addr, answer)
             }
         });
@@ -138,7 +138,7 @@ pub async fn promote(
         let asks = c
             .peers
             .values()
-            .map(|addr| replication::status::query(addr, PEER_TIMEOUT, c.auth_token.as_deref()));
+            .map(|addr| replication::status::query(addr, PEER_TIMEOUT, &c.link));
         for s in futures_util::future::join_all(asks).await.into_iter().flatten() {
             if s.role == "primary" {
                 return Err(BrokerError::Conflict(format!(

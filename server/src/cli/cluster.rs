@@ -7,6 +7,8 @@ pub struct ClusterArgs {
     /// HTTP address of a node (for promote: the replica to promote).
     #[arg(long, global = true, default_value = "127.0.0.1:8080")]
     pub http: String,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
     #[command(subcommand)]
     pub command: ClusterCommand,
 }
@@ -24,8 +26,7 @@ pub enum ClusterCommand {
 }
 
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
-    let base = super::http_base(&args.http);
-    let client = super::http_client()?;
+    let (client, base) = super::tls::api(&args.http, &args.tls).await?;
     match args.command {
         ClusterCommand::Status { json } => {
             let v = super::json_answer(client.get(format!("{base}/api/v1/cluster")).send().await?).await?;

@@ -35,6 +35,8 @@ pub struct ConsumeArgs {
     /// The broker's `--auth-token`, presented first on every connection (as the HTTP commands read it from the env).
     #[arg(long, env = "WAYBILL_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
     /// Topic to consume.
     #[arg(long)]
     pub topic: String,
@@ -167,6 +169,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut opts = ConsumerOptions::new(args.broker.clone(), args.group.clone(), args.topic.clone());
     opts.auto_commit = args.auto_commit;
     opts.auth_token.clone_from(&args.auth_token);
+    opts.tls = args.tls.client()?;
     opts.batch = args.batch.max(1);
     opts.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(10));
     opts.handler_timeout = Duration::from_millis(args.handler_timeout_ms.max(1));

@@ -20,6 +20,8 @@ pub struct DlqArgs {
     /// HTTP address of a node.
     #[arg(long, global = true, default_value = "127.0.0.1:8080")]
     pub http: String,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
     #[command(subcommand)]
     pub command: DlqCommand,
 }
@@ -122,8 +124,7 @@ async fn known_group(client: &reqwest::Client, base: &str, group: &str) -> anyho
 }
 
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
-    let client = super::http_client()?;
-    let base = super::http_base(&args.http);
+    let (client, base) = super::tls::api(&args.http, &args.tls).await?;
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     match args.command {
         DlqCommand::List { group, json } => {

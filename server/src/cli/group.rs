@@ -17,6 +17,8 @@ pub struct GroupArgs {
     /// HTTP address of a node.
     #[arg(long, global = true, default_value = "127.0.0.1:8080")]
     pub http: String,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
     #[command(subcommand)]
     pub command: GroupCommand,
 }
@@ -83,8 +85,7 @@ pub enum GroupCommand {
 }
 
 pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
-    let client = super::http_client()?;
-    let base = super::http_base(&args.http);
+    let (client, base) = super::tls::api(&args.http, &args.tls).await?;
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let v = match args.command {
         GroupCommand::List { json } => {

@@ -13,6 +13,7 @@
 //!   [`waybill::bench`]. Comparisons with peers (NATS JetStream) live in the
 //!   workspace's bench crate (`waybill-bench`), so this binary links no
 //!   peer client.
+//! - [`tls`]: `--tls-ca`, TLS to a node's broker port and HTTPS API.
 
 pub mod bench;
 pub mod cluster;
@@ -22,6 +23,7 @@ pub mod group;
 pub mod matrix;
 pub mod outbox;
 pub mod produce;
+pub mod tls;
 pub mod topic;
 pub mod trace;
 
@@ -61,14 +63,15 @@ pub async fn json_answer(resp: reqwest::Response) -> anyhow::Result<serde_json::
     Ok(v)
 }
 
-/// An HTTP client for the API; with `WAYBILL_AUTH_TOKEN` set it sends the
+/// An HTTP client builder for the API; with `WAYBILL_AUTH_TOKEN` set it sends the
 /// bearer token a node started with `--auth-token` requires.
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
+/// [`tls::api`] finishes it (plain, or through the TLS relay).
+pub fn http_builder() -> anyhow::Result<reqwest::ClientBuilder> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Ok(token) = std::env::var("WAYBILL_AUTH_TOKEN") {
         let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| anyhow::anyhow!("WAYBILL_AUTH_TOKEN is not a valid header value"))?;
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    Ok(reqwest::Client::builder().default_headers(headers).build()?)
+    Ok(reqwest::Client::builder().default_headers(headers))
 }

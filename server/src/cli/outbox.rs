@@ -62,6 +62,8 @@ pub enum OutboxCommand {
         /// The broker's `--auth-token`.
         #[arg(long, env = "WAYBILL_AUTH_TOKEN", hide_env_values = true)]
         auth_token: Option<String>,
+        #[command(flatten)]
+        tls: super::tls::TlsArgs,
         /// Lease owner name; keep it across restarts so a restarted relay takes its rows back at once.
         #[arg(long)]
         name: Option<String>,
@@ -114,6 +116,7 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
             db,
             broker,
             auth_token,
+            tls,
             name,
             max_attempts,
             backoff_ms,
@@ -123,6 +126,7 @@ pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
             let mut popts = ProducerOptions::new(broker.clone());
             popts.brokers = broker.split(',').map(|b| b.trim().to_string()).collect();
             popts.auth_token = auth_token;
+            popts.tls = tls.client()?;
             let producer = Arc::new(Producer::new(popts)?);
             let mut opts = RelayOptions::new(db.clone());
             if let Some(n) = name {

@@ -29,6 +29,8 @@ pub struct ProduceArgs {
     /// The broker's `--auth-token`, presented first on every connection (as the HTTP commands read it from the env).
     #[arg(long, env = "WAYBILL_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
     /// Topic to send to (created on first use).
     #[arg(long)]
     pub topic: String,
@@ -140,6 +142,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     opts.producer_id = Some(format!("cli-{}", std::process::id()));
     opts.group = Some(args.producer_group.clone());
     opts.auth_token.clone_from(&args.auth_token);
+    opts.tls = args.tls.client()?;
     let producer = Arc::new(Producer::new(opts)?);
     let message = Message {
         key: args.key.clone(),

@@ -13,6 +13,8 @@ pub struct TopicArgs {
     /// HTTP address of a node.
     #[arg(long, global = true, default_value = "127.0.0.1:8080")]
     pub http: String,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
     /// Print the raw JSON answer.
     #[arg(long, global = true)]
     pub json: bool,
@@ -118,8 +120,7 @@ fn print_one(v: &Value) {
 }
 
 pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
-    let client = super::http_client()?;
-    let base = super::http_base(&args.http);
+    let (client, base) = super::tls::api(&args.http, &args.tls).await?;
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let v = match &args.command {
         TopicCommand::List => super::json_answer(client.get(format!("{base}/api/v1/topics")).send().await?).await?,

@@ -15,6 +15,8 @@ pub struct TraceArgs {
     /// HTTP address of a node.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http: String,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
     /// Print the raw JSON.
     #[arg(long)]
     pub json: bool,
@@ -79,8 +81,7 @@ fn print_timeline(v: &Value) {
 }
 
 pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
-    let client = super::http_client()?;
-    let base = super::http_base(&args.http);
+    let (client, base) = super::tls::api(&args.http, &args.tls).await?;
     let ids: Vec<String> = match (&args.id, &args.key) {
         (Some(id), _) => vec![id.clone()],
         (None, Some(key)) => {

@@ -23,12 +23,17 @@
 //! requests are then rate-limited per connection and per token
 //! ([`crate::broker::rate`]); a refused one is answered `Unavailable`
 //! ("rate limit …") and the connection stays open.
+//!
+//! With `--tls-cert` the port speaks TLS only ([`crate::tls`]): the
+//! handshake runs in the connection's own task within its deadline, and a
+//! plain-text client is closed when its handshake fails, before any frame
+//! is read.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use waybill_client::protocol::{ErrorCode, Request, Response, K_AUTH};
 use waybill_client::wire;
@@ -61,6 +66,8 @@ pub struct Port {
     pub per_connection: u32,
     /// Per-token request rates, shared with HTTP.
     pub token_rates: Arc<TokenRates>,
+    /// `--tls-cert`/`--tls-key`: TLS only (none: plain TCP).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Port {
@@ -71,6 +78,7 @@ impl Port {
             tokens,
             per_connection: 0,
             token_rates: TokenRates::new(0),
+            tls: None,
         }
     }
 }
@@ -116,7 +124,20 @@ pub async fn serve(listener: TcpListener, targets: Targets, port: Port) {
                 let _ = stream.set_nodelay(true);
                 let (targets, port) = (targets.clone(), port.clone());
                 tokio::spawn(async move {
-                    if let Err(why) = connection(stream, targets, port, peer).await {
+                    let done = match port.tls.clone() {
+                        None => {
+                            let (rd, wr) = stream.into_split();
+                            connection(rd, wr, targets, port, peer).await
+                        }
+                        Some(acceptor) => {
+                            let Some(tls) = crate::tls::handshake(&acceptor, stream, peer).await else {
+                                return;
+                            };
+                            let (rd, wr) = tokio::io::split(tls);
+                            connection(rd, wr, targets, port, peer).await
+                        }
+                    };
+                    if let Err(why) = done {
                         tracing::warn!(%peer, %why, "client connection closed");
                     }
                 });
@@ -129,8 +150,13 @@ pub async fn serve(listener: TcpListener, targets: Targets, port: Port) {
     }
 }
 
-async fn connection(stream: TcpStream, targets: Targets, port: Port, peer: std::net::SocketAddr) -> Result<(), String> {
-    let (rd, wr) = stream.into_split();
+/// Serves one connection, given as its two halves (a TCP stream's own, or
+/// a TLS session's through `tokio::io::split`).
+async fn connection<R, W>(rd: R, wr: W, targets: Targets, port: Port, peer: std::net::SocketAddr) -> Result<(), String>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     // Buffered: pipelined frames are parsed out of few reads; this buffer
     // is all a connection holds outside the byte budget.
     let mut rd = tokio::io::BufReader::with_capacity(frames::READ_BUFFER, rd);

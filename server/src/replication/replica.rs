@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use waybill_client::wire;
 
@@ -26,6 +25,7 @@ use super::state::Persisted;
 use super::status::{connect, read_frame};
 use super::{Cluster, Node, ReplicationError, Role};
 use crate::storage::{Flush, Store};
+use waybill_client::tls::Stream;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY_PAUSE: Duration = Duration::from_millis(300);
@@ -41,7 +41,7 @@ fn candidates(cluster: &Cluster) -> Vec<(u16, String)> {
 
 /// Finds a primary that accepts this node; returns the open connection,
 /// the primary's address and its answer.
-pub async fn handshake(cluster: &Cluster, store: &Store) -> Result<(TcpStream, String, Following), ReplicationError> {
+pub async fn handshake(cluster: &Cluster, store: &Store) -> Result<(Stream, String, Following), ReplicationError> {
     let mut last = ReplicationError::Refused("no members to follow".into());
     for (_, addr) in candidates(cluster) {
         let req = Follow {
@@ -57,7 +57,7 @@ pub async fn handshake(cluster: &Cluster, store: &Store) -> Result<(TcpStream, S
             },
         };
         let attempt = async {
-            let mut s = connect(&addr, CONNECT_TIMEOUT, cluster.auth_token.as_deref()).await?;
+            let mut s = connect(&addr, CONNECT_TIMEOUT, &cluster.link).await?;
             let body = serde_json::to_vec(&req).map_err(|e| ReplicationError::Refused(e.to_string()))?;
             s.write_all(&wire::frame(K_FOLLOW, 0, &body))
                 .await
@@ -156,7 +156,7 @@ pub fn spawn_follower(node: Arc<Node>) {
 }
 
 /// Applies the primary's stream until it ends; returns why it ended.
-async fn stream_from(node: &Node, stream: TcpStream, addr: &str) -> String {
+async fn stream_from(node: &Node, stream: Stream, addr: &str) -> String {
     let (store, cluster) = (node.store.clone(), &node.cluster);
     let (mut rd, mut wr) = stream.into_split();
     let (written_tx, mut written_rx) = watch::channel(store.stats().log_end);

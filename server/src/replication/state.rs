@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -95,9 +95,9 @@ pub struct Cluster {
     pub http_addr: Mutex<String>,
     /// How long a sync-replication send waits for a replica.
     pub replica_timeout: Duration,
-    /// `--auth-token`, presented to the other members' broker ports (a
-    /// group shares one token).
-    pub auth_token: Option<Arc<str>>,
+    /// How this node reaches the other members' broker ports: the group's
+    /// `--auth-token` (a group shares one) and TLS when it is on.
+    pub link: super::status::Link,
     state_path: PathBuf,
     state: Mutex<State>,
     replicas: Mutex<BTreeMap<u16, ReplicaInfo>>,
@@ -120,7 +120,7 @@ impl Cluster {
         peers: BTreeMap<u16, String>,
         data_dir: &Path,
         replica_timeout: Duration,
-        auth_token: Option<Arc<str>>,
+        link: super::status::Link,
     ) -> Result<Cluster, ReplicationError> {
         let state_path = data_dir.join("cluster.json");
         let persisted = match std::fs::read(&state_path) {
@@ -143,7 +143,7 @@ impl Cluster {
             broker_addr: Mutex::new(String::new()),
             http_addr: Mutex::new(String::new()),
             replica_timeout,
-            auth_token,
+            link,
             state_path,
             state: Mutex::new(State {
                 role: Role::Replica,

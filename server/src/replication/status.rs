@@ -3,12 +3,17 @@
 //! Used at startup (is there already a primary with a newer term?) and by
 //! the cluster view (`GET /api/v1/cluster` from any node). A peer that does
 //! not answer within the deadline is reported as not alive.
+//!
+//! Every link to a peer's broker port opens here ([`connect`]), with what
+//! the group asks of a client ([`Link`]): its token, and TLS when the
+//! members' ports speak it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use waybill_client::protocol::{Request, Response};
+use waybill_client::tls::{Stream, TlsClient};
 use waybill_client::wire::{self, Header, HEADER_LEN};
 
 use super::protocol::{NodeStatus, K_STATUS, K_STATUS_REPLY};
@@ -41,22 +46,31 @@ pub(crate) async fn read_frame<R: AsyncReadExt + Unpin>(
     Ok((header, payload))
 }
 
-/// Connects to a peer's broker address and presents `token` (when there
-/// is one), within `timeout`.
-pub(crate) async fn connect(addr: &str, timeout: Duration, token: Option<&str>) -> Result<TcpStream, ReplicationError> {
+/// How this node reaches the other members' broker ports.
+#[derive(Debug, Clone, Default)]
+pub struct Link {
+    /// The group's `--auth-token`, presented first on every connection.
+    pub token: Option<Arc<str>>,
+    /// With `--tls-cert` the members' ports speak TLS only: whom to trust
+    /// (`tls_ca`, by default the node's own certificate).
+    pub tls: Option<TlsClient>,
+}
+
+/// Connects to a peer's broker address (over TLS when the link has it)
+/// and presents the link's token (when there is one), within `timeout`.
+pub(crate) async fn connect(addr: &str, timeout: Duration, link: &Link) -> Result<Stream, ReplicationError> {
     let io = |source| ReplicationError::Io {
         addr: addr.into(),
         source,
     };
     let open = async {
-        let mut s = TcpStream::connect(addr)
+        let mut s = waybill_client::tls::connect(addr, link.tls.as_ref())
             .await
             .map_err(|source| ReplicationError::Connect {
                 addr: addr.into(),
                 source,
             })?;
-        let _ = s.set_nodelay(true);
-        if let Some(token) = token {
+        if let Some(token) = link.token.as_deref() {
             let (kind, body) = Request::Auth { token: token.into() }.encode();
             s.write_all(&wire::frame(kind, 0, &body)).await.map_err(io)?;
             let (h, payload) = read_frame(&mut s, addr).await?;
@@ -85,10 +99,10 @@ pub(crate) async fn connect(addr: &str, timeout: Duration, token: Option<&str>) 
         })?
 }
 
-/// Asks `addr` for its status (presenting `token` when there is one).
-pub async fn query(addr: &str, timeout: Duration, token: Option<&str>) -> Result<NodeStatus, ReplicationError> {
+/// Asks `addr` for its status (over the group's [`Link`]).
+pub async fn query(addr: &str, timeout: Duration, link: &Link) -> Result<NodeStatus, ReplicationError> {
     let ask = async {
-        let mut s = connect(addr, timeout, token).await?;
+        let mut s = connect(addr, timeout, link).await?;
         s.write_all(&wire::frame(K_STATUS, 1, b""))
             .await
             .map_err(|source| ReplicationError::Io {

@@ -153,7 +153,7 @@ impl RaftNode {
         store: Arc<Store>,
         timeout: Duration,
         applied: Arc<dyn Applied>,
-        token: Option<Arc<str>>,
+        link: crate::replication::status::Link,
     ) -> Result<Arc<RaftNode>, ReplicationError> {
         let dir = data_dir.join("raft");
         let io = |source| ReplicationError::State {
@@ -183,7 +183,7 @@ impl RaftNode {
             u64::from(node_id),
             Arc::new(config),
             network::Network {
-                token,
+                link,
                 peers: members.clone(),
             },
             log.clone(),

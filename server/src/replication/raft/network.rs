@@ -6,9 +6,9 @@
 //! `Result<response, RaftError>`. Any I/O error or timeout drops the
 //! connection (the next RPC reconnects) and is reported to openraft as
 //! `Unreachable`, which makes it back off. Each new connection presents
-//! the group's `--auth-token` first, as every broker-port client does.
+//! the group's `--auth-token` first, as every broker-port client does, and
+//! speaks TLS when the members' ports do ([`Link`]).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -23,11 +23,11 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use waybill_client::tls::Stream;
 use waybill_client::wire;
 
 use super::{TypeConfig, K_RAFT_APPEND, K_RAFT_REPLY, K_RAFT_SNAPSHOT, K_RAFT_VOTE};
-use crate::replication::status::{connect, read_frame};
+use crate::replication::status::{connect, read_frame, Link};
 
 type NodeId = u64;
 
@@ -36,8 +36,8 @@ const MAX_RPC_BYTES: usize = 8 << 20;
 
 /// Creates a client per target.
 pub struct Network {
-    /// The group's `--auth-token`, presented on every connection.
-    pub token: Option<Arc<str>>,
+    /// The group's `--auth-token` and TLS, on every connection.
+    pub link: Link,
     /// This member's own `--peer` addresses: how *this* node reaches each
     /// other member. They win over the address in the Raft membership,
     /// which the member that initialized the group wrote from its own
@@ -53,7 +53,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             target,
             addr: own.cloned().unwrap_or_else(|| node.addr.clone()),
-            token: self.token.clone(),
+            link: self.link.clone(),
             conn: None,
         }
     }
@@ -62,8 +62,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     target: NodeId,
     addr: String,
-    token: Option<Arc<str>>,
-    conn: Option<TcpStream>,
+    link: Link,
+    conn: Option<Stream>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,7 @@ impl Peer {
     ) -> Result<Result<Resp, E>, Io> {
         let body = serde_json::to_vec(req).map_err(|e| Io(e.to_string()))?;
         let addr = self.addr.clone();
-        let token = self.token.clone();
+        let link = &self.link;
         let conn = &mut self.conn;
         let attempt = async {
             // A connection kept from an earlier RPC may have been closed by
@@ -87,11 +87,11 @@ impl Peer {
             // gets one more try on a fresh connection. Raft RPCs are safe
             // to send twice.
             let reused = conn.is_some();
-            let first = exchange(conn, &addr, token.as_deref(), timeout, kind, &body).await;
+            let first = exchange(conn, &addr, link, timeout, kind, &body).await;
             let p = match first {
                 Err(_) if reused => {
                     *conn = None;
-                    exchange(conn, &addr, token.as_deref(), timeout, kind, &body).await?
+                    exchange(conn, &addr, link, timeout, kind, &body).await?
                 }
                 other => other?,
             };
@@ -111,15 +111,15 @@ impl Peer {
 /// One request and its reply on `conn`, connecting first when there is
 /// none; returns the reply's payload.
 async fn exchange(
-    conn: &mut Option<TcpStream>,
+    conn: &mut Option<Stream>,
     addr: &str,
-    token: Option<&str>,
+    link: &Link,
     timeout: Duration,
     kind: u8,
     body: &[u8],
 ) -> Result<Vec<u8>, Io> {
     if conn.is_none() {
-        let c = connect(addr, timeout, token).await;
+        let c = connect(addr, timeout, link).await;
         *conn = Some(c.map_err(|e| Io(e.to_string()))?);
     }
     let Some(c) = conn.as_mut() else {
