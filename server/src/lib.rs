@@ -13,6 +13,8 @@
 //! - [`port`]: the broker port (front door): frames routed by kind to the
 //!   broker, replication or Raft from one table.
 //! - [`api`]: the axum HTTP API (`app()`), errors as `{"error": ...}`.
+//! - [`shutdown`]: the stop every listener and live stream watches, and the
+//!   drain of requests in flight (graceful shutdown).
 //! - [`time`]: wall-clock milliseconds and their RFC 3339 form (any layer).
 //! - [`config`]: defaults ← TOML file ← command-line flags.
 //! - [`server`]: wires config, store, broker and HTTP into a running node.
@@ -35,6 +37,7 @@ pub mod port;
 pub mod replication;
 pub mod serve;
 pub mod server;
+pub mod shutdown;
 pub mod storage;
 pub mod time;
 pub mod trace;
