@@ -15,6 +15,8 @@
 //! - [`tls`]: `--tls-cert`/`--tls-key`: TLS on both ports, and on the
 //!   links to the other members.
 //! - [`api`]: the axum HTTP API (`app()`), errors as `{"error": ...}`.
+//! - [`shutdown`]: the stop every listener and live stream watches, and the
+//!   drain of requests in flight (graceful shutdown).
 //! - [`time`]: wall-clock milliseconds and their RFC 3339 form (any layer).
 //! - [`config`]: defaults ← TOML file ← command-line flags.
 //! - [`server`]: wires config, store, broker and HTTP into a running node.
@@ -37,6 +39,7 @@ pub mod port;
 pub mod replication;
 pub mod serve;
 pub mod server;
+pub mod shutdown;
 pub mod storage;
 pub mod time;
 pub mod tls;

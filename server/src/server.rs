@@ -1,9 +1,13 @@
 //! A running node: opens the store, builds the broker, serves HTTP, and on
-//! shutdown closes the store so the final flush and checkpoint happen.
+//! shutdown stops accepting, ends the live feed, drains the requests in
+//! flight (bounded by [`DRAIN_TIMEOUT`]), then closes the store cleanly:
+//! final flush, index sync, checkpoint and the clean-shutdown marker that
+//! lets the next start skip the recovery scan (`storage/clean.rs`).
 //!
 //! Nothing on the start path waits for the trace store: the tracer connects,
 //! migrates and audits in the background while the node serves.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +26,14 @@ use crate::trace::alerts::Watched;
 use crate::trace::sink::Subscribers;
 use crate::trace::{audit, Tracer};
 
-/// How long in-flight requests get to finish after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long requests in flight (HTTP and the broker port) get to finish
+/// after a shutdown signal. A drained send normally ends with the next
+/// group commit, in milliseconds; the bound is for a stuck disk or peer,
+/// and gives a slow fsync several seconds while keeping the whole stop far
+/// inside the usual stop timeouts (Kubernetes' 30 s grace, systemd's 90 s).
+/// Cutting a request is safe: it gets no answer (its connection closes),
+/// so its client counts it unknown, never acknowledged.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the tracer gets to write its last events and closing mark at
 /// shutdown: a trace store that is down must not hold up the exit.
 const TRACE_CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -132,10 +142,10 @@ pub fn open_store(cfg: &Config, fs: Arc<dyn Fs>, min_epoch: u32) -> Result<Arc<S
     })
 }
 
-/// Runs a node until `shutdown` resolves.
+/// Runs a node until `signal` resolves, then shuts it down gracefully.
 pub async fn serve(
     cfg: Config,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     cfg.validate()?;
     // Group members present `--auth-token` to each other; clients and
@@ -300,6 +310,7 @@ pub async fn serve(
         queues_per_topic: cfg.queues_per_topic,
         cluster: Some(cluster.clone()),
     });
+    let shutdown = crate::shutdown::Shutdown::new();
     let port = crate::port::Port {
         limits: crate::port::frames::Limits::new(
             Duration::from_millis(cfg.broker_read_timeout_ms),
@@ -311,6 +322,8 @@ pub async fn serve(
         per_connection: cfg.rate_limit_per_connection,
         token_rates: token_rates.clone(),
         tls: tls.as_ref().map(|t| t.acceptor.clone()),
+        stop: shutdown.stop(),
+        drain: shutdown.drain(),
     };
     let targets = crate::port::Targets {
         broker: broker.clone(),
@@ -331,7 +344,8 @@ pub async fn serve(
     if !ui_dir.join("index.html").is_file() {
         tracing::warn!(dir = %ui_dir.display(), "dashboard not built (./scripts/run.sh builds it); serving the API only");
     }
-    let state = AppState::wired(broker.clone(), &subscribers, Some(node));
+    let mut state = AppState::wired(broker.clone(), &subscribers, Some(node));
+    state.stop = shutdown.stop();
     // Ends with the broker (it holds a weak reference).
     crate::trace::history::spawn_sampler(state.history.clone(), Arc::downgrade(&broker));
     drop(broker);
@@ -340,40 +354,63 @@ pub async fn serve(
         rates: token_rates,
     };
     let app = api::app_with_ui(state, cfg.max_body_bytes, access, Some(ui_dir));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let live = subscribers.live().clone();
-    let graceful = async move {
-        shutdown.await;
-        tracing::info!("shutting down");
-        // Live-feed streams never end by themselves: end them now.
-        let _ = live.send(api::events::closing());
-        let _ = stop_tx.send(());
-    };
-    let server = async move {
+    let http_stop = shutdown.stop();
+    let mut http = tokio::spawn(async move {
+        let stopped = async move { http_stop.wait().await };
         match tls {
-            None => axum::serve(listener, app).with_graceful_shutdown(graceful).await,
+            None => axum::serve(listener, app).with_graceful_shutdown(stopped).await,
             Some(t) => {
                 let listener = crate::tls::TlsListener::new(listener, t.acceptor)?;
-                axum::serve(listener, app).with_graceful_shutdown(graceful).await
+                axum::serve(listener, app).with_graceful_shutdown(stopped).await
             }
         }
+    });
+    let early = tokio::select! {
+        r = &mut http => Some(r),
+        _ = signal => None,
     };
-    let forced = async move {
-        let _ = stop_rx.await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        r = server => r.map_err(ServeError::Http)?,
-        _ = forced => tracing::warn!("in-flight requests did not finish in time"),
+    if let Some(r) = early {
+        // Before the stop the HTTP server only ends on an error.
+        r.map_err(|e| ServeError::Http(std::io::Error::other(e)))?
+            .map_err(ServeError::Http)?;
+        return Err(ServeError::Http(std::io::Error::other(
+            "the HTTP server stopped by itself",
+        )));
     }
+    let began = std::time::Instant::now();
+    tracing::info!("shutting down: accepting nothing new, draining requests in flight");
+    shutdown.begin();
+    let drain = shutdown.drain();
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let _ = (&mut http).await;
+        drain.idle().await;
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!(took = ?began.elapsed(), "drained"),
+        Err(_) => tracing::warn!(
+            broker_connections = drain.busy(),
+            "requests in flight did not finish in time ({DRAIN_TIMEOUT:?}): the rest get no answer"
+        ),
+    }
+    http.abort();
     wire_task.abort();
     if let Some(otel) = otel {
         // Flushes buffered spans; the exporter's own thread does the I/O.
         let _ = tokio::task::spawn_blocking(move || otel.shutdown()).await;
     }
-    tokio::task::spawn_blocking(move || store.close())
+    let closed = tokio::task::spawn_blocking(move || store.close_clean())
         .await
         .map_err(|e| ServeError::Http(std::io::Error::other(e)))?;
+    match closed {
+        Ok(m) => tracing::info!(
+            end = m.end,
+            records = m.records,
+            took = ?began.elapsed(),
+            "store closed cleanly: flushed, indexed, checkpointed; the next start skips the recovery scan"
+        ),
+        Err(why) => tracing::warn!(%why, "store closed without a clean-shutdown marker: the next start scans the log"),
+    }
     if let Some(t) = tracer {
         // After the store closed: the closing mark says nothing of this
         // boot can be missing from the log.

@@ -6,7 +6,9 @@
 //! stored, and `history`: the newest second of `/api/v1/stats/history`
 //! so charts follow without polling). A listener that
 //! falls behind skips events (it is told how many) rather than slowing the
-//! broker. At shutdown the streams end (see [`closing`]).
+//! broker. At shutdown every stream ends at once (it watches the node's
+//! stop, `AppState::stop`), so an open dashboard tab never holds the
+//! shutdown up.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -19,12 +21,6 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
 
-/// Sent on the live feed when the node shuts down: every event stream ends
-/// at once, so an open dashboard tab does not hold the shutdown up.
-pub fn closing() -> serde_json::Value {
-    json!({ "type": "closing" })
-}
-
 /// How often a `stats` event is sent.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -33,8 +29,9 @@ pub async fn events(State(state): State<AppState>) -> Sse<impl Stream<Item = Res
     let tick = tokio::time::interval(STATS_EVERY);
     let stream = stream::unfold((rx, tick, state), |(mut rx, mut tick, state)| async move {
         let event = tokio::select! {
+            biased;
+            _ = state.stop.wait() => return None,
             r = rx.recv() => match r {
-                Ok(v) if v == closing() => return None,
                 Ok(v) => Event::default().event("trace").data(v.to_string()),
                 Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(json!({"skipped": n}).to_string()),
                 Err(RecvError::Closed) => return None,

@@ -5,8 +5,10 @@
 //! with the disk low on space (`disk.state` `low`: writes still accepted;
 //! `full`: writes refused until space returns, reads served); 503 once an
 //! fsync or a log write failed and the store refuses writes for good. Its
-//! `tracer` detail (`connecting`, `ok`, `degraded`, `down`, or `off`) never
-//! changes the status code: the broker serves whatever its trace store does.
+//! `recovery` detail says whether this boot scanned the log (and why) or
+//! trusted a clean shutdown's marker. Its `tracer` detail (`connecting`,
+//! `ok`, `degraded`, `down`, or `off`) never changes the status code: the
+//! broker serves whatever its trace store does.
 //! `/metrics` is Prometheus text exposition.
 
 use std::fmt::Write;
@@ -43,6 +45,7 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             "log_end": stats.log_end,
             "flushed": stats.flushed,
             "damage": damage,
+            "recovery": store.opened(),
             "disk": disk,
             "tracer": match state.tracer.as_ref() {
                 Some(t) => json!(t.health()),
@@ -160,6 +163,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "1 while the disk is below the reserve and writes are refused.",
         "gauge",
         u64::from(disk.state == DiskState::Full),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP waybill_storage_recovery_scanned 1 when this boot scanned the log, 0 when a clean shutdown's marker stood in for the scan.\n# TYPE waybill_storage_recovery_scanned gauge\nwaybill_storage_recovery_scanned {}",
+        u8::from(store.opened().scanned)
     );
     let _ = writeln!(out, "# HELP waybill_storage_damaged_regions Log regions recovery could not read, by kind.\n# TYPE waybill_storage_damaged_regions gauge");
     for (kind, label) in [

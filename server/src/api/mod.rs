@@ -81,6 +81,8 @@ pub struct AppState {
     /// Per-second stats of the last hour (filled by the sampler `serve`
     /// starts; empty in `AppState::new`).
     pub history: Arc<History>,
+    /// The node's shutdown: live-feed streams end on it.
+    pub stop: crate::shutdown::Stop,
 }
 
 impl AppState {
@@ -93,6 +95,7 @@ impl AppState {
             live: broadcast::channel(1).0,
             node: None,
             history: Arc::new(History::new()),
+            stop: crate::shutdown::Stop::never(),
         }
     }
 
@@ -106,6 +109,7 @@ impl AppState {
             live: subscribers.live().clone(),
             node,
             history: Arc::new(History::new()),
+            stop: crate::shutdown::Stop::never(),
         }
     }
 

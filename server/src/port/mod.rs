@@ -28,6 +28,17 @@
 //! handshake runs in the connection's own task within its deadline, and a
 //! plain-text client is closed when its handshake fails, before any frame
 //! is read.
+//!
+//! Shutdown ([`crate::shutdown`]): the accept loop ends on the stop, and
+//! every connection stops reading frames (a frame half read is dropped,
+//! unanswered), lets its requests in flight send their answers, and closes.
+//! Each connection is in the drain until then, so the node closes the store
+//! only after those answers are out (or the drain's deadline passed: then
+//! the rest get none). A long poll is answered by nobody at shutdown: it
+//! acknowledges nothing, and waiting for it would hold the drain for up to
+//! 30 s (`client::MAX_PULL_WAIT`). A replica's follow stream leaves the
+//! drain: it runs until the node exits, so a replica keeps copying to the
+//! last byte.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +55,7 @@ use crate::broker::rate::{Bucket, TokenRates};
 use crate::broker::Broker;
 use crate::model::access::{Caller, Role, Tokens};
 use crate::replication::{self, raft, Node};
+use crate::shutdown::{Drain, Stop};
 
 mod client;
 pub mod frames;
@@ -68,19 +80,10 @@ pub struct Port {
     pub token_rates: Arc<TokenRates>,
     /// `--tls-cert`/`--tls-key`: TLS only (none: plain TCP).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
-}
-
-impl Port {
-    /// A port with these frame limits and tokens, without rate limits.
-    pub fn new(limits: Limits, tokens: Option<Arc<Tokens>>) -> Port {
-        Port {
-            limits,
-            tokens,
-            per_connection: 0,
-            token_rates: TokenRates::new(0),
-            tls: None,
-        }
-    }
+    /// Ends the accept loop and every connection's reading.
+    pub stop: Stop,
+    /// Every connection is in it until its answers are out.
+    pub drain: Drain,
 }
 
 /// What frames are routed to.
@@ -116,25 +119,32 @@ fn route(kind: u8) -> Route {
     }
 }
 
-/// Accepts connections until the task is dropped.
+/// Accepts connections until the stop (the listener then closes) or until
+/// the task is dropped.
 pub async fn serve(listener: TcpListener, targets: Targets, port: Port) {
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = port.stop.wait() => return,
+        };
+        match accepted {
             Ok((stream, peer)) => {
+                // Entered before the task starts, so the drain cannot miss it.
+                let Some(busy) = port.drain.enter() else { return };
                 let _ = stream.set_nodelay(true);
                 let (targets, port) = (targets.clone(), port.clone());
                 tokio::spawn(async move {
                     let done = match port.tls.clone() {
                         None => {
                             let (rd, wr) = stream.into_split();
-                            connection(rd, wr, targets, port, peer).await
+                            connection(rd, wr, targets, port, peer, busy).await
                         }
                         Some(acceptor) => {
                             let Some(tls) = crate::tls::handshake(&acceptor, stream, peer).await else {
                                 return;
                             };
                             let (rd, wr) = tokio::io::split(tls);
-                            connection(rd, wr, targets, port, peer).await
+                            connection(rd, wr, targets, port, peer, busy).await
                         }
                     };
                     if let Err(why) = done {
@@ -152,11 +162,19 @@ pub async fn serve(listener: TcpListener, targets: Targets, port: Port) {
 
 /// Serves one connection, given as its two halves (a TCP stream's own, or
 /// a TLS session's through `tokio::io::split`).
-async fn connection<R, W>(rd: R, wr: W, targets: Targets, port: Port, peer: std::net::SocketAddr) -> Result<(), String>
+async fn connection<R, W>(
+    rd: R,
+    wr: W,
+    targets: Targets,
+    port: Port,
+    peer: std::net::SocketAddr,
+    busy: crate::shutdown::Busy,
+) -> Result<(), String>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    let mut busy = Some(busy);
     // Buffered: pipelined frames are parsed out of few reads; this buffer
     // is all a connection holds outside the byte budget.
     let mut rd = tokio::io::BufReader::with_capacity(frames::READ_BUFFER, rd);
@@ -195,7 +213,21 @@ where
         // Until the token is in, a connection gets one frame timeout to
         // present it, not the idle allowance of a known client.
         let idle = if authed { idle_timeout } else { frame_timeout };
-        let (header, deadline) = match frames::next_header(&mut rd, idle, frame_timeout).await {
+        let read = async {
+            let (header, deadline) = frames::next_header(&mut rd, idle, frame_timeout).await?;
+            if !authed && (header.kind != K_AUTH || header.len > MAX_AUTH_PAYLOAD) {
+                return Ok((header, None));
+            }
+            let payload = frames::read_payload(&mut rd, header.len, &budget, deadline, frame_timeout).await?;
+            Ok::<_, FrameError>((header, Some(payload)))
+        };
+        // At shutdown no new frame is read; one half read is dropped (its
+        // sender gets no answer, so nothing it sent counts as acknowledged).
+        let read = tokio::select! {
+            r = read => r,
+            _ = port.stop.wait() => break Ok(()),
+        };
+        let (header, payload) = match read {
             Ok(h) => h,
             Err(FrameError::Closed) => break Ok(()),
             Err(FrameError::Idle(d)) => {
@@ -205,13 +237,9 @@ where
             Err(FrameError::Wire(e)) => break Err(reject(&tx, 0, e.to_string()).await),
             Err(e) => break Err(e.to_string()),
         };
-        if !authed && (header.kind != K_AUTH || header.len > MAX_AUTH_PAYLOAD) {
+        let Some(payload) = payload else {
             let why = format!("frame kind {} before Auth", header.kind);
             break Err(unauthorized(&tx, header.request_id, why).await);
-        }
-        let payload = match frames::read_payload(&mut rd, header.len, &budget, deadline, frame_timeout).await {
-            Ok(p) => p,
-            Err(e) => break Err(e.to_string()),
         };
         if let Err(e) = header.verify(&payload.bytes) {
             break Err(reject(&tx, header.request_id, e.to_string()).await);
@@ -270,9 +298,11 @@ where
                     break Err(reject(&tx, header.request_id, "replication is off on this node".into()).await);
                 };
                 // The connection now belongs to a replica's stream, which
-                // holds none of the byte budget while it lasts.
+                // holds none of the byte budget while it lasts, and is not
+                // drained: it runs until the node exits.
                 let frames::Payload { bytes, held } = payload;
                 drop(held);
+                drop(busy.take());
                 break replication::primary::follow(node, &bytes, rd, tx.clone()).await;
             }
             Route::UnexpectedReplication => {
@@ -310,11 +340,19 @@ where
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break Ok(());
         };
-        let (broker, tx) = (targets.broker.clone(), tx.clone());
+        let (broker, tx, stop) = (targets.broker.clone(), tx.clone(), port.stop.clone());
         let id = header.request_id;
         tokio::spawn(async move {
             let oneway = matches!(req, Request::Produce { oneway: true, .. });
-            let resp = client::handle(&broker, req, peer).await;
+            let resp = if matches!(req, Request::Pull { .. }) {
+                // A long poll acknowledges nothing: cut at shutdown.
+                tokio::select! {
+                    r = client::handle(&broker, req, peer) => r,
+                    _ = stop.wait() => return,
+                }
+            } else {
+                client::handle(&broker, req, peer).await
+            };
             drop(held);
             if !oneway {
                 let (kind, body) = resp.encode();

@@ -160,4 +160,10 @@ impl CommitLog {
     pub fn segment_count(&self) -> usize {
         self.segments.read().unwrap_or_else(|p| p.into_inner()).len()
     }
+
+    /// Every segment, in position order.
+    pub fn segments(&self) -> Vec<Arc<Segment>> {
+        let segs = self.segments.read().unwrap_or_else(|p| p.into_inner());
+        segs.values().cloned().collect()
+    }
 }

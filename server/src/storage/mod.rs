@@ -12,6 +12,7 @@
 //! - [`queue_index`]: per topic queue, queue offset → log position.
 //! - [`key_index`]: message key → log positions.
 //! - [`checkpoint`]: flushed / indexed watermarks and the boot epoch.
+//! - [`clean`]: the clean-shutdown marker that lets an open skip the scan.
 //! - [`recovery`]: start-up scan, torn-tail truncation, corruption report.
 //! - [`flusher`]: the group-commit fsync thread and the index writer thread.
 //! - [`watermark`]: the flushed position and the appends waiting on it.
@@ -30,9 +31,11 @@
 //! index/queues/{topic}/{q}.cq     consume queues (20-byte entries)
 //! index/keys.idx                  key index (16-byte entries)
 //! checkpoint                      two CRC'd slots
+//! clean-shutdown                  what the scan would find (only while stopped cleanly)
 //! ```
 
 pub mod checkpoint;
+pub mod clean;
 pub mod copy;
 pub mod faultfs;
 pub mod flusher;

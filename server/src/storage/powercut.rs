@@ -3,14 +3,14 @@
 //! (the hidden `serve --fault-fs` flag; `waybill matrix` uses it).
 //!
 //! At start every file the engine owns — the commit log, the indexes, the
-//! checkpoint and the Raft log (see [`owned`]) — is loaded from the real
-//! data dir into a [`FaultFs`] as durable. From then on those files live in
-//! memory with the FaultFs's promise: a byte is durable only after a
-//! successful `sync` (a name only after `sync_dir`). [`PowerCut::cut`]
-//! pulls the plug: the unsynced bytes are dropped (or torn), every handle
-//! from before dies, and what the "disk" durably held is written over the
-//! engine's files in the real dir and fsynced, with a report of what each
-//! file lost (`power-cut.json`). The caller exits at once, without any
+//! checkpoint, the clean-shutdown marker and the Raft log (see [`owned`]) —
+//! is loaded from the real data dir into a [`FaultFs`] as durable. From then
+//! on those files live in memory with the FaultFs's promise: a byte is
+//! durable only after a successful `sync` (a name only after `sync_dir`).
+//! [`PowerCut::cut`] pulls the plug: the unsynced bytes are dropped (or
+//! torn), every handle from before dies, and what the "disk" durably held is
+//! written over the engine's files in the real dir and fsynced, with a
+//! report of what each file lost (`power-cut.json`). The caller exits at once, without any
 //! shutdown step, so nothing after the cut can make data durable.
 //!
 //! Files outside the engine's (cluster state, the Raft vote, the trace
@@ -31,12 +31,14 @@ use super::fs::Fs;
 pub const REPORT: &str = "power-cut.json";
 
 /// True for a path (relative to the data dir) the engine writes through
-/// [`Fs`]: the commit log, the indexes, the checkpoint, the Raft log.
+/// [`Fs`]: the commit log, the indexes, the checkpoint, the clean-shutdown
+/// marker, the Raft log.
 pub fn owned(rel: &Path) -> bool {
     let mut parts = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned());
     match parts.next().as_deref() {
         Some("log") | Some("index") => true,
         Some(first) if first.starts_with("checkpoint") => rel.components().count() == 1,
+        Some(super::clean::FILE) => parts.next().is_none(),
         Some("raft") => parts.next().as_deref() == Some("raft.log") && parts.next().is_none(),
         _ => false,
     }

@@ -22,6 +22,7 @@ use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
 use super::checkpoint::CheckpointFile;
+use super::clean;
 use super::fs::Fs;
 use super::key_index::{self, KeyIndex};
 use super::log::{CommitLog, LogTail};
@@ -154,6 +155,10 @@ pub(crate) struct Shared {
     pub indexed_upto: AtomicU64,
     pub epoch: u32,
     pub damage: Vec<Damage>,
+    /// Whether open scanned the log or trusted a clean-shutdown marker.
+    pub opened: clean::Opened,
+    /// Records in the log at open (the marker's count adds this boot's).
+    pub opened_records: u64,
     /// Refuses appends on a full disk (see `space.rs`).
     pub space: Space,
     pub counters: Counters,
@@ -213,7 +218,9 @@ impl Store {
             queues_dir: &queues_dir,
             indexed_upto: cp.indexed_upto,
         };
-        let mut scan = recovery::scan(fs.as_ref(), &log_dir, cp.flushed, cp.indexed_upto, &proof)?;
+        // A trusted clean-shutdown marker stands in for the scan; either way
+        // the marker is gone (durably) before anything below writes.
+        let (mut scan, opened) = clean::scan_or_trust(fs.as_ref(), &dir, &log_dir, &cp, &proof)?;
         let runs = std::mem::take(&mut scan.runs);
         let last = scan.last;
         for d in &scan.damage {
@@ -300,6 +307,7 @@ impl Store {
             replayed,
             epoch,
             damage = scan.damage.len(),
+            scanned = opened.scanned,
             "store opened"
         );
 
@@ -319,6 +327,8 @@ impl Store {
             indexed_upto: AtomicU64::new(cut),
             epoch,
             damage: std::mem::take(&mut scan.damage),
+            opened,
+            opened_records: scan.records,
             space,
             counters: Counters::default(),
             shutdown: AtomicBool::new(false),
