@@ -44,7 +44,12 @@ export RUSTFLAGS="--cfg fuzzing -C passes=sancov-module \
 # which run on the host without libFuzzer linked in.
 host="$(rustc -vV | sed -n 's/^host: //p')"
 start=$SECONDS
-cargo build --locked --release --target "$host" --manifest-path fuzz/Cargo.toml --bins
+# fuzz/ is its own workspace (the main one never links libFuzzer); its lock
+# file starts as the main one each time, so the server and client build
+# against exactly the versions they are tested with, and cargo adds only
+# libFuzzer's own crates.
+cp Cargo.lock fuzz/Cargo.lock
+cargo build --release --target "$host" --manifest-path fuzz/Cargo.toml --bins
 echo "fuzz: built in $((SECONDS - start)) s (target dir $CARGO_TARGET_DIR)"
 bin="$CARGO_TARGET_DIR/$host/release"
 
