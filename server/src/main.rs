@@ -109,6 +109,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(args) => runtime()?.block_on(cli::cluster::run(args)),
         Command::Matrix(args) => runtime()?.block_on(cli::matrix::run(args)),
         Command::Outbox(args) => runtime()?.block_on(cli::outbox::run(args)),
+        Command::Serve(args) if args.check_config => {
+            outln!("{}", serve::check_line(&(*args).into_config()?));
+            Ok(())
+        }
         Command::Serve(args) => {
             let cfg = (*args).into_config()?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
