@@ -84,7 +84,9 @@ cleanup() {
       kill -0 "${pid[$i]}" 2>/dev/null || break
       sleep 0.1
     done
-    kill -s KILL "${pid[$i]}" 2>/dev/null || true
+    if kill -0 "${pid[$i]}" 2>/dev/null; then
+      kill -s KILL "${pid[$i]}" 2>/dev/null || true
+    fi
     wait "${pid[$i]}" 2>/dev/null || true
   done
   if [ "$status" != 0 ]; then
