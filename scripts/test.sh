@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole Waybill test suite: formatting, lints, unit, API, black-box
-# crash and power-loss tests. Installs what it needs; fast the second time.
+# crash and power-loss tests, then a minute of fuzzing per fuzz target.
+# Installs what it needs; fast the second time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,7 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
 fi
 
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check # its own workspace
 # The dashboard crate is linted for the target it runs on (wasm32), not
 # compiled for the host: that keeps Leptos out of the host build.
 cargo clippy --workspace --exclude waybill-dashboard --all-targets --locked -- -D warnings
@@ -36,8 +38,17 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --exclude waybill-dashboard --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# Coverage-guided fuzzing of the record decoder, the wire frame decoder and
+# the config parser: each target WAYBILL_FUZZ_SECONDS (60) under libFuzzer;
+# a crash fails the run. Its build and corpora are cached (scripts/fuzz.sh).
+./scripts/fuzz.sh all "${WAYBILL_FUZZ_SECONDS:-60}" 2>&1 | tee -a "$log"
+fuzz_status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary (the last binary alone may be the
-# doc-tests with nothing to run).
-awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+# doc-tests with nothing to run) and every fuzz target.
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+  /^fuzz result: [a-z]+ ok/ { p += 1 }
+  /^fuzz result: [a-z]+ FAILED/ { f += 1 }
+  END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+[ "$status" != 0 ] || status=$fuzz_status
 exit "$status"

@@ -264,6 +264,18 @@ impl Config {
         })
     }
 
+    /// Parses TOML text over the defaults and validates the result, as
+    /// `waybill serve --config` does with no flags given (the config
+    /// parser's fuzz target calls this).
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            source,
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
     /// Checks ranges that the types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |name, why: &str| Err(ConfigError::Invalid { name, why: why.into() });

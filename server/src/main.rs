@@ -113,6 +113,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out!("{}", args.layered()?.render()?);
             Ok(())
         }
+        Command::Serve(args) if args.check_config => {
+            outln!("{}", serve::check_line(&(*args).into_config()?));
+            Ok(())
+        }
         Command::Serve(args) => {
             let cfg = (*args).into_config()?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

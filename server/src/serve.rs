@@ -40,6 +40,11 @@ pub struct ServeArgs {
     /// Requests per second one token may make over HTTP and the broker port (0: no limit) [default: 0].
     #[arg(long)]
     pub rate_limit_per_token: Option<u32>,
+    /// Parse and validate the settings (file and flags), print them in one
+    /// line and exit without starting the node.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check_config: bool,
     /// Where the commit log, indexes and checkpoint live [default: ./data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -195,6 +200,28 @@ impl ServeArgs {
     pub fn into_config(self) -> Result<Config, ConfigError> {
         Ok(self.layered()?.config)
     }
+}
+
+/// What `--check-config` prints for a valid config: one line of the
+/// settings that make a node a member of its group, as `key=value`. The
+/// trace store shows only its scheme (a URL may hold a password).
+pub fn check_line(c: &Config) -> String {
+    let store = c.trace_url().map_or("none".to_string(), |u| {
+        u.split(':').next().unwrap_or_default().to_string()
+    });
+    let lower = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
+    format!(
+        "config ok: node_id={} replication={} peers={} advertise_addr={} data_dir={} http_addr={} \
+         broker_addr={} flush={} trace_store={store}",
+        c.node_id,
+        lower(&c.replication),
+        c.peer.join(","),
+        c.advertise_addr.as_deref().unwrap_or("-"),
+        c.data_dir.display(),
+        c.http_addr,
+        c.broker_addr,
+        lower(&c.flush),
+    )
 }
 
 /// The log filter of a node unless `RUST_LOG` says otherwise.
