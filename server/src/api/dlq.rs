@@ -89,9 +89,13 @@ fn page(
     Ok((chosen, next))
 }
 
+/// The required `group` query parameter, checked as a group name.
 fn group_of(q: Option<String>) -> Result<String, ApiError> {
-    q.filter(|g| !g.is_empty())
-        .ok_or_else(|| ApiError::BadRequest("the group query parameter is required".into()))
+    let group = q
+        .filter(|g| !g.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("the group query parameter is required".into()))?;
+    crate::broker::topic::validate_group(&group).map_err(|e| ApiError::BadRequest(format!("group: {e}")))?;
+    Ok(group)
 }
 
 pub fn who(headers: &HeaderMap) -> String {
