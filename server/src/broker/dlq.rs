@@ -338,7 +338,10 @@ impl Broker {
                 Ok((m, g))
             }
             // A message, but not a dead letter: there is no such letter.
-            _ => Err(BrokerError::NotFound(format!("no dead letter {dlq_id} (it is a message of {})", m.topic))),
+            _ => Err(BrokerError::NotFound(format!(
+                "no dead letter {dlq_id} (it is a message of {})",
+                m.topic
+            ))),
         }
     }
 
