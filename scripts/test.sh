@@ -25,6 +25,26 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
+# tests/schemathesis.rs checks the API against its OpenAPI document with
+# schemathesis (PyPI, pinned), kept in a venv beside the build cache so the
+# second run only asks it for its version.
+schemathesis_version=4.32.5
+venv=/var/cache/waybill/venv
+if ! { mkdir -p "$(dirname "$venv")" 2>/dev/null && [ -w "$(dirname "$venv")" ]; }; then
+  venv="$PWD/target/venv"
+fi
+if ! "$venv/bin/st" --version 2>/dev/null | grep -qF "version $schemathesis_version"; then
+  python="$(command -v python3.11 || command -v python3)"
+  if ! "$python" -m venv --clear "$venv" >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+    "$python" -m venv --clear "$venv"
+  fi
+  "$venv/bin/pip" install -q "schemathesis==$schemathesis_version"
+fi
+export WAYBILL_SCHEMATHESIS="$venv/bin/st"
 
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check # its own workspace

@@ -158,11 +158,15 @@ async fn given_a_known_workload_topics_are_counted_browsed_created_and_deleted_e
     let (only, _) = browse_all(&node, "alpha", "&queue=1", 3).await?;
     assert_eq!(only.len(), q1);
     assert!(only.iter().all(|m| m["queue"] == 1));
-    for bad in ["limit=201", "limit=0", "queue=4", "queue=x", "before=-1"] {
+    for bad in ["limit=201", "limit=0", "queue=x", "before=-1"] {
         let (code, err) =
             call(reqwest::Client::new().get(format!("{}/api/v1/topics/alpha/messages?{bad}", node.http))).await?;
         assert_eq!((code, err["error"].is_string()), (400, true), "{bad}: {err}");
     }
+    // A well-formed queue number the topic does not have: no such queue.
+    let (code, err) =
+        call(reqwest::Client::new().get(format!("{}/api/v1/topics/alpha/messages?queue=4", node.http))).await?;
+    assert_eq!((code, err["error"].is_string()), (404, true), "queue=4: {err}");
 
     // Create: listed with its queues, which producers then use.
     let (code, made) = create(&node, json!({"topic": "fresh", "queues": 8})).await?;

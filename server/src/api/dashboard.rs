@@ -38,8 +38,13 @@ pub struct LimitQuery {
 /// Largest page of the lists here (they feed one dashboard panel each).
 const MAX_LIMIT: i64 = 200;
 
-fn limit(q: &LimitQuery, default: i64) -> i64 {
-    q.limit.unwrap_or(default).clamp(1, MAX_LIMIT)
+/// The page size asked for (or `default`); outside 1 to [`MAX_LIMIT`] is a 400.
+fn limit(q: &LimitQuery, default: i64) -> Result<i64, ApiError> {
+    match q.limit {
+        None => Ok(default),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}, not {n}"))),
+    }
 }
 
 pub async fn node(State(state): State<AppState>) -> Json<Value> {
@@ -69,6 +74,7 @@ pub async fn node(State(state): State<AppState>) -> Json<Value> {
 }
 
 pub async fn losses(State(state): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = limit(&q, 20)?;
     let Some(tracer) = state.tracer.as_ref() else {
         return Ok(Json(json!({ "losses": [], "windows": [], "tracing": false })));
     };
@@ -84,7 +90,7 @@ pub async fn losses(State(state): State<AppState>, Query(q): Query<LimitQuery>) 
         "SELECT message_id, stage, at, detail, rec_topic AS topic, msg_key FROM trace_events \
          WHERE outcome = 'lost' ORDER BY at DESC LIMIT $1",
     )
-    .bind(limit(&q, 20))
+    .bind(limit)
     .fetch_all(pool)
     .await
     .map_err(|e| fail(&e))?;
@@ -98,7 +104,7 @@ pub async fn losses(State(state): State<AppState>, Query(q): Query<LimitQuery>) 
             })
         })
         .collect();
-    let windows: Vec<Value> = crate::trace::windows::list(pool, limit(&q, 20))
+    let windows: Vec<Value> = crate::trace::windows::list(pool, limit)
         .await
         .map_err(|e| fail(&e))?
         .iter()
@@ -120,6 +126,7 @@ pub fn window_json(w: &crate::trace::windows::Window) -> Value {
 }
 
 pub async fn duplicates(State(state): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = limit(&q, 50)?;
     let Some(tracer) = state.tracer.as_ref() else {
         return Ok(Json(json!({ "messages": [], "groups": [], "tracing": false })));
     };
@@ -146,7 +153,7 @@ pub async fn duplicates(State(state): State<AppState>, Query(q): Query<LimitQuer
         "SELECT message_id, MAX(seq) AS last FROM trace_events WHERE grp IS NOT NULL \
          GROUP BY message_id ORDER BY last DESC LIMIT $1",
     )
-    .bind(limit(&q, 50))
+    .bind(limit)
     .fetch_all(pool)
     .await
     .map_err(|e| fail(&e))?;

@@ -50,7 +50,7 @@ fn page(
     q: &ListQuery,
 ) -> Result<(Vec<crate::broker::dlq::DeadLetter>, Option<u64>), ApiError> {
     let newest = match q.order.as_deref() {
-        None | Some("") | Some("oldest") => false,
+        None | Some("oldest") => false,
         Some("newest") => true,
         Some(other) => {
             return Err(ApiError::BadRequest(format!(
@@ -58,10 +58,10 @@ fn page(
             )))
         }
     };
-    if q.limit == Some(0) {
-        return Err(ApiError::BadRequest("limit must be at least 1".into()));
+    if q.limit.is_some_and(|l| l == 0 || l > MAX_PAGE) {
+        return Err(ApiError::BadRequest(format!("limit must be 1 to {MAX_PAGE}")));
     }
-    let limit = q.limit.map(|l| l.min(MAX_PAGE));
+    let limit = q.limit;
     let key = q.key.as_deref().filter(|k| !k.is_empty());
     let reason = q.reason.as_deref().filter(|r| !r.is_empty());
     let state = q.state.as_deref().filter(|s| !s.is_empty());
@@ -89,9 +89,13 @@ fn page(
     Ok((chosen, next))
 }
 
+/// The required `group` query parameter, checked as a group name.
 fn group_of(q: Option<String>) -> Result<String, ApiError> {
-    q.filter(|g| !g.is_empty())
-        .ok_or_else(|| ApiError::BadRequest("the group query parameter is required".into()))
+    let group = q
+        .filter(|g| !g.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("the group query parameter is required".into()))?;
+    crate::broker::topic::validate_group(&group).map_err(|e| ApiError::BadRequest(format!("group: {e}")))?;
+    Ok(group)
 }
 
 pub fn who(headers: &HeaderMap) -> String {
@@ -146,7 +150,7 @@ pub async fn export(
     use axum::http::header;
     let group = group_of(q.list.group.clone())?;
     let csv = match q.format.as_deref() {
-        None | Some("") | Some("jsonl") => false,
+        None | Some("jsonl") => false,
         Some("csv") => true,
         Some(other) => {
             return Err(ApiError::BadRequest(format!(

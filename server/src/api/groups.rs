@@ -13,8 +13,6 @@
 //! naming them (the rules are `broker/offsets.rs`'s). Who asked comes from
 //! the request as for every write (`x-waybill-user`) and goes to the audit.
 
-use std::collections::HashMap;
-
 use axum::extract::{Path, State};
 
 use super::query::ApiQuery as Query;
@@ -152,22 +150,21 @@ pub async fn skip(
     })))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct DeleteQuery {
+    /// Delete even with live members (`true` or `false`; anything else is a 400).
+    #[serde(default)]
+    pub force: bool,
+}
+
 /// `DELETE /api/v1/consumers/{group}[?force=true]`.
 pub async fn delete(
     State(state): State<AppState>,
     Path(group): Path<String>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<DeleteQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let force = match q.get("force").map(String::as_str) {
-        None | Some("false") => false,
-        Some("true" | "") => true,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "force must be true or false, not {other:?}"
-            )))
-        }
-    };
+    let force = q.force;
     let offsets = state.broker.delete_group(&who(&headers), &group, force).await?;
     Ok(Json(json!({ "group": group, "deleted": true, "offsets": offsets })))
 }

@@ -168,7 +168,12 @@ const MAX_LIMIT: usize = 1000;
 const STATUS_SCAN_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> Result<Json<Value>, ApiError> {
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_LIMIT}, not {limit}"
+        )));
+    }
     // Say what is wrong with the question rather than "no message matches".
     if let Some(id) = q.id.as_deref() {
         id.parse::<MessageId>()

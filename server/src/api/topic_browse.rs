@@ -7,7 +7,7 @@
 //! pages cover every message exactly once; `next_before` is null on the
 //! last page. Messages of a deleted topic of the same name are never
 //! shown. `limit` is 1 to [`MAX_LIMIT`] (default [`DEFAULT_LIMIT`]);
-//! `queue` must be one of the topic's. Memory: at most `limit + 1`
+//! `queue` must be one of the topic's (another is a 404). Memory: at most `limit + 1`
 //! messages per queue are read for a page.
 
 use axum::extract::{Path, State};
@@ -80,9 +80,10 @@ pub async fn list(
     }
     let queues = broker.topic_queues(&topic);
     let selected: Vec<u32> = match number::<u32>("queue", q.queue.as_deref())? {
+        // A well-formed number naming a queue the topic does not have.
         Some(queue) if queue >= queues => {
-            return Err(ApiError::BadRequest(format!(
-                "queue must be 0 to {} for topic {topic}, not {queue}",
+            return Err(ApiError::NotFound(format!(
+                "topic {topic} has no queue {queue} (its queues are 0 to {})",
                 queues - 1
             )))
         }

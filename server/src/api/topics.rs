@@ -167,8 +167,10 @@ pub async fn create(
 
 #[derive(Debug, Deserialize)]
 pub struct DeleteQuery {
-    /// `true` drops the unconsumed messages of lagging groups.
-    pub force: Option<String>,
+    /// `true` drops the unconsumed messages of lagging groups (`true` or
+    /// `false`; anything else is a 400).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `DELETE /api/v1/topics/{topic}[?force=true]` → `{"deleted": topic}`.
@@ -178,15 +180,7 @@ pub async fn delete(
     headers: HeaderMap,
     Query(q): Query<DeleteQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let force = match q.force.as_deref() {
-        None | Some("") | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "force must be true or false, not {other:?}"
-            )))
-        }
-    };
+    let force = q.force;
     state.broker.delete_topic(&topic, force, &who(&headers)).await?;
     Ok(Json(json!({ "deleted": topic, "forced": force })))
 }

@@ -337,7 +337,11 @@ impl Broker {
                 let g = g.to_string();
                 Ok((m, g))
             }
-            _ => Err(BrokerError::Invalid(format!("{dlq_id} is not a dead letter"))),
+            // A message, but not a dead letter: there is no such letter.
+            _ => Err(BrokerError::NotFound(format!(
+                "no dead letter {dlq_id} (it is a message of {})",
+                m.topic
+            ))),
         }
     }
 
