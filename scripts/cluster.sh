@@ -21,6 +21,11 @@ root="$PWD"
 messages="${1:-200}"
 start=$SECONDS
 
+# As in compose: the nodes' files bind 0.0.0.0, which needs a token. One
+# secret for the three members, the CLI and this script: `waybill serve`
+# and every client subcommand read WAYBILL_AUTH_TOKEN.
+export WAYBILL_AUTH_TOKEN="${WAYBILL_AUTH_TOKEN:-cluster-$$-$RANDOM$RANDOM$RANDOM}"
+
 say() { echo "cluster: $*"; }
 fail() { echo "cluster: FAILED: $*" >&2; exit 1; }
 

@@ -261,17 +261,16 @@ async fn given_limits_each_refusal_is_a_clear_error_and_a_metric() -> anyhow::Re
 
     println!("--- the broker port: a connection over its rate gets 'rate limit', the rest is stored");
     let p = producer(&node, OPERATOR)?;
-    let sends = (0..60).map(|i| {
-        p.send(
-            "orders",
-            Message {
-                key: Some(format!("k{i}")),
-                body: b"x".to_vec(),
-                ..Message::default()
-            },
-        )
-    });
-    let results = futures_util::future::join_all(sends).await;
+    // One request at a time (concurrent sends may share a frame).
+    let mut results = Vec::new();
+    for i in 0..40 {
+        let m = Message {
+            key: Some(format!("k{i}")),
+            body: b"x".to_vec(),
+            ..Message::default()
+        };
+        results.push(p.send("orders", m).await);
+    }
     let limited = results
         .iter()
         .filter(|r| matches!(r, Err(e) if e.to_string().contains("rate limit")))
@@ -280,7 +279,7 @@ async fn given_limits_each_refusal_is_a_clear_error_and_a_metric() -> anyhow::Re
     assert!(limited > 0 && ok > 0, "ok {ok}, rate-limited {limited}: {results:?}");
     assert_eq!(
         ok + limited,
-        60,
+        40,
         "every send is stored or refused for its rate: {results:?}"
     );
 
@@ -295,7 +294,7 @@ async fn given_limits_each_refusal_is_a_clear_error_and_a_metric() -> anyhow::Re
     };
     assert_eq!(count("message_size"), 1, "{metrics}");
     assert_eq!(count("key"), 1);
-    assert!(count("rate") >= refused as u64 + limited as u64 / 3, "{metrics}");
+    assert!(count("rate") >= refused as u64 + limited as u64, "{metrics}");
     Ok(())
 }
 

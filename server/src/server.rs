@@ -7,7 +7,6 @@
 //! Nothing on the start path waits for the trace store: the tracer connects,
 //! migrates and audits in the background while the node serves.
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -45,6 +45,13 @@ impl Edit {
         if let Some(p) = &self.properties {
             topic::validate_properties([p])?;
         }
+        // The key and property limits a producer's message has.
+        let as_sent = super::Outgoing {
+            key: self.key.clone().filter(|k| !k.is_empty()),
+            properties: self.properties.clone().unwrap_or_default(),
+            ..super::Outgoing::default()
+        };
+        super::limits::check(&as_sent, MAX_EDIT_BODY)?;
         Ok(())
     }
 

@@ -18,6 +18,9 @@ use super::{Outgoing, MAX_KEY_LEN};
 
 /// RocketMQ's default maxMessageSize.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+// Lengths below count characters (as the OpenAPI document's `maxLength`
+// does), except the key's, which counts bytes (`MAX_KEY_LEN`).
+
 /// Longest tags string.
 pub const MAX_TAGS_LEN: usize = 255;
 /// Longest producer (group) name.
@@ -136,17 +139,17 @@ pub fn check(msg: &Outgoing, max_message_bytes: usize) -> Result<(), LimitError>
         }
     }
     if let Some(t) = &msg.tags {
-        if t.len() > MAX_TAGS_LEN {
-            return Err(LimitError::Tags(format!("are longer than {MAX_TAGS_LEN} bytes")));
+        if t.chars().count() > MAX_TAGS_LEN {
+            return Err(LimitError::Tags(format!("are longer than {MAX_TAGS_LEN} characters")));
         }
         if let Some(c) = control(t) {
             return Err(LimitError::Tags(format!("contain the control character {c:?}")));
         }
     }
     if let Some(p) = &msg.producer {
-        if p.len() > MAX_PRODUCER_LEN || control(p).is_some() {
+        if p.chars().count() > MAX_PRODUCER_LEN || control(p).is_some() {
             return Err(LimitError::Producer(format!(
-                "must be at most {MAX_PRODUCER_LEN} bytes without control characters"
+                "must be at most {MAX_PRODUCER_LEN} characters without control characters"
             )));
         }
     }
@@ -161,22 +164,26 @@ fn check_properties(props: &BTreeMap<String, String>) -> Result<(), LimitError> 
     let mut total = 0usize;
     for (name, value) in props {
         let shown: String = name.chars().take(64).collect();
-        if name.is_empty() || name.len() > MAX_PROPERTY_NAME_LEN {
-            return bad(format!("name {shown:?} must be 1 to {MAX_PROPERTY_NAME_LEN} bytes"));
+        let name_len = name.chars().count();
+        if name_len == 0 || name_len > MAX_PROPERTY_NAME_LEN {
+            return bad(format!(
+                "name {shown:?} must be 1 to {MAX_PROPERTY_NAME_LEN} characters"
+            ));
         }
         if let Some(c) = control(name) {
             return bad(format!("name {shown:?} contains the control character {c:?}"));
         }
-        if value.len() > MAX_PROPERTY_VALUE_LEN {
+        let value_len = value.chars().count();
+        if value_len > MAX_PROPERTY_VALUE_LEN {
             return bad(format!(
-                "value of {shown:?} is longer than {MAX_PROPERTY_VALUE_LEN} bytes"
+                "value of {shown:?} is longer than {MAX_PROPERTY_VALUE_LEN} characters"
             ));
         }
-        total += name.len() + value.len();
+        total += name_len + value_len;
     }
     if total > MAX_PROPERTIES_BYTES {
         return bad(format!(
-            "{total} bytes of names and values; at most {MAX_PROPERTIES_BYTES}"
+            "{total} characters of names and values; at most {MAX_PROPERTIES_BYTES}"
         ));
     }
     Ok(())

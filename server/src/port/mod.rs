@@ -370,7 +370,9 @@ where
 async fn unauthorized(tx: &mpsc::Sender<Vec<u8>>, id: u64, why: String) -> String {
     let (kind, body) = Response::Error {
         code: ErrorCode::Unauthorized,
-        message: format!("this broker wants a token first (an Auth frame), closing connection: {why}"),
+        message: format!(
+            "this broker wants a token first (an Auth frame with --auth-token or a named token), closing connection: {why}"
+        ),
     }
     .encode();
     let _ = tx.send(wire::frame(kind, id, &body)).await;
