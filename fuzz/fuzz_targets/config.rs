@@ -20,7 +20,14 @@ fuzz_target!(|data: &[u8]| {
     };
     let c = match Config::from_toml_str(text) {
         Ok(c) => c,
-        Err(ConfigError::Parse { .. } | ConfigError::Invalid { .. }) => return,
+        // A syntax error, an unknown key, or a value refused by its type or
+        // by validation (named with its key): the refusals a config may get.
+        Err(
+            ConfigError::Parse { .. }
+            | ConfigError::Invalid { .. }
+            | ConfigError::UnknownKey { .. }
+            | ConfigError::BadValue { .. },
+        ) => return,
         Err(e) => panic!("parsing text failed with neither a parse nor a validation error: {e}"),
     };
     assert!(c.validate().is_ok(), "accepted but invalid: {c:?}");

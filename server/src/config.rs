@@ -252,28 +252,14 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Parses a TOML config file over the defaults.
-    pub fn from_toml_file(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-
     /// Parses TOML text over the defaults and validates the result, as
     /// `waybill serve --config` does with no flags given (the config
     /// parser's fuzz target calls this).
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
-        let c: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: PathBuf::from("<text>"),
-            source,
-        })?;
-        c.validate()?;
-        Ok(c)
+        let path = std::path::Path::new("<text>");
+        let l = layers::merge(Some((path, text)), [], toml::Table::new())?;
+        l.validate()?;
+        Ok(l.config)
     }
 
     /// Checks ranges that the types alone do not.

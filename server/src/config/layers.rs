@@ -65,10 +65,28 @@ pub fn keys() -> &'static [&'static str] {
     probe.0.unwrap_or(&[])
 }
 
-/// Merges the layers (see the module comment). `flags` holds only the
-/// flags given on the command line.
+/// Reads `file`, then merges the layers (see [`merge`]).
 pub fn load(
     file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: Table,
+) -> Result<Layered, ConfigError> {
+    let text = match file {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?),
+        None => None,
+    };
+    merge(file.zip(text.as_deref()), env, flags)
+}
+
+/// Merges the layers (see the module comment): the config file's `(path,
+/// text)`, the environment, and `flags` (only those given on the command
+/// line). `Config::from_toml_str` (and so the config fuzz target) runs
+/// this same path.
+pub fn merge(
+    file: Option<(&Path, &str)>,
     env: impl IntoIterator<Item = (String, String)>,
     flags: Table,
 ) -> Result<Layered, ConfigError> {
@@ -80,11 +98,7 @@ pub fn load(
     })?;
     let mut merged = Table::new();
     let mut sources = BTreeMap::new();
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    if let Some((path, text)) = file {
         let table: Table = text.parse().map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
             source,
