@@ -78,9 +78,11 @@ for t in "${targets[@]}"; do
   "$bin/$t" "${args[@]}" "$corpus" "${seeds[@]}" >"$log" 2>&1
   rc=$?
   set -e
-  execs=$(awk '/stat::number_of_executed_units/ { print $2 }' "$log")
-  rate=$(awk '/stat::average_exec_per_sec/ { print $2 }' "$log")
-  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | awk '{ print $2 }')
+  # `|| true`: a target that crashes on a seed prints no stats, and under
+  # `set -e -o pipefail` an empty grep would end the script without a word.
+  execs=$(awk '/stat::number_of_executed_units/ { print $2 }' "$log" || true)
+  rate=$(awk '/stat::average_exec_per_sec/ { print $2 }' "$log" || true)
+  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | awk '{ print $2 }' || true)
   if [ "$rc" = 0 ]; then
     echo "fuzz result: $t ok ($seconds s, ${execs:-?} execs, ${rate:-?}/s, cov ${cov:-?}, corpus $(ls "$corpus" | wc -l))"
   else
