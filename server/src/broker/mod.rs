@@ -381,6 +381,7 @@ impl Broker {
         }
         // Not waited for: a lost commit means a redelivery, never a loss.
         self.append(groups::OFFSETS_TOPIC, 0, record)?;
+        self.store.flush_soon();
         Ok(())
     }
 

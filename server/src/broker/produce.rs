@@ -232,6 +232,8 @@ impl Broker {
 
     /// Appends one message to a given queue (system topics included); the
     /// result's status is not yet meaningful. Returns it with the frame end.
+    /// Under sync flush nothing is fsynced until [`Broker::durability`] (or
+    /// [`storage::Store::flush_soon`]) asks for it.
     pub(super) fn append(
         &self,
         topic: &str,
@@ -240,7 +242,8 @@ impl Broker {
     ) -> Result<(SendResult, Placed), BrokerError> {
         self.check_writable()?;
         let born_ms = msg.born_ms.unwrap_or_else(now_ms);
-        let appended = self.store.append(msg.into_new(topic, queue_id, born_ms))?;
+        // Quiet: `durability` flushes inline or wakes the flusher itself.
+        let appended = self.store.append_quiet(msg.into_new(topic, queue_id, born_ms))?;
         Ok(placed(queue_id, born_ms, appended))
     }
 
@@ -248,14 +251,21 @@ impl Broker {
     pub(super) async fn durability(&self, end: u64) -> SendStatus {
         match self.store.flush_mode() {
             storage::Flush::Async { .. } => SendStatus::SendOk,
-            storage::Flush::Sync => match self.store.wait_flushed(end, self.opts.sync_flush_timeout).await {
-                FlushOutcome::Flushed => SendStatus::SendOk,
-                FlushOutcome::TimedOut => SendStatus::FlushDiskTimeout,
-                FlushOutcome::Failed(why) => {
-                    tracing::error!(end, %why, "fsync failed; durability unknown");
-                    SendStatus::FlushDiskTimeout
+            // Alone, a sender flushes on its own thread (no hop to the
+            // flusher and back); otherwise it joins the running group commit.
+            storage::Flush::Sync if self.store.flush_inline(end) => SendStatus::SendOk,
+            storage::Flush::Sync => {
+                // The append did not wake the flusher (see `append`).
+                self.store.flush_soon();
+                match self.store.wait_flushed(end, self.opts.sync_flush_timeout).await {
+                    FlushOutcome::Flushed => SendStatus::SendOk,
+                    FlushOutcome::TimedOut => SendStatus::FlushDiskTimeout,
+                    FlushOutcome::Failed(why) => {
+                        tracing::error!(end, %why, "fsync failed; durability unknown");
+                        SendStatus::FlushDiskTimeout
+                    }
                 }
-            },
+            }
         }
     }
 

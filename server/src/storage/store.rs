@@ -3,9 +3,9 @@
 //! One writer lock orders appends: it covers assigning the queue offset,
 //! encoding, the positional write into the active segment and the in-memory
 //! index entries, so log order, queue order and index order always agree.
-//! Nothing slow happens under it: fsyncs run on the flusher thread (group
-//! commit: one fsync covers every frame written before it started) and index
-//! files are written by the indexer thread.
+//! Nothing slow happens under it: fsyncs run outside it (group commit: one
+//! fsync covers every frame written before it started; see `flusher.rs` for
+//! who runs them) and index files are written by the indexer thread.
 //!
 //! Durability is published through the `flushed` watermark: its position
 //! only ever moves to an `end` the flusher saw before an fsync that
@@ -163,6 +163,9 @@ pub(crate) struct Shared {
     pub space: Space,
     pub counters: Counters,
     pub shutdown: AtomicBool,
+    /// Held for one group commit, by the flusher thread or an inline flush
+    /// (`flusher.rs`): one at a time, so chunks reach the files in order.
+    pub flush_lock: Mutex<()>,
     /// Set once the threads start; `unpark` wakes them.
     pub flusher: OnceLock<Thread>,
     pub indexer: OnceLock<Thread>,
@@ -332,6 +335,7 @@ impl Store {
             space,
             counters: Counters::default(),
             shutdown: AtomicBool::new(false),
+            flush_lock: Mutex::new(()),
             flusher: OnceLock::new(),
             indexer: OnceLock::new(),
         });
@@ -353,6 +357,16 @@ impl Store {
     /// entries on every member, and identical frames at identical positions
     /// give every member the same log and the same message ids.
     pub fn append_as(&self, msg: NewMessage, writer: Option<AppendAs>) -> Result<Appended, StorageError> {
+        self.append_inner(msg, writer, true)
+    }
+
+    /// `wake`: unpark the flusher in sync mode (see `Store::append_quiet`).
+    pub(crate) fn append_inner(
+        &self,
+        msg: NewMessage,
+        writer: Option<AppendAs>,
+        wake: bool,
+    ) -> Result<Appended, StorageError> {
         check_topic(&msg.topic)?;
         let sh = &self.shared;
         let appended = {
@@ -430,7 +444,7 @@ impl Store {
                 stored_ms,
             }
         };
-        if sh.opts.flush == Flush::Sync {
+        if wake && sh.opts.flush == Flush::Sync {
             if let Some(t) = sh.flusher.get() {
                 t.unpark();
             }
@@ -450,17 +464,6 @@ impl Store {
             Ok(Ok(Err(why))) => FlushOutcome::Failed(why.to_string()),
             Ok(Err(_)) => FlushOutcome::Failed("store closed".into()),
             Err(_) => FlushOutcome::TimedOut,
-        }
-    }
-
-    /// Asks the flusher for an fsync now instead of at its next interval
-    /// (async flush; sync flush already does this on every append). The
-    /// broker uses it for sends it must not answer before they are durable
-    /// even under async flush. Only an unpark: the caller waits with
-    /// [`Store::wait_flushed`].
-    pub fn flush_soon(&self) {
-        if let Some(t) = self.shared.flusher.get() {
-            t.unpark();
         }
     }
 
