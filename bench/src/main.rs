@@ -16,6 +16,11 @@
 //!    `--json`, exactly one JSON object on stdout. Any failed send, on
 //!    either side, fails the run (non-zero exit) after the report.
 //!
+//! `waybill-bench --sweep` runs the performance table (1, 32 and 256 in
+//! flight beside Redis and NATS, both fsyncing each write; the raw fsync
+//! loop; tracing, async flush and replication rows) in one run
+//! ([`sweep`]).
+//!
 //! `waybill-bench outbox …` measures the outbox relay against direct sends
 //! and the inbox against a plain handler ([`outbox`]).
 //!
@@ -33,18 +38,25 @@ use waybill::serve::{self, ServeArgs};
 
 mod outbox;
 mod peer;
+mod sweep;
 
 #[derive(Parser)]
 #[command(
     name = "waybill-bench",
     version,
-    about = "The `waybill bench` workload against Waybill and a peer (NATS JetStream) in one run"
+    about = "The `waybill bench` workload against Waybill and a peer (NATS JetStream, Redis) in one run"
 )]
 struct Cli {
     #[command(flatten)]
     workload: Workload,
     #[command(flatten)]
     peer: peer::PeerArgs,
+    /// Run the performance table: 1, 32 and 256 in flight against Waybill, Redis (appendfsync always) and NATS (sync always), the raw fsync loop, tracing off, async flush and replication, all in one run.
+    #[arg(long)]
+    sweep: bool,
+    /// With --sweep: also a row traced in this PostgreSQL trace store (e.g. postgres://postgres@127.0.0.1:5432/test).
+    #[arg(long, requires = "sweep")]
+    sweep_pg: Option<String>,
 }
 
 /// `waybill-bench serve …`: the own node.
@@ -95,7 +107,14 @@ fn run_node(args: ServeArgs) -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let w = &cli.workload;
     w.validate()?;
+    if cli.sweep {
+        sweep::refuse_peer_flags(&cli.peer)?;
+        return sweep::run(w, cli.sweep_pg.as_deref(), cli.peer.nats_venv.clone()).await;
+    }
     let target = cli.peer.vs.as_deref().map(peer::Target::parse).transpose()?;
+    if matches!(target, Some(peer::Target::Redis { .. })) && w.consumers > 0 {
+        bail!("--consumers is not driven against Redis; compare consumers with --vs nats://…");
+    }
     let peer = match target {
         Some(t) => Some(t.prepare(&cli.peer).await?),
         None => None,

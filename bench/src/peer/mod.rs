@@ -1,9 +1,11 @@
 //! The peers `waybill-bench` compares Waybill with, one module per target:
 //! [`nats`] (NATS JetStream, `--vs nats://ADDR`), with [`nats_server`] for
-//! `--peer-sync always` (a private nats-server that fsyncs every write).
+//! `--peer-sync always` (a private nats-server that fsyncs every write),
+//! and [`redis`] (Redis streams, `--vs redis://ADDR`), with
+//! [`redis_server`] for `--peer-sync always` (a private redis-server with
+//! `appendfsync always`).
 //!
-//! Shape of a peer, so another target (`--vs redis://…`) slots in beside
-//! NATS: a [`Target`] variant parsed from the `--vs` URL's scheme;
+//! Shape of a peer: a [`Target`] variant parsed from the `--vs` URL's scheme;
 //! [`Target::prepare`] does what must happen before any measurement
 //! (installing a server) and yields a [`Prepared`] peer; [`Prepared::run`]
 //! drives the same workload ([`waybill::bench::load`]) and returns a
@@ -11,6 +13,8 @@
 
 pub mod nats;
 pub mod nats_server;
+pub mod redis;
+pub mod redis_server;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,17 +28,17 @@ use waybill::bench::report::{Figures, Peer};
 /// How the peer syncs its writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PeerSync {
-    /// The server at `--vs` as configured (JetStream default: fsync every 2 min).
+    /// The server at `--vs` as configured (JetStream default: fsync every 2 min; Redis: whatever its appendfsync says).
     Default,
-    /// A private nats-server 2.15.1 with `sync_interval: always` (installed from PyPI); `--vs`'s address is not used.
+    /// A private server that fsyncs every write, `--vs`'s address unused: nats-server 2.15.1 with `sync_interval: always` (installed from PyPI), or redis-server with `appendfsync always`.
     Always,
 }
 
 /// The peer flags of `waybill-bench`.
 #[derive(Debug, Args)]
 pub struct PeerArgs {
-    /// Run the same workload against NATS JetStream, e.g. nats://127.0.0.1:4222.
-    #[arg(long, value_name = "nats://ADDR")]
+    /// Run the same workload against NATS JetStream (nats://127.0.0.1:4222) or Redis streams (redis://127.0.0.1:6379).
+    #[arg(long, value_name = "nats://ADDR|redis://ADDR")]
     pub vs: Option<String>,
     /// `always`: compare with a nats-server that fsyncs every write.
     #[arg(long, value_enum, requires = "vs")]
@@ -42,6 +46,9 @@ pub struct PeerArgs {
     /// Venv for `--peer-sync always` [default: target/nats-venv beside the binary's profile dir].
     #[arg(long)]
     pub nats_venv: Option<PathBuf>,
+    /// redis-server for `--vs redis://… --peer-sync always` [default: the one on PATH].
+    #[arg(long)]
+    pub redis_server: Option<PathBuf>,
 }
 
 /// A peer named by `--vs`.
@@ -49,6 +56,8 @@ pub struct PeerArgs {
 pub enum Target {
     /// NATS JetStream at this URL.
     Nats { url: String },
+    /// Redis (streams, XADD) at this URL.
+    Redis { url: String },
 }
 
 impl Target {
@@ -57,7 +66,10 @@ impl Target {
         if vs.starts_with("nats://") {
             return Ok(Target::Nats { url: vs.to_string() });
         }
-        bail!("--vs takes a NATS URL, nats://HOST:PORT (got {vs:?})")
+        if vs.starts_with("redis://") {
+            return Ok(Target::Redis { url: vs.to_string() });
+        }
+        bail!("--vs takes a NATS or Redis URL, nats://HOST:PORT or redis://HOST:PORT (got {vs:?})")
     }
 
     /// Everything the peer needs before measuring starts (so that, e.g.,
@@ -69,7 +81,8 @@ impl Target {
                 let venv = args.nats_venv.clone().unwrap_or_else(nats_server::default_venv);
                 Some(nats_server::ensure_binary(&venv).await?)
             }
-            (Target::Nats { .. }, PeerSync::Default) => None,
+            (Target::Redis { .. }, PeerSync::Always) => Some(redis_server::find_binary(args.redis_server.as_deref())?),
+            (_, PeerSync::Default) => None,
         };
         Ok(Prepared {
             target: self,
@@ -92,6 +105,7 @@ impl Prepared {
     pub fn name(&self) -> &'static str {
         match self.target {
             Target::Nats { .. } => "nats",
+            Target::Redis { .. } => "redis",
         }
     }
 
@@ -105,6 +119,7 @@ impl Prepared {
     pub fn sends(&self) -> &'static str {
         match self.target {
             Target::Nats { .. } => "NATS publishes",
+            Target::Redis { .. } => "Redis XADDs",
         }
     }
 
@@ -117,7 +132,19 @@ impl Prepared {
                     None => None,
                 };
                 let url = local.as_ref().map_or(url.as_str(), |l| l.url.as_str());
-                let r = nats::run(url, load, consumers).await;
+                let r = nats::run(url, load, consumers, local.as_ref().and_then(|l| l.pid())).await;
+                if let Some(l) = local {
+                    l.stop().await;
+                }
+                r
+            }
+            Target::Redis { url } => {
+                let local = match &self.local_bin {
+                    Some(bin) => Some(redis_server::LocalRedis::start(bin).await?),
+                    None => None,
+                };
+                let url = local.as_ref().map_or(url.as_str(), |l| l.url.as_str());
+                let r = redis::run(url, load, local.as_ref().and_then(|l| l.pid())).await;
                 if let Some(l) = local {
                     l.stop().await;
                 }
@@ -133,6 +160,9 @@ pub struct PeerRun {
     /// Which server answered: its URL and version.
     pub server: String,
     pub e2e: Option<Arc<E2e>>,
+    /// The server's CPU per acknowledged message (µs), when its process is
+    /// the bench's own.
+    pub cpu_us_per_msg: Option<f64>,
 }
 
 impl PeerRun {
@@ -142,6 +172,7 @@ impl PeerRun {
         let probe = probe.filter(|_| peer.fsyncs_each_write());
         let mut figures = Figures::from_run(&self.load, size, self.e2e.as_deref(), None, probe);
         figures.server = Some(self.server.clone());
+        figures.cpu_us_per_msg = self.cpu_us_per_msg;
         Peer {
             target: peer.name(),
             sync: if peer.fsyncs_each_write() { "always" } else { "default" },

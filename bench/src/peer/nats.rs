@@ -26,6 +26,7 @@ use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, stream::S
 use async_nats::Subject;
 use futures_util::StreamExt;
 
+use waybill::bench::cpu;
 use waybill::bench::load::{drive, stamped, template, E2e, Load, LoadResult};
 
 use super::PeerRun;
@@ -34,7 +35,9 @@ const CONSUMER: &str = "waybill-bench";
 
 /// Runs `load` (and `consumers` consumers) against the JetStream at `url`;
 /// the run's `server` names the URL and the server's version.
-pub async fn run(url: &str, load: &Load, consumers: usize) -> anyhow::Result<PeerRun> {
+/// `pid`: the server's process when it is the bench's own (its CPU per
+/// message is then reported).
+pub async fn run(url: &str, load: &Load, consumers: usize, pid: Option<u32>) -> anyhow::Result<PeerRun> {
     let admin = async_nats::connect(url)
         .await
         .with_context(|| format!("cannot connect to NATS at {url}"))?;
@@ -58,15 +61,16 @@ pub async fn run(url: &str, load: &Load, consumers: usize) -> anyhow::Result<Pee
     })
     .await
     .with_context(|| format!("cannot create the JetStream stream {name} on {url} (is JetStream enabled?)"))?;
-    let outcome = run_on_stream(url, &js, &name, Subject::from(subject), load, consumers).await;
+    let outcome = run_on_stream(url, &js, &name, Subject::from(subject), load, consumers, pid).await;
     if let Err(e) = js.delete_stream(&name).await {
         tracing::warn!(stream = %name, error = %e, "cannot delete the bench stream");
     }
-    let (load, e2e) = outcome?;
+    let (load, e2e, cpu_us_per_msg) = outcome?;
     Ok(PeerRun {
         load,
         server: format!("{url} (nats-server {version})"),
         e2e,
+        cpu_us_per_msg,
     })
 }
 
@@ -77,7 +81,8 @@ async fn run_on_stream(
     subject: Subject,
     load: &Load,
     consumers: usize,
-) -> anyhow::Result<(LoadResult, Option<Arc<E2e>>)> {
+    pid: Option<u32>,
+) -> anyhow::Result<(LoadResult, Option<Arc<E2e>>, Option<f64>)> {
     let mut consumer_tasks = Vec::new();
     let e2e = if consumers > 0 {
         let s = js.get_stream(stream).await.context("cannot open the bench stream")?;
@@ -130,7 +135,9 @@ async fn run_on_stream(
             .context("warm-up publish failed")?;
         senders.push((ctx, subject.clone()));
     }
+    let before = pid.and_then(cpu::process_cpu_us);
     let result = drive(load, senders, |(ctx, subject), body| publish(ctx, subject, body)).await;
+    let cpu_us_per_msg = cpu::per_msg(before, pid.and_then(cpu::process_cpu_us), result.acked);
     if let Some(e2e) = &e2e {
         let target = result.acked + load.producers as u64;
         if !e2e.wait_for(target, Duration::from_secs(5)).await {
@@ -144,7 +151,7 @@ async fn run_on_stream(
     for t in consumer_tasks {
         t.abort();
     }
-    Ok((result, e2e))
+    Ok((result, e2e, cpu_us_per_msg))
 }
 
 /// Publishes `bodies` (pipelined) and waits for every JetStream ack.

@@ -13,12 +13,14 @@
 //! - [`own`]: one run against Waybill, from starting the node to its
 //!   second probe half.
 //! - [`report`]: the figures, as one JSON object or a table.
+//! - [`cpu`]: a process's CPU time (µs per acknowledged message).
 //! - [`error`]: why a run failed ([`BenchError`]).
 //!
 //! Invariant: a binary using [`own`] answers `serve` with `waybill
 //! serve`'s flags ([`crate::serve::ServeArgs`]): the own node is the
 //! current executable run again, as users run a node.
 
+pub mod cpu;
 pub mod error;
 pub mod load;
 pub mod node;
@@ -40,7 +42,7 @@ use load::Load;
 /// Defaults: 1 producer × 32 sends in flight, one 1024-byte message per
 /// send, 10 s, no consumers, sync flush, a 3 s probe (1.5 s before + 1.5 s
 /// after).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Workload {
     /// Client-protocol address of a running node; without it the bench starts its own node in a temp dir.
     #[arg(long)]

@@ -94,6 +94,11 @@ impl OwnNode {
         })
     }
 
+    /// The node's process id (for its CPU time), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Fails with the node's log when it is no longer running.
     pub fn check_alive(&mut self) -> Result<(), BenchError> {
         match self.child.try_wait() {

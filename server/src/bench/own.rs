@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use waybill_client::{ConsumeResult, ConsumerOptions, Message, Producer, ProducerOptions, PushConsumer, SendStatus};
 
+use super::cpu;
 use super::load::{drive, stamped, template, E2e, Load, LoadResult};
 use super::node::{self, scrape, FsyncCounters, OwnNode};
 use super::probe::{self, Probe};
@@ -34,6 +35,9 @@ pub struct OwnRun {
     pub e2e: Option<Arc<E2e>>,
     /// Probe halves, before and after the run (none when not probing).
     pub probes: Vec<Probe>,
+    /// The driven node's CPU (user + system) per acknowledged message, µs
+    /// (own node only: a `--broker` node's process is not ours to read).
+    pub cpu_us_per_msg: Option<f64>,
 }
 
 /// Runs `args`' workload against Waybill (steps 1–4 above). `peer_fsyncs`:
@@ -74,13 +78,14 @@ pub async fn run(args: &Workload, peer_fsyncs: bool) -> Result<OwnRun, BenchErro
         http: http.as_deref(),
         topic: &topic,
         token: args.auth_token.as_deref(),
+        pid: own.as_ref().and_then(OwnNode::pid),
     };
     let outcome = drive_waybill(&target, &args.load("waybill"), args.consumers).await;
     if let (Err(_), Some(node)) = (&outcome, own.as_mut()) {
         // A dead node explains a failed run better than the client's error.
         node.check_alive()?;
     }
-    let (load, fsyncs, e2e) = outcome?;
+    let (load, fsyncs, e2e, cpu_us_per_msg) = outcome?;
     if let Some(node) = own.take() {
         node.stop().await;
     }
@@ -96,6 +101,7 @@ pub async fn run(args: &Workload, peer_fsyncs: bool) -> Result<OwnRun, BenchErro
         fsyncs,
         e2e,
         probes,
+        cpu_us_per_msg,
     })
 }
 
@@ -106,9 +112,16 @@ struct Target<'a> {
     http: Option<&'a str>,
     topic: &'a str,
     token: Option<&'a str>,
+    /// The node's process, for its CPU time.
+    pid: Option<u32>,
 }
 
-type Measured = (LoadResult, Option<(FsyncCounters, FsyncCounters)>, Option<Arc<E2e>>);
+type Measured = (
+    LoadResult,
+    Option<(FsyncCounters, FsyncCounters)>,
+    Option<Arc<E2e>>,
+    Option<f64>,
+);
 
 /// Step 3: producers warm up, consumers join, the timed loop runs between
 /// two metrics snapshots, consumers drain.
@@ -165,7 +178,10 @@ async fn drive_waybill(t: &Target<'_>, load: &Load, consumers: usize) -> Result<
         Some(h) => Some(scrape(&client, h).await?),
         None => None,
     };
+    let cpu_before = t.pid.and_then(cpu::process_cpu_us);
     let result = drive(load, senders, |(p, topic), body| send(p, topic, body)).await;
+    let cpu_after = t.pid.and_then(cpu::process_cpu_us);
+    let cpu_us_per_msg = cpu::per_msg(cpu_before, cpu_after, result.acked);
     let fsyncs = match (t.http, before) {
         (Some(h), Some(b)) => Some((b, scrape(&client, h).await?)),
         _ => None,
@@ -179,7 +195,7 @@ async fn drive_waybill(t: &Target<'_>, load: &Load, consumers: usize) -> Result<
     for c in members {
         c.shutdown().await;
     }
-    Ok((result, fsyncs, e2e))
+    Ok((result, fsyncs, e2e, cpu_us_per_msg))
 }
 
 /// One sync send of `bodies`: a single body goes through `Producer::send`

@@ -31,8 +31,19 @@ pub struct Probe {
     pub p99_ms: f64,
 }
 
+/// Bytes per append of the raw loop: one 1 KiB message, one fdatasync.
+pub const RAW_BLOCK: usize = 1024;
+
 /// Appends + fdatasyncs `BLOCK`s in `dir` for `secs` (blocking).
 pub fn run_blocking(dir: &Path, secs: f64) -> Result<Probe, BenchError> {
+    loop_blocking(dir, secs, BLOCK)
+}
+
+/// Appends + fdatasyncs `block`-byte writes in `dir` for `secs`
+/// (blocking). With [`RAW_BLOCK`] it is the most a broker that fsyncs each
+/// message on its own could do with one producer: the sweep's baseline
+/// for one send in flight.
+pub fn loop_blocking(dir: &Path, secs: f64, block: usize) -> Result<Probe, BenchError> {
     let path: PathBuf = dir.join(format!("fsync-probe-{}.dat", std::process::id()));
     let file = OpenOptions::new()
         .create(true)
@@ -44,7 +55,7 @@ pub fn run_blocking(dir: &Path, secs: f64) -> Result<Probe, BenchError> {
             "cannot create the probe file {}",
             path.display()
         )))?;
-    let block = vec![0xabu8; BLOCK];
+    let block = vec![0xabu8; block.max(1)];
     let budget = Duration::from_secs_f64(secs.max(0.05));
     let mut lat = Vec::new();
     let mut offset = 0u64;
@@ -57,7 +68,7 @@ pub fn run_blocking(dir: &Path, secs: f64) -> Result<Probe, BenchError> {
         if let Err(e) = file.write_all_at(&block, offset).and_then(|_| file.sync_data()) {
             break Err(e);
         }
-        offset += BLOCK as u64;
+        offset += block.len() as u64;
         lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
     };
     let elapsed = start.elapsed().as_secs_f64().max(1e-9);
@@ -75,7 +86,12 @@ pub fn run_blocking(dir: &Path, secs: f64) -> Result<Probe, BenchError> {
 
 /// [`run_blocking`] off the async runtime's worker threads.
 pub async fn run(dir: PathBuf, secs: f64) -> Result<Probe, BenchError> {
-    tokio::task::spawn_blocking(move || run_blocking(&dir, secs))
+    run_loop(dir, secs, BLOCK).await
+}
+
+/// [`loop_blocking`] off the async runtime's worker threads.
+pub async fn run_loop(dir: PathBuf, secs: f64, block: usize) -> Result<Probe, BenchError> {
+    tokio::task::spawn_blocking(move || loop_blocking(&dir, secs, block))
         .await
         .map_err(|source| BenchError::Thread { what: "probe", source })?
 }

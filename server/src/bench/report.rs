@@ -8,7 +8,9 @@
 //! for the peer, plus its `target`, `server` and `sync`) and `ratio`
 //! (Waybill msgs/s ÷ peer msgs/s). Extra fields: the run's shape, failure
 //! counts, `probe` (the disk's 256 KiB append + fdatasync bandwidth) and
-//! `probe_ratio` (the run's MB/s ÷ the probe's; sync runs only).
+//! `probe_ratio` (the run's MB/s ÷ the probe's; sync runs only) and
+//! `cpu_us_per_msg` (the server process's user + system CPU per
+//! acknowledged message; null when its process is not the bench's).
 
 use serde_json::{json, Value};
 
@@ -39,6 +41,9 @@ pub struct Figures {
     pub probe_ratio: Option<f64>,
     /// Which server answered (the peer's URL and version).
     pub server: Option<String>,
+    /// The server process's user + system CPU per acknowledged message
+    /// (µs); `None` when its process is not the bench's to read.
+    pub cpu_us_per_msg: Option<f64>,
 }
 
 impl Figures {
@@ -80,6 +85,7 @@ impl Figures {
             probe_mb_per_sec: probe.map(|p| p.mb_per_sec),
             probe_ratio: probe.filter(|p| p.mb_per_sec > 0.0).map(|p| mb_per_sec / p.mb_per_sec),
             server: None,
+            cpu_us_per_msg: None,
         }
     }
 }
@@ -132,7 +138,10 @@ impl Report {
             consumers: args.consumers,
             probes: own.probes.clone(),
             probe_secs: args.probe_secs,
-            waybill: Figures::from_run(&own.load, args.size, own.e2e.as_deref(), own.fsyncs, probe),
+            waybill: Figures {
+                cpu_us_per_msg: own.cpu_us_per_msg,
+                ..Figures::from_run(&own.load, args.size, own.e2e.as_deref(), own.fsyncs, probe)
+            },
             peer,
         }
     }
@@ -156,7 +165,7 @@ fn r3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn figures_json(f: &Figures) -> serde_json::Map<String, Value> {
+pub fn figures_json(f: &Figures) -> serde_json::Map<String, Value> {
     let o = |x: Option<f64>| x.map(r3);
     let v = json!({
         "msgs_per_sec": r3(f.msgs_per_sec),
@@ -175,6 +184,7 @@ fn figures_json(f: &Figures) -> serde_json::Map<String, Value> {
         "elapsed_secs": r3(f.elapsed_secs),
         "probe_mb_per_sec": o(f.probe_mb_per_sec),
         "probe_ratio": o(f.probe_ratio),
+        "cpu_us_per_msg": o(f.cpu_us_per_msg),
     });
     match v {
         Value::Object(m) => m,
@@ -258,6 +268,7 @@ pub fn table(r: &Report) -> String {
     row("msgs/fsync", &|f| cell(f.msgs_per_fsync, 1));
     row("e2e p99 ms", &|f| cell(f.e2e_p99_ms, 3));
     row("MB/s / probe", &|f| cell(f.probe_ratio, 2));
+    row("CPU us/msg", &|f| cell(f.cpu_us_per_msg, 1));
     row("msgs", &|f| f.msgs.to_string());
     row("failed", &|f| f.failed.to_string());
     let target = r.peer.as_ref().map_or("peer", |p| p.target);
