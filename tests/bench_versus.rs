@@ -100,13 +100,24 @@ fn versus_redis_always_runs_a_private_server_that_fsyncs_each_write() -> anyhow:
 fn versus_redis_as_configured_names_its_appendfsync() -> anyhow::Result<()> {
     let v = run_json(
         BENCH,
-        &["--vs", "redis://127.0.0.1:6379", "--duration", "1", "--json", "--probe-secs", "0"],
+        &[
+            "--vs",
+            "redis://127.0.0.1:6379",
+            "--duration",
+            "1",
+            "--json",
+            "--probe-secs",
+            "0",
+        ],
     )?;
     let peer = &v["peer"];
     check_figures(peer, false)?;
     assert_eq!(peer["sync"], "default");
     let server = peer["server"].as_str().unwrap_or_default();
-    assert!(server.contains("127.0.0.1:6379") && server.contains("appendfsync "), "{server}");
+    assert!(
+        server.contains("127.0.0.1:6379") && server.contains("appendfsync "),
+        "{server}"
+    );
     // Not the bench's process: no CPU figure rather than a guessed one.
     assert!(peer["cpu_us_per_msg"].is_null(), "{peer}");
     Ok(())
