@@ -380,8 +380,13 @@ impl Broker {
             return Ok(());
         }
         // Not waited for: a lost commit means a redelivery, never a loss.
+        // `append` leaves the flusher asleep; under sync flush wake it (as a
+        // plain store append would), under async flush leave the fsync to
+        // its interval (waking it would fsync on every commit).
         self.append(groups::OFFSETS_TOPIC, 0, record)?;
-        self.store.flush_soon();
+        if self.store.flush_mode() == storage::Flush::Sync {
+            self.store.flush_soon();
+        }
         Ok(())
     }
 
