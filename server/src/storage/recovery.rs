@@ -135,6 +135,17 @@ impl IndexProof<'_> {
     }
 }
 
+/// Refuses a topic that cannot name a queue directory (an append's first
+/// check).
+pub(crate) fn check_topic(topic: &str) -> Result<(), super::StorageError> {
+    if !valid_topic(topic) {
+        return Err(super::StorageError::Encode(super::record::FrameError::Payload(
+            "topic is not a valid file name",
+        )));
+    }
+    Ok(())
+}
+
 /// A topic name that is safe as a directory name (no path traversal from a
 /// name read off the disk).
 pub fn valid_topic(topic: &str) -> bool {

@@ -191,15 +191,6 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError
     }
 }
 
-fn check_topic(topic: &str) -> Result<(), StorageError> {
-    if !recovery::valid_topic(topic) {
-        return Err(StorageError::Encode(record::FrameError::Payload(
-            "topic is not a valid file name",
-        )));
-    }
-    Ok(())
-}
-
 impl Store {
     /// Opens (recovering if needed) the store in `opts.dir` and starts its
     /// flusher and indexer threads.
@@ -367,7 +358,7 @@ impl Store {
         writer: Option<AppendAs>,
         wake: bool,
     ) -> Result<Appended, StorageError> {
-        check_topic(&msg.topic)?;
+        recovery::check_topic(&msg.topic)?;
         let sh = &self.shared;
         let appended = {
             let mut w = sh.lock_writer();
