@@ -150,29 +150,44 @@ async fn schemathesis_over_the_whole_document_finds_no_server_error_and_no_confo
     seed(&node).await?;
 
     println!("--- schemathesis {} over {}/api/openapi.json", st.display(), node.http);
-    let out = tokio::task::block_in_place(|| {
-        Command::new(&st)
-            .arg("--config-file")
-            .arg(CONFIG)
-            .arg("run")
-            .arg(format!("{}/api/openapi.json", node.http))
-            .args(["--checks", "all", "--max-examples", MAX_EXAMPLES, "--seed", SEED])
-            .args(["--generation-database", "none", "--no-color", "--workers", "2"])
-            .args(["--request-timeout", "10"])
-            .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
-            // The live feed is a stream that never ends by design: a
-            // tester waiting for its body would only time out. It is
-            // checked below instead.
-            .args(["--exclude-path", "/api/v1/events"])
-            .current_dir(tmp.path())
-            .stdin(Stdio::null())
-            .output()
-    })?;
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let run = || {
+        tokio::task::block_in_place(|| {
+            Command::new(&st)
+                .arg("--config-file")
+                .arg(CONFIG)
+                .arg("run")
+                .arg(format!("{}/api/openapi.json", node.http))
+                .args(["--checks", "all", "--max-examples", MAX_EXAMPLES, "--seed", SEED])
+                .args(["--generation-database", "none", "--no-color", "--workers", "2"])
+                .args(["--request-timeout", "10"])
+                .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
+                // The live feed is a stream that never ends by design: a
+                // tester waiting for its body would only time out. It is
+                // checked below instead.
+                .args(["--exclude-path", "/api/v1/events"])
+                .current_dir(tmp.path())
+                .stdin(Stdio::null())
+                .output()
+        })
+    };
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let mut out = run()?;
+    let mut report = text(&out);
+    // CPython 3.11's parser sometimes raises this inside hypothesis while
+    // it describes a strategy's filter (seen once in a full run, then not
+    // on the same seed): the tester crashed, it found nothing about the
+    // API. One more run; a second crash, or any real finding, fails.
+    if !out.status.success() && report.contains("SystemError: AST constructor recursion depth mismatch") {
+        println!("{report}\n--- schemathesis itself crashed (a CPython parser error, not a finding): once more");
+        out = run()?;
+        report = text(&out);
+    }
     let elapsed = started.elapsed();
     println!("{report}");
     println!("--- schemathesis finished in {elapsed:.1?}");
