@@ -16,9 +16,11 @@
 //! wake-up of the flusher thread on the way in and of its own task on the
 //! way out. Both kinds of cycle take `flush_lock` for the whole cycle, so
 //! there is one cycle at a time and chunks reach the files in position
-//! order, exactly as with the thread alone. When a cycle is running, the
-//! sender waits for the flusher thread (which `append` woke) as before:
-//! under load the thread keeps doing the group commits. The thread never
+//! order, exactly as with the thread alone. When a cycle is running, or
+//! others wait, the sender wakes the flusher thread and waits for it as
+//! before: under load the thread keeps doing the group commits. Should a
+//! wake-up still be missed, the thread looks for unflushed appends every
+//! `IDLE_PARK` anyway: a delay, never a loss. The thread never
 //! blocks on an inline cycle: it skips its turn, and the inline sender
 //! unparks it afterwards if anything was appended meanwhile (an unpark
 //! before the park is kept, so no wake-up is lost).
@@ -38,7 +40,7 @@ use super::store::{enospc_note, Shared, FSYNC_BUCKETS_US};
 use super::{Flush, StorageError};
 
 /// How long an idle sync-mode flusher sleeps before re-checking for work or
-/// shutdown; a writer's unpark normally wakes it long before.
+/// shutdown; a sender's unpark normally wakes it long before.
 const IDLE_PARK: Duration = Duration::from_millis(100);
 
 /// Starts both threads; they stop after `shared.shutdown` is set.
