@@ -7,8 +7,10 @@
 //! test uses the NATS server (JetStream on) every dev machine and CI runs
 //! on 127.0.0.1:4222; the `--peer-sync always` path of NATS (pip install)
 //! runs in the sweep test. `--vs redis://ADDR` does the same against Redis
-//! streams: as configured (the report names its `appendfsync`), or with
-//! `--peer-sync always` on a private redis-server that fsyncs every write.
+//! streams with `appendfsync always`: the server at ADDR when it is set up
+//! so, else (or with `--peer-sync always`) a private redis-server; with
+//! `--peer-sync default`, ADDR as configured (the report names its
+//! `appendfsync`).
 //! `--sweep` prints the performance table as one JSON object. Every row
 //! carries the server's CPU per message when the process is the bench's.
 //! Bad input fails with a message and a non-zero exit.
@@ -103,6 +105,8 @@ fn versus_redis_as_configured_names_its_appendfsync() -> anyhow::Result<()> {
         &[
             "--vs",
             "redis://127.0.0.1:6379",
+            "--peer-sync",
+            "default",
             "--duration",
             "1",
             "--json",
@@ -120,6 +124,34 @@ fn versus_redis_as_configured_names_its_appendfsync() -> anyhow::Result<()> {
     );
     // Not the bench's process: no CPU figure rather than a guessed one.
     assert!(peer["cpu_us_per_msg"].is_null(), "{peer}");
+    Ok(())
+}
+
+#[test]
+fn versus_redis_without_peer_sync_compares_with_appendfsync_always() -> anyhow::Result<()> {
+    // The machine's Redis keeps nothing on disk: the bench says so and
+    // runs its own always-fsync server instead of calling it durable.
+    let v = run_json(
+        BENCH,
+        &[
+            "--vs",
+            "redis://127.0.0.1:6379",
+            "--duration",
+            "1",
+            "--json",
+            "--probe-secs",
+            "0",
+        ],
+    )?;
+    let peer = &v["peer"];
+    check_figures(peer, false)?;
+    assert_eq!(peer["sync"], "always");
+    let server = peer["server"].as_str().unwrap_or_default();
+    assert!(
+        server.contains("appendfsync always") && server.contains("a private server: redis://127.0.0.1:6379 has"),
+        "{server}"
+    );
+    assert!(num(peer, "cpu_us_per_msg")? > 0.0, "{peer}");
     Ok(())
 }
 

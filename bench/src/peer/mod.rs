@@ -28,9 +28,9 @@ use waybill::bench::report::{Figures, Peer};
 /// How the peer syncs its writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PeerSync {
-    /// The server at `--vs` as configured (JetStream default: fsync every 2 min; Redis: whatever its appendfsync says).
+    /// The server at `--vs` as configured (JetStream default: fsync every 2 min; Redis: whatever its appendfsync says). NATS's default.
     Default,
-    /// A private server that fsyncs every write, `--vs`'s address unused: nats-server 2.15.1 with `sync_interval: always` (installed from PyPI), or redis-server with `appendfsync always`.
+    /// A private server that fsyncs every write, `--vs`'s address unused: nats-server 2.15.1 with `sync_interval: always` (installed from PyPI), or redis-server with `appendfsync always`. Redis's default, except that a server at `--vs` already on `appendfsync always` is used as it is.
     Always,
 }
 
@@ -40,7 +40,7 @@ pub struct PeerArgs {
     /// Run the same workload against NATS JetStream (nats://127.0.0.1:4222) or Redis streams (redis://127.0.0.1:6379).
     #[arg(long, value_name = "nats://ADDR|redis://ADDR")]
     pub vs: Option<String>,
-    /// `always`: compare with a nats-server that fsyncs every write.
+    /// `always`: compare with a server that fsyncs every write; `default`: the server at --vs as configured.
     #[arg(long, value_enum, requires = "vs")]
     pub peer_sync: Option<PeerSync>,
     /// Venv for `--peer-sync always` [default: target/nats-venv beside the binary's profile dir].
@@ -75,19 +75,40 @@ impl Target {
     /// Everything the peer needs before measuring starts (so that, e.g.,
     /// pip never competes with a run).
     pub async fn prepare(self, args: &PeerArgs) -> anyhow::Result<Prepared> {
-        let sync = args.peer_sync.unwrap_or(PeerSync::Default);
+        // Redis is compared with `appendfsync always` unless told otherwise:
+        // the server at `--vs` when it is configured so, else a private one.
+        let sync = match (&self, args.peer_sync) {
+            (_, Some(s)) => s,
+            (Target::Redis { .. }, None) => PeerSync::Always,
+            (Target::Nats { .. }, None) => PeerSync::Default,
+        };
+        // Why the comparison does not use `--vs`'s server, when it does not.
+        let mut note = None;
         let local_bin = match (&self, sync) {
             (Target::Nats { .. }, PeerSync::Always) => {
                 let venv = args.nats_venv.clone().unwrap_or_else(nats_server::default_venv);
                 Some(nats_server::ensure_binary(&venv).await?)
             }
-            (Target::Redis { .. }, PeerSync::Always) => Some(redis_server::find_binary(args.redis_server.as_deref())?),
+            (Target::Redis { url }, PeerSync::Always) => {
+                if args.peer_sync.is_none() {
+                    let given = redis::sync_mode(url).await?;
+                    if given == "always" {
+                        None
+                    } else {
+                        note = Some(format!("a private server: {url} has appendfsync {given}"));
+                        Some(redis_server::find_binary(args.redis_server.as_deref())?)
+                    }
+                } else {
+                    Some(redis_server::find_binary(args.redis_server.as_deref())?)
+                }
+            }
             (_, PeerSync::Default) => None,
         };
         Ok(Prepared {
             target: self,
             sync,
             local_bin,
+            note,
         })
     }
 }
@@ -98,6 +119,8 @@ pub struct Prepared {
     sync: PeerSync,
     /// `--peer-sync always`: the private server's executable.
     local_bin: Option<PathBuf>,
+    /// Said beside the server in the report (see `Target::prepare`).
+    note: Option<String>,
 }
 
 impl Prepared {
@@ -144,7 +167,14 @@ impl Prepared {
                     None => None,
                 };
                 let url = local.as_ref().map_or(url.as_str(), |l| l.url.as_str());
-                let r = redis::run(url, load, local.as_ref().and_then(|l| l.pid())).await;
+                let r = redis::run(url, load, local.as_ref().and_then(|l| l.pid()))
+                    .await
+                    .map(|mut r| {
+                        if let Some(note) = &self.note {
+                            r.server = format!("{} ({note})", r.server);
+                        }
+                        r
+                    });
                 if let Some(l) = local {
                     l.stop().await;
                 }

@@ -16,7 +16,8 @@
 //!   `appendfsync always` Redis writes and fsyncs the AOF before it answers
 //!   (the counterpart of a sync-flush `SEND_OK`); the run's `server` names
 //!   the setting it read with `CONFIG GET`, so a report never calls a
-//!   page-cache ack durable.
+//!   page-cache ack durable (and `--vs redis://` without `--peer-sync`
+//!   never compares with one: see `peer::Target::prepare`).
 //! - Consumers are not driven on Redis (`--consumers` runs Waybill's only).
 
 use anyhow::Context;

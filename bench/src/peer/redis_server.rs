@@ -1,5 +1,5 @@
-//! `--vs redis://… --peer-sync always`: a private Redis that fsyncs every
-//! write.
+//! A private Redis that fsyncs every write: `--vs redis://…` when the
+//! server there does not (or with `--peer-sync always`).
 //!
 //! The Redis a machine runs may keep nothing on disk (this project's CI
 //! machines run it that way), and changing a shared server's persistence
@@ -8,7 +8,8 @@
 //! PATH`) with `appendonly yes`, `appendfsync always` and no RDB snapshots,
 //! listening on a free 127.0.0.1 port with its AOF in a temp dir on the
 //! same disk as Waybill's temp dirs, and kills it afterwards
-//! ([`LocalRedis`] kills it on drop too). `--vs`'s address is not used.
+//! ([`LocalRedis`] kills it on drop too). `--vs`'s address is then not
+//! used, and the report says why.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
