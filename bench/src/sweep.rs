@@ -84,27 +84,43 @@ pub async fn run(w: &Workload, pg: Option<&str>, nats_venv: Option<std::path::Pa
         }
         rows.push(row);
     }
+    // Each extra row is said beside its baseline, made before it: tracing
+    // rows beside the untraced one (tracing's cost), replication rows
+    // beside the single node.
     let (p, i) = LEVELS[2];
-    let mut extra = Vec::new();
-    let untraced = shaped(w, p, i, FlushMode::Sync, ReplicationMode::None, Some("none"));
-    extra.push(waybill_row(&untraced, "256, tracing off".into(), &mut failures).await?);
+    let mut extra: Vec<(Row, Option<String>)> = Vec::new();
+    let shape = shaped(w, p, i, FlushMode::Sync, ReplicationMode::None, Some("none"));
+    let r = waybill_row(&shape, "256, tracing off".into(), &mut failures).await?;
+    let untraced = r.waybill.clone();
+    let traced = rows.last().map(|t| &t.waybill);
+    let vs = traced.and_then(|t| ratio(t, &untraced));
+    extra.push((r, vs.map(|x| format!("traced (SQLite) / untraced: {x:.2}"))));
     if let Some(pg) = pg {
         let traced = shaped(w, p, i, FlushMode::Sync, ReplicationMode::None, Some(pg));
-        extra.push(waybill_row(&traced, "256, traced in PostgreSQL".into(), &mut failures).await?);
+        let r = waybill_row(&traced, "256, traced in PostgreSQL".into(), &mut failures).await?;
+        let vs = ratio(&r.waybill, &untraced).map(|x| format!("traced (PostgreSQL) / untraced: {x:.2}"));
+        extra.push((r, vs));
     }
     let asynced = shaped(w, p, i, FlushMode::Async, ReplicationMode::None, None);
-    extra.push(waybill_row(&asynced, "256, async flush".into(), &mut failures).await?);
+    extra.push((
+        waybill_row(&asynced, "256, async flush".into(), &mut failures).await?,
+        None,
+    ));
     let (p, i) = REPLICATION;
+    let single = shaped(w, p, i, FlushMode::Sync, ReplicationMode::None, None);
+    let single = waybill_row(&single, "4 x 64, one node".into(), &mut failures).await?;
+    let base = single.waybill.clone();
+    extra.push((single, None));
     for (mode, label) in [
-        (ReplicationMode::None, "4 x 64, one node"),
         (ReplicationMode::Sync, "4 x 64, sync replication"),
         (ReplicationMode::Raft, "4 x 64, Raft"),
     ] {
         let shape = shaped(w, p, i, FlushMode::Sync, mode, None);
-        extra.push(waybill_row(&shape, label.into(), &mut failures).await?);
+        let r = waybill_row(&shape, label.into(), &mut failures).await?;
+        let vs = ratio(&r.waybill, &base).map(|x| format!("/ one node: {x:.2}"));
+        extra.push((r, vs));
     }
     probe_disk(&mut disk, half).await?;
-    let extra = compare(&rows, extra);
     if w.json {
         println!("{}", json_report(w, &disk, &rows, &extra));
     } else {
@@ -285,44 +301,6 @@ fn table(w: &Workload, disk: &Disk, rows: &[Row], extra: &[(Row, Option<String>)
         ));
     }
     out
-}
-
-/// What each extra row is compared with: tracing rows with the untraced
-/// row (tracing's cost), replication rows with the single node.
-fn compare(rows: &[Row], extra: Vec<Row>) -> Vec<(Row, Option<String>)> {
-    let traced = rows.last().map(|r| r.waybill.clone());
-    let untraced = extra
-        .iter()
-        .find(|r| r.label.contains("tracing off"))
-        .map(|r| r.waybill.clone());
-    let single = extra
-        .iter()
-        .find(|r| r.label.ends_with("one node"))
-        .map(|r| r.waybill.clone());
-    extra
-        .into_iter()
-        .map(|r| {
-            let vs = if r.label.contains("tracing off") {
-                traced
-                    .as_ref()
-                    .and_then(|t| ratio(t, &r.waybill))
-                    .map(|x| format!("traced (SQLite) / untraced: {x:.2}"))
-            } else if r.label.contains("PostgreSQL") {
-                untraced
-                    .as_ref()
-                    .and_then(|u| ratio(&r.waybill, u))
-                    .map(|x| format!("traced (PostgreSQL) / untraced: {x:.2}"))
-            } else if r.label.starts_with("4 x 64") && !r.label.ends_with("one node") {
-                single
-                    .as_ref()
-                    .and_then(|b| ratio(&r.waybill, b))
-                    .map(|x| format!("/ one node: {x:.2}"))
-            } else {
-                None
-            };
-            (r, vs)
-        })
-        .collect()
 }
 
 /// The sweep's flags beside `--sweep` itself.
