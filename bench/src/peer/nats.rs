@@ -135,9 +135,9 @@ async fn run_on_stream(
             .context("warm-up publish failed")?;
         senders.push((ctx, subject.clone()));
     }
-    let before = pid.and_then(cpu::process_cpu_us);
+    let meter = cpu::Meter::start(pid);
     let result = drive(load, senders, |(ctx, subject), body| publish(ctx, subject, body)).await;
-    let cpu_us_per_msg = cpu::per_msg(before, pid.and_then(cpu::process_cpu_us), result.acked);
+    let cpu_us_per_msg = meter.per_msg(result.acked);
     if let Some(e2e) = &e2e {
         let target = result.acked + load.producers as u64;
         if !e2e.wait_for(target, Duration::from_secs(5)).await {

@@ -101,10 +101,9 @@ async fn run_on_key(
             .context("warm-up XADD failed")?;
         senders.push((conn, key.to_string()));
     }
-    let before = pid.and_then(waybill::bench::cpu::process_cpu_us);
+    let meter = waybill::bench::cpu::Meter::start(pid);
     let result = drive(load, senders, |(conn, key), bodies| xadd(conn, key, bodies)).await;
-    let after = pid.and_then(waybill::bench::cpu::process_cpu_us);
-    let cpu = waybill::bench::cpu::per_msg(before, after, result.acked);
+    let cpu = meter.per_msg(result.acked);
     Ok((result, cpu))
 }
 

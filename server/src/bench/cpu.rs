@@ -31,6 +31,29 @@ fn parse_stat(stat: &str) -> Option<u64> {
     Some((utime + stime) * (1_000_000 / USER_HZ))
 }
 
+/// A process's CPU time from the start of a measurement: `start` before
+/// the timed loop, [`Meter::per_msg`] after it.
+pub struct Meter {
+    pid: Option<u32>,
+    start: Option<u64>,
+}
+
+impl Meter {
+    /// `pid`: the server's process, when it is the bench's own (`None`:
+    /// no figure).
+    pub fn start(pid: Option<u32>) -> Meter {
+        Meter {
+            pid,
+            start: pid.and_then(process_cpu_us),
+        }
+    }
+
+    /// CPU µs per message since `start`, over `msgs` acknowledged.
+    pub fn per_msg(&self, msgs: u64) -> Option<f64> {
+        per_msg(self.start, self.pid.and_then(process_cpu_us), msgs)
+    }
+}
+
 /// CPU µs per message between two readings of [`process_cpu_us`].
 pub fn per_msg(before: Option<u64>, after: Option<u64>, msgs: u64) -> Option<f64> {
     match (before, after) {
@@ -58,5 +81,7 @@ mod tests {
         let spin: u64 = (0..2_000_000u64).fold(0, |a, b| a ^ b.wrapping_mul(31));
         assert!(spin != 1);
         assert!(process_cpu_us(std::process::id()).is_some());
+        assert!(Meter::start(Some(std::process::id())).per_msg(1).is_some());
+        assert_eq!(Meter::start(None).per_msg(1), None);
     }
 }

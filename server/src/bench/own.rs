@@ -178,10 +178,9 @@ async fn drive_waybill(t: &Target<'_>, load: &Load, consumers: usize) -> Result<
         Some(h) => Some(scrape(&client, h).await?),
         None => None,
     };
-    let cpu_before = t.pid.and_then(cpu::process_cpu_us);
+    let meter = cpu::Meter::start(t.pid);
     let result = drive(load, senders, |(p, topic), body| send(p, topic, body)).await;
-    let cpu_after = t.pid.and_then(cpu::process_cpu_us);
-    let cpu_us_per_msg = cpu::per_msg(cpu_before, cpu_after, result.acked);
+    let cpu_us_per_msg = meter.per_msg(result.acked);
     let fsyncs = match (t.http, before) {
         (Some(h), Some(b)) => Some((b, scrape(&client, h).await?)),
         _ => None,
