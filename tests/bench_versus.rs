@@ -98,24 +98,27 @@ fn versus_redis_always_runs_a_private_server_that_fsyncs_each_write() -> anyhow:
     check_ratio(&v, "ratio", peer)
 }
 
+/// A one-second run against the machine's Redis with `extra` flags; its peer.
+fn versus_local_redis(extra: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let mut args = vec![
+        "--vs",
+        "redis://127.0.0.1:6379",
+        "--duration",
+        "1",
+        "--json",
+        "--probe-secs",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    let v = run_json(BENCH, &args)?;
+    let peer = v["peer"].clone();
+    check_figures(&peer, false)?;
+    Ok(peer)
+}
+
 #[test]
 fn versus_redis_as_configured_names_its_appendfsync() -> anyhow::Result<()> {
-    let v = run_json(
-        BENCH,
-        &[
-            "--vs",
-            "redis://127.0.0.1:6379",
-            "--peer-sync",
-            "default",
-            "--duration",
-            "1",
-            "--json",
-            "--probe-secs",
-            "0",
-        ],
-    )?;
-    let peer = &v["peer"];
-    check_figures(peer, false)?;
+    let peer = &versus_local_redis(&["--peer-sync", "default"])?;
     assert_eq!(peer["sync"], "default");
     let server = peer["server"].as_str().unwrap_or_default();
     assert!(
@@ -131,20 +134,7 @@ fn versus_redis_as_configured_names_its_appendfsync() -> anyhow::Result<()> {
 fn versus_redis_without_peer_sync_compares_with_appendfsync_always() -> anyhow::Result<()> {
     // The machine's Redis keeps nothing on disk: the bench says so and
     // runs its own always-fsync server instead of calling it durable.
-    let v = run_json(
-        BENCH,
-        &[
-            "--vs",
-            "redis://127.0.0.1:6379",
-            "--duration",
-            "1",
-            "--json",
-            "--probe-secs",
-            "0",
-        ],
-    )?;
-    let peer = &v["peer"];
-    check_figures(peer, false)?;
+    let peer = &versus_local_redis(&[])?;
     assert_eq!(peer["sync"], "always");
     let server = peer["server"].as_str().unwrap_or_default();
     assert!(
