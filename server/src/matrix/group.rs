@@ -56,20 +56,45 @@ impl Member {
             .open(&self.log)
             .map_err(MatrixError::io("cannot open a member's log"))?;
         let args: Vec<std::ffi::OsString> = self.args.iter().map(Into::into).collect();
+        // A member keeps its addresses across restarts (the others know
+        // them), and between a kill and the restart another process on this
+        // machine may hold the port for a moment (seen once in CI: an
+        // ephemeral port). Only that failure is tried again, briefly.
+        for _ in 0..PORT_RETRIES {
+            let log = log
+                .try_clone()
+                .map_err(MatrixError::io("cannot share a member's log"))?;
+            match spawn_serve(exe, &args, log, READY_TIMEOUT).await {
+                Err(NotReady::Exited) if self.log_tail().contains("Address already in use") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Ok((child, _)) => {
+                    self.child = Some(child);
+                    return Ok(());
+                }
+                Err(why) => return Err(self.not_started(exe, why)),
+            }
+        }
         match spawn_serve(exe, &args, log, READY_TIMEOUT).await {
             Ok((child, _)) => {
                 self.child = Some(child);
                 Ok(())
             }
-            Err(NotReady::Spawn(source)) => Err(MatrixError::Io {
+            Err(why) => Err(self.not_started(exe, why)),
+        }
+    }
+
+    fn not_started(&self, exe: &Path, why: NotReady) -> MatrixError {
+        match why {
+            NotReady::Spawn(source) => MatrixError::Io {
                 what: format!("cannot start {} serve", exe.display()),
                 source,
-            }),
-            Err(why) => Err(MatrixError::Node(format!(
+            },
+            why => MatrixError::Node(format!(
                 "node {} did not start ({why}); its log:\n{}",
                 self.id,
                 self.log_tail()
-            ))),
+            )),
         }
     }
 
@@ -146,6 +171,9 @@ pub struct Group {
     links: Vec<(u16, u16, Proxy)>,
     exe: PathBuf,
 }
+
+/// Restarts tried again when the member's port is held by someone else.
+const PORT_RETRIES: usize = 4;
 
 fn free_addr() -> Result<String, MatrixError> {
     std::net::TcpListener::bind("127.0.0.1:0")
